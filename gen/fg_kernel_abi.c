@@ -1,0 +1,9 @@
+#include "fg_kernel_abi.h"
+
+void fg_abi_fwd_struct(fg_buf *out) {
+  fg_buf_puts(out, "struct fg_fwd_params {\n");
+#define FG_ABI_CUDA_FIELD_(ctype, cudatype, name) fg_buf_printf(out, "  %s %s;\n", cudatype, #name);
+  FG_FWD_PARAMS_FIELDS(FG_ABI_CUDA_FIELD_)
+#undef FG_ABI_CUDA_FIELD_
+  fg_buf_puts(out, "};");
+}

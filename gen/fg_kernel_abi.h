@@ -1,0 +1,53 @@
+/* fg_kernel_abi: the parameter blocks that the runtime passes to generated
+ * kernels by value.  Each block's fields are listed once, here; the C struct
+ * and the CUDA struct that the generator writes into every kernel come from
+ * the same list, so they cannot drift apart (the kernel also static_asserts
+ * the size). */
+#ifndef FG_KERNEL_ABI_H
+#define FG_KERNEL_ABI_H
+
+#include <stdint.h>
+
+#include "fg_base.h"
+
+/* X(C type, CUDA type, name).  Strides are in elements; the grid is 1-D,
+ * blockIdx.x = (b * heads_q + h) * q_blocks + q_block. */
+#define FG_FWD_PARAMS_FIELDS(X)                                              \
+  X(const void *, "const void *", q)                                         \
+  X(const void *, "const void *", k)                                         \
+  X(const void *, "const void *", v)                                         \
+  X(void *, "void *", o)                                                     \
+  X(float *, "float *", lse) /* NULL: not written */                         \
+  X(int64_t, "fg_i64", q_stride_b)                                           \
+  X(int64_t, "fg_i64", q_stride_s)                                           \
+  X(int64_t, "fg_i64", q_stride_h)                                           \
+  X(int64_t, "fg_i64", k_stride_b)                                           \
+  X(int64_t, "fg_i64", k_stride_s)                                           \
+  X(int64_t, "fg_i64", k_stride_h)                                           \
+  X(int64_t, "fg_i64", v_stride_b)                                           \
+  X(int64_t, "fg_i64", v_stride_s)                                           \
+  X(int64_t, "fg_i64", v_stride_h)                                           \
+  X(int64_t, "fg_i64", o_stride_b)                                           \
+  X(int64_t, "fg_i64", o_stride_s)                                           \
+  X(int64_t, "fg_i64", o_stride_h)                                           \
+  X(int32_t, "int", batch)                                                   \
+  X(int32_t, "int", heads_q)                                                 \
+  X(int32_t, "int", heads_kv)                                                \
+  X(int32_t, "int", seqlen_q)                                                \
+  X(int32_t, "int", seqlen_k)                                                \
+  X(int32_t, "int", head_dim) /* actual head_dim, <= the compiled one */     \
+  X(int32_t, "int", q_blocks) /* ceil(seqlen_q / block_q) */                 \
+  X(int32_t, "int", group)    /* heads_q / heads_kv */                       \
+  X(float, "float", scale_log2) /* softmax scale * log2(e) */                \
+  X(int32_t, "int", reserved)
+
+#define FG_ABI_C_FIELD_(ctype, cudatype, name) ctype name;
+typedef struct fg_fwd_params {
+  FG_FWD_PARAMS_FIELDS(FG_ABI_C_FIELD_)
+} fg_fwd_params;
+#undef FG_ABI_C_FIELD_
+
+/* Appends the CUDA definition of struct fg_fwd_params. */
+void fg_abi_fwd_struct(fg_buf *out);
+
+#endif

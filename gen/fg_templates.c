@@ -1,0 +1,129 @@
+#include "fg_templates.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fg_gen.h"
+#include "fg_lua.h"
+#include "fg_sha256.h"
+
+#define FG_TEMPLATE_MAX_BYTES (4u << 20)
+
+static const char *fg_template_dir(void) {
+  const char *d = getenv("FAGEN_TEMPLATE_DIR");
+  return d && *d ? d : NULL;
+}
+
+static fagen_status fg_read_file(const char *path, const char *name, fg_buf *text, fg_err *err) {
+  FILE *f = fopen(path, "rb");
+  if (!f) {
+    if (errno == ENOENT)
+      return fg_fail(err, FAGEN_E_TEMPLATE, "no template named '%s' (looked for %s)", name, path);
+    return fg_fail(err, FAGEN_E_IO, "cannot open template %s: %s", path, strerror(errno));
+  }
+  char chunk[8192];
+  size_t n;
+  while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) {
+    if (text->len + n > FG_TEMPLATE_MAX_BYTES) {
+      fclose(f);
+      return fg_fail(err, FAGEN_E_TEMPLATE, "template %s is larger than %u bytes", path,
+                     FG_TEMPLATE_MAX_BYTES);
+    }
+    fg_buf_append(text, chunk, n);
+  }
+  int bad = ferror(f);
+  fclose(f);
+  if (bad) return fg_fail(err, FAGEN_E_IO, "cannot read template %s", path);
+  if (text->oom) return fg_fail(err, FAGEN_E_NO_MEMORY, "out of memory reading %s", path);
+  return FAGEN_OK;
+}
+
+fagen_status fg_template_read(void *user, const char *name, fg_buf *text, fg_err *err) {
+  (void)user;
+  if (!fg_tpl_name_ok(name)) return fg_fail(err, FAGEN_E_TEMPLATE, "bad template name '%s'", name);
+  const char *dir = fg_template_dir();
+  if (dir) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    return fg_read_file(path, name, text, err);
+  }
+  for (size_t i = 0; i < fg_embedded_template_count; i++)
+    if (strcmp(fg_embedded_templates[i].name, name) == 0) {
+      fg_buf_append(text, fg_embedded_templates[i].data, fg_embedded_templates[i].size);
+      return text->oom ? fg_fail(err, FAGEN_E_NO_MEMORY, "out of memory") : FAGEN_OK;
+    }
+  return fg_fail(err, FAGEN_E_TEMPLATE, "no template named '%s' is built into fagen", name);
+}
+
+static int fg_name_cmp(const void *a, const void *b) {
+  return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static void fg_hash_entry(fg_sha256 *s, const char *name, const void *data, size_t n) {
+  unsigned char len[8];
+  for (int i = 0; i < 8; i++) len[i] = (unsigned char)((unsigned long long)n >> (8 * i));
+  fg_sha256_update(s, name, strlen(name) + 1);
+  fg_sha256_update(s, len, sizeof len);
+  fg_sha256_update(s, data, n);
+}
+
+fagen_status fg_templates_hash(char hex[65], fg_err *err) {
+  fg_sha256 s;
+  fg_sha256_init(&s);
+  char rev[64];
+  snprintf(rev, sizeof rev, "fagen-generator %s rev %d", FAGEN_VERSION_STRING, FG_GEN_REVISION);
+  fg_sha256_update(&s, rev, strlen(rev) + 1);
+  const char *dir = fg_template_dir();
+  if (!dir) {
+    for (size_t i = 0; i < fg_embedded_template_count; i++)
+      fg_hash_entry(&s, fg_embedded_templates[i].name, fg_embedded_templates[i].data,
+                    fg_embedded_templates[i].size);
+  } else {
+    DIR *d = opendir(dir);
+    if (!d) return fg_fail(err, FAGEN_E_IO, "cannot list FAGEN_TEMPLATE_DIR %s: %s", dir,
+                           strerror(errno));
+    char **names = NULL;
+    size_t n = 0, cap = 0;
+    struct dirent *e;
+    fagen_status st = FAGEN_OK;
+    while ((e = readdir(d)) != NULL) {
+      size_t l = strlen(e->d_name);
+      if (l < 5 || strcmp(e->d_name + l - 4, ".tpl") != 0 || !fg_tpl_name_ok(e->d_name)) continue;
+      if (n == cap) {
+        cap = cap ? 2 * cap : 16;
+        char **p = realloc(names, cap * sizeof *p);
+        if (!p) {
+          st = fg_fail(err, FAGEN_E_NO_MEMORY, "out of memory");
+          break;
+        }
+        names = p;
+      }
+      if (!(names[n] = fg_strdup(e->d_name))) {
+        st = fg_fail(err, FAGEN_E_NO_MEMORY, "out of memory");
+        break;
+      }
+      n++;
+    }
+    closedir(d);
+    if (st == FAGEN_OK) {
+      qsort(names, n, sizeof *names, fg_name_cmp);
+      for (size_t i = 0; i < n && st == FAGEN_OK; i++) {
+        fg_buf text;
+        fg_buf_init(&text);
+        st = fg_template_read(NULL, names[i], &text, err);
+        if (st == FAGEN_OK) fg_hash_entry(&s, names[i], text.data ? text.data : "", text.len);
+        fg_buf_free(&text);
+      }
+    }
+    for (size_t i = 0; i < n; i++) free(names[i]);
+    free(names);
+    if (st != FAGEN_OK) return st;
+  }
+  unsigned char digest[32];
+  fg_sha256_final(&s, digest);
+  fg_hex(digest, 32, hex);
+  return FAGEN_OK;
+}

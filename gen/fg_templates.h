@@ -1,0 +1,32 @@
+/* fg_templates: where template text comes from.  The templates/ folder is
+ * built into the library (tools/fg_embed.c), so a deployed libfagen needs no
+ * files beside it; FAGEN_TEMPLATE_DIR points at a folder to use instead while
+ * developing templates. */
+#ifndef FG_TEMPLATES_H
+#define FG_TEMPLATES_H
+
+#include <stddef.h>
+
+#include "fg_base.h"
+
+typedef struct fg_embedded_template {
+  const char *name;
+  const unsigned char *data;
+  size_t size;
+} fg_embedded_template;
+
+/* Generated at build time from templates/ (sorted by name). */
+extern const fg_embedded_template fg_embedded_templates[];
+extern const size_t fg_embedded_template_count;
+
+/* Reads template `name` (an fg_tpl_loader; user is ignored).  Returns FAGEN_OK,
+ * FAGEN_E_TEMPLATE (no such template), FAGEN_E_IO (unreadable file in
+ * FAGEN_TEMPLATE_DIR) or FAGEN_E_NO_MEMORY. */
+fagen_status fg_template_read(void *user, const char *name, fg_buf *text, fg_err *err);
+
+/* SHA-256 (hex) over the generator revision and every template of the active
+ * set (name and bytes): changes whenever anything that shapes generated
+ * sources changes.  Returns FAGEN_OK or FAGEN_E_IO. */
+fagen_status fg_templates_hash(char hex[65], fg_err *err);
+
+#endif

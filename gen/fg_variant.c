@@ -1,0 +1,481 @@
+#include "fg_variant.h"
+
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- targets ------------------------------------------------------------ */
+
+/* Shared memory a block may opt into, per target (CUDA programming guide,
+ * "compute capabilities" table).  fagen's kernels need sm_80 features
+ * (cp.async, bf16 mma), so nothing older is listed. */
+static const struct fg_target_info {
+  int arch;
+  int specific_allowed; /* an "a" target exists */
+  int smem_optin;       /* bytes */
+} fg_targets[] = {
+    {80, 0, 166912}, {86, 0, 101376}, {87, 0, 166912}, {89, 0, 101376},  {90, 1, 232448},
+    {100, 1, 232448}, {103, 1, 232448}, {120, 1, 101376}, {121, 1, 101376},
+};
+
+static const struct fg_target_info *fg_target_lookup(const fagen_target *t) {
+  for (size_t i = 0; i < FG_ARRAY_LEN(fg_targets); i++)
+    if (fg_targets[i].arch == t->arch) {
+      if (t->arch_specific != 0 && (t->arch_specific != 1 || !fg_targets[i].specific_allowed))
+        return NULL;
+      return &fg_targets[i];
+    }
+  return NULL;
+}
+
+int fg_target_supported(const fagen_target *t) { return t && fg_target_lookup(t) != NULL; }
+
+int fg_target_smem_limit(const fagen_target *t) {
+  const struct fg_target_info *info = fg_target_lookup(t);
+  return info ? info->smem_optin : 0;
+}
+
+FAGEN_API fagen_status fagen_target_name(const fagen_target *t, int with_underscore, char *buf,
+                                         size_t size) {
+  if (!t || !buf) return FAGEN_E_NULL_POINTER;
+  int n = snprintf(buf, size, "sm%s%d%s", with_underscore ? "_" : "", t->arch,
+                   t->arch_specific ? "a" : "");
+  if (n < 0 || (size_t)n >= size) return FAGEN_E_BUFFER_TOO_SMALL;
+  return FAGEN_OK;
+}
+
+/* Parses a decimal integer without sign or leading zeros from s[0..len). */
+static int fg_parse_uint(const char *s, size_t len, int *out) {
+  if (len == 0 || len > 9) return 0;
+  if (s[0] == '0' && len > 1) return 0;
+  int v = 0;
+  for (size_t i = 0; i < len; i++) {
+    if (s[i] < '0' || s[i] > '9') return 0;
+    v = v * 10 + (s[i] - '0');
+  }
+  *out = v;
+  return 1;
+}
+
+/* "sm80", "sm_80", "sm90a", "sm_90a" (sep_optional) or "sm80"/"sm90a" only. */
+static int fg_parse_target_token(const char *s, size_t len, int underscore_ok, fagen_target *out) {
+  if (len < 3 || s[0] != 's' || s[1] != 'm') return 0;
+  size_t i = 2;
+  if (underscore_ok && i < len && s[i] == '_') i++;
+  size_t end = len;
+  int specific = 0;
+  if (end > i && s[end - 1] == 'a') {
+    specific = 1;
+    end--;
+  }
+  int arch;
+  if (!fg_parse_uint(s + i, end - i, &arch)) return 0;
+  out->arch = arch;
+  out->arch_specific = specific;
+  return 1;
+}
+
+FAGEN_API fagen_status fagen_target_parse(const char *token, fagen_target *out) {
+  if (!token || !out) {
+    fg_set_last_error(FAGEN_E_NULL_POINTER, "fagen_target_parse: NULL argument");
+    return FAGEN_E_NULL_POINTER;
+  }
+  fagen_target t;
+  char msg[256];
+  if (!fg_parse_target_token(token, strlen(token), 1, &t)) {
+    snprintf(msg, sizeof msg, "'%.64s' is not a target; expected a form like sm_80 or sm_90a",
+             token);
+    fg_set_last_error(FAGEN_E_INVALID_ARGUMENT, msg);
+    return FAGEN_E_INVALID_ARGUMENT;
+  }
+  if (!fg_target_supported(&t)) {
+    snprintf(msg, sizeof msg,
+             "target '%.64s' is not supported (fagen supports sm_80, sm_86, sm_87, sm_89, "
+             "sm_90, sm_90a, sm_100, sm_100a, sm_103, sm_103a, sm_120, sm_120a, sm_121, "
+             "sm_121a)",
+             token);
+    fg_set_last_error(FAGEN_E_INVALID_ARGUMENT, msg);
+    return FAGEN_E_INVALID_ARGUMENT;
+  }
+  *out = t;
+  return FAGEN_OK;
+}
+
+/* ---- the axis table ----------------------------------------------------- */
+
+/* Head dimensions that are compiled; any other multiple of 8 up to 256 is
+ * served by the next size up (fg_head_dim_bucket). */
+static const int fg_head_dims[] = {32, 64, 96, 128, 160, 192, 224, 256};
+
+int fg_head_dim_bucket(int d) {
+  for (size_t i = 0; i < FG_ARRAY_LEN(fg_head_dims); i++)
+    if (d <= fg_head_dims[i]) return fg_head_dims[i];
+  return 0;
+}
+
+#define FG_MAX_AXIS 8
+
+/* One row per kernel family: its op, template, the tile candidates the tuner
+ * and `fagen list --space` enumerate, and the template's constraints. */
+typedef struct fg_family {
+  fagen_op op;
+  const char *op_token;
+  const char *template_name;
+  int block_q[FG_MAX_AXIS];
+  int block_kv[FG_MAX_AXIS];
+  int warps[FG_MAX_AXIS];
+  int stages[FG_MAX_AXIS];
+  /* Template-specific constraints and resource model. */
+  fagen_status (*check)(const fagen_variant *v, fg_resources *res, fg_err *err);
+  void (*default_tiles)(fagen_variant *v);
+} fg_family;
+
+/* fwd_simple.cu.tpl: one warp handles block_q / warps query rows; each lane
+ * scores one key of the tile at a time (scalar FMA, no tensor cores) and owns
+ * head_dim / 32 output columns.  Shared memory: the Q tile as fp32, and one K
+ * and one V tile of block_kv rows, each row padded by 2 elements so that lanes
+ * reading different rows hit different banks. */
+static fagen_status fg_check_fwd_simple(const fagen_variant *v, fg_resources *res, fg_err *err) {
+  if (v->stages != 1)
+    return fg_fail(err, FAGEN_E_INVALID_VARIANT,
+                   "stages=%d: the simple forward template has no K/V pipeline, stages must "
+                   "be 1",
+                   v->stages);
+  if (v->block_q % v->warps != 0)
+    return fg_fail(err, FAGEN_E_INVALID_VARIANT,
+                   "block_q=%d is not divisible by warps=%d (each warp takes whole rows)",
+                   v->block_q, v->warps);
+  int rows_per_warp = v->block_q / v->warps;
+  if (rows_per_warp > 8)
+    return fg_fail(err, FAGEN_E_INVALID_VARIANT,
+                   "block_q/warps=%d rows per warp exceeds 8 (accumulators would not fit "
+                   "in registers)",
+                   rows_per_warp);
+  if (v->block_kv % 32 != 0)
+    return fg_fail(err, FAGEN_E_INVALID_VARIANT,
+                   "block_kv=%d is not a multiple of 32 (each lane scores whole keys)",
+                   v->block_kv);
+  long smem = (long)v->block_q * v->head_dim * 4 + 2L * v->block_kv * (v->head_dim + 2) * 2;
+  smem = (smem + 15) / 16 * 16;
+  /* Live registers: the row accumulators (rows * head_dim/32), the row
+   * statistics, the lane's scores, addresses and loop state (~40). */
+  int regs = 40 + rows_per_warp * (v->head_dim / 32 + 2) + v->block_kv / 32;
+  if (res) {
+    res->threads = v->warps * 32;
+    res->smem_bytes = (int)smem;
+    res->regs_estimate = regs;
+  }
+  (void)err;
+  return FAGEN_OK;
+}
+
+static void fg_default_fwd_simple(fagen_variant *v) {
+  v->warps = 4;
+  v->block_q = 16;
+  v->block_kv = v->head_dim <= 128 ? 64 : 32;
+  v->stages = 1;
+}
+
+static const fg_family fg_families[] = {
+    {FAGEN_OP_FWD, "fwd", "fwd_simple.cu.tpl", {16, 32, 64}, {32, 64, 128}, {2, 4, 8}, {1},
+     fg_check_fwd_simple, fg_default_fwd_simple},
+};
+
+static const fg_family *fg_family_of(fagen_op op) {
+  for (size_t i = 0; i < FG_ARRAY_LEN(fg_families); i++)
+    if (fg_families[i].op == op) return &fg_families[i];
+  return NULL;
+}
+
+const char *fg_op_token(fagen_op op) {
+  const fg_family *f = fg_family_of(op);
+  return f ? f->op_token : NULL;
+}
+
+const char *fg_dtype_token(fagen_dtype dtype) {
+  switch (dtype) {
+    case FAGEN_DTYPE_FP16: return "fp16";
+    case FAGEN_DTYPE_BF16: return "bf16";
+  }
+  return NULL;
+}
+
+const char *fg_variant_template(const fagen_variant *v) {
+  const fg_family *f = fg_family_of(v->op);
+  return f ? f->template_name : NULL;
+}
+
+/* ---- names -------------------------------------------------------------- */
+
+FAGEN_API fagen_status fagen_variant_name(const fagen_variant *v, char *buf, size_t size) {
+  if (!v || !buf) return FAGEN_E_NULL_POINTER;
+  const char *op = fg_op_token(v->op);
+  const char *dt = fg_dtype_token(v->dtype);
+  if (!op || !dt || v->head_dim < 0 || v->block_q < 0 || v->block_kv < 0 || v->warps < 0 ||
+      v->stages < 0 || (v->causal != 0 && v->causal != 1) || v->target.arch < 0 ||
+      (v->target.arch_specific != 0 && v->target.arch_specific != 1)) {
+    fg_set_last_error(FAGEN_E_INVALID_ARGUMENT,
+                      "fagen_variant_name: a field is outside anything nameable");
+    return FAGEN_E_INVALID_ARGUMENT;
+  }
+  int n = snprintf(buf, size, "%s_d%d_bq%d_bk%d_w%d_s%d%s_%s_sm%d%s", op, v->head_dim, v->block_q,
+                   v->block_kv, v->warps, v->stages, v->causal ? "_causal" : "", dt,
+                   v->target.arch, v->target.arch_specific ? "a" : "");
+  if (n < 0 || (size_t)n >= size) {
+    if (size) buf[0] = '\0';
+    fg_set_last_error(FAGEN_E_BUFFER_TOO_SMALL, "fagen_variant_name: buffer too small");
+    return FAGEN_E_BUFFER_TOO_SMALL;
+  }
+  return FAGEN_OK;
+}
+
+/* Matches "<prefix><uint>" exactly. */
+static int fg_token_num(const char *tok, size_t len, const char *prefix, int *out) {
+  size_t pl = strlen(prefix);
+  return len > pl && memcmp(tok, prefix, pl) == 0 && fg_parse_uint(tok + pl, len - pl, out);
+}
+
+static int fg_token_is(const char *tok, size_t len, const char *word) {
+  return strlen(word) == len && memcmp(tok, word, len) == 0;
+}
+
+FAGEN_API fagen_status fagen_variant_parse(const char *name, fagen_variant *out) {
+  if (!name || !out) {
+    fg_set_last_error(FAGEN_E_NULL_POINTER, "fagen_variant_parse: NULL argument");
+    return FAGEN_E_NULL_POINTER;
+  }
+  const char *tok[12];
+  size_t len[12];
+  size_t n = 0;
+  const char *p = name;
+  for (;;) {
+    const char *e = strchr(p, '_');
+    size_t l = e ? (size_t)(e - p) : strlen(p);
+    if (n == FG_ARRAY_LEN(tok)) goto bad;
+    tok[n] = p;
+    len[n++] = l;
+    if (!e) break;
+    p = e + 1;
+  }
+  fagen_variant v;
+  memset(&v, 0, sizeof v);
+  size_t i = 0;
+  int found = 0;
+  for (size_t f = 0; f < FG_ARRAY_LEN(fg_families); f++)
+    if (fg_token_is(tok[0], len[0], fg_families[f].op_token)) {
+      v.op = fg_families[f].op;
+      found = 1;
+    }
+  if (!found) goto bad;
+  i = 1;
+  if (n != 8 && n != 9) goto bad;
+  if (!fg_token_num(tok[i], len[i], "d", &v.head_dim)) goto bad;
+  i++;
+  if (!fg_token_num(tok[i], len[i], "bq", &v.block_q)) goto bad;
+  i++;
+  if (!fg_token_num(tok[i], len[i], "bk", &v.block_kv)) goto bad;
+  i++;
+  if (!fg_token_num(tok[i], len[i], "w", &v.warps)) goto bad;
+  i++;
+  if (!fg_token_num(tok[i], len[i], "s", &v.stages)) goto bad;
+  i++;
+  if (n == 9) {
+    if (!fg_token_is(tok[i], len[i], "causal")) goto bad;
+    v.causal = 1;
+    i++;
+  }
+  if (fg_token_is(tok[i], len[i], "fp16"))
+    v.dtype = FAGEN_DTYPE_FP16;
+  else if (fg_token_is(tok[i], len[i], "bf16"))
+    v.dtype = FAGEN_DTYPE_BF16;
+  else
+    goto bad;
+  i++;
+  if (!fg_parse_target_token(tok[i], len[i], 0, &v.target)) goto bad;
+  *out = v;
+  return FAGEN_OK;
+bad: {
+  char msg[256];
+  snprintf(msg, sizeof msg,
+           "'%.96s' is not a variant name (expected e.g. "
+           "fwd_d128_bq128_bk64_w4_s2_causal_bf16_sm80)",
+           name);
+  fg_set_last_error(FAGEN_E_BAD_NAME, msg);
+  return FAGEN_E_BAD_NAME;
+}
+}
+
+/* ---- validity ----------------------------------------------------------- */
+
+fagen_status fg_variant_check(const fagen_variant *v, fg_resources *res, fg_err *err) {
+  if (!v) return fg_fail(err, FAGEN_E_NULL_POINTER, "variant is NULL");
+  const fg_family *fam = fg_family_of(v->op);
+  if (!fam) return fg_fail(err, FAGEN_E_INVALID_VARIANT, "op %d is not a known operation", v->op);
+  if (!fg_dtype_token(v->dtype))
+    return fg_fail(err, FAGEN_E_INVALID_VARIANT, "dtype %d is not fp16 or bf16", v->dtype);
+  if (v->causal != 0 && v->causal != 1)
+    return fg_fail(err, FAGEN_E_INVALID_VARIANT, "causal=%d must be 0 or 1", v->causal);
+  if (!fg_target_supported(&v->target))
+    return fg_fail(err, FAGEN_E_INVALID_VARIANT,
+                   "target sm_%d%s is not supported (need sm_80 or newer; 'a' only for "
+                   "sm_90a, sm_100a, sm_103a, sm_120a, sm_121a)",
+                   v->target.arch, v->target.arch_specific ? "a" : "");
+  {
+    int ok = 0;
+    for (size_t i = 0; i < FG_ARRAY_LEN(fg_head_dims); i++) ok |= fg_head_dims[i] == v->head_dim;
+    if (!ok)
+      return fg_fail(err, FAGEN_E_INVALID_VARIANT,
+                     "head_dim=%d is not compiled; kernels exist for 32, 64, 96, 128, 160, "
+                     "192, 224 and 256 (other multiples of 8 use the next size up)",
+                     v->head_dim);
+  }
+  if (v->warps < 1 || v->warps > 32)
+    return fg_fail(err, FAGEN_E_INVALID_VARIANT, "warps=%d must be in [1, 32]", v->warps);
+  if (v->block_q < 1 || v->block_q > 1024 || v->block_kv < 1 || v->block_kv > 1024)
+    return fg_fail(err, FAGEN_E_INVALID_VARIANT,
+                   "block_q=%d and block_kv=%d must be in [1, 1024]", v->block_q, v->block_kv);
+  if (v->stages < 1 || v->stages > 8)
+    return fg_fail(err, FAGEN_E_INVALID_VARIANT, "stages=%d must be in [1, 8]", v->stages);
+  fg_resources r;
+  fagen_status st = fam->check(v, &r, err);
+  if (st != FAGEN_OK) return st;
+  int limit = fg_target_smem_limit(&v->target);
+  if (r.smem_bytes > limit)
+    return fg_fail(err, FAGEN_E_INVALID_VARIANT,
+                   "needs %d bytes of shared memory per block, over the %d bytes sm_%d%s "
+                   "allows",
+                   r.smem_bytes, limit, v->target.arch, v->target.arch_specific ? "a" : "");
+  if (r.threads > 1024)
+    return fg_fail(err, FAGEN_E_INVALID_VARIANT, "%d threads per block exceed 1024", r.threads);
+  if (r.regs_estimate > 255)
+    return fg_fail(err, FAGEN_E_INVALID_VARIANT,
+                   "needs about %d registers per thread, over the limit of 255",
+                   r.regs_estimate);
+  if ((long)r.regs_estimate * r.threads > 65536)
+    return fg_fail(err, FAGEN_E_INVALID_VARIANT,
+                   "needs about %d registers x %d threads, over the 65536 registers of an SM",
+                   r.regs_estimate, r.threads);
+  if (res) *res = r;
+  return FAGEN_OK;
+}
+
+FAGEN_API fagen_status fagen_variant_validate(const fagen_variant *v, char *reason, size_t size) {
+  fg_err err;
+  fagen_status st = fg_variant_check(v, NULL, &err);
+  if (st != FAGEN_OK) {
+    if (reason && size) fg_strlcpy(reason, err.msg, size);
+    return fg_publish(&err);
+  }
+  if (reason && size) reason[0] = '\0';
+  return FAGEN_OK;
+}
+
+/* ---- defaults and the tuning space -------------------------------------- */
+
+void fg_default_tiles(fagen_variant *v) {
+  const fg_family *f = fg_family_of(v->op);
+  if (f) f->default_tiles(v);
+}
+
+int fg_variant_cmp(const fagen_variant *a, const fagen_variant *b) {
+  const int ka[] = {a->target.arch, a->target.arch_specific, (int)a->op, a->head_dim,
+                    (int)a->dtype, a->causal, a->block_q, a->block_kv, a->warps, a->stages};
+  const int kb[] = {b->target.arch, b->target.arch_specific, (int)b->op, b->head_dim,
+                    (int)b->dtype, b->causal, b->block_q, b->block_kv, b->warps, b->stages};
+  for (size_t i = 0; i < FG_ARRAY_LEN(ka); i++)
+    if (ka[i] != kb[i]) return ka[i] < kb[i] ? -1 : 1;
+  return 0;
+}
+
+void fg_variant_space(const fagen_variant *base, fg_space_fn fn, void *user) {
+  const fg_family *f = fg_family_of(base->op);
+  if (!f) return;
+  for (int a = 0; a < FG_MAX_AXIS && f->block_q[a]; a++)
+    for (int b = 0; b < FG_MAX_AXIS && f->block_kv[b]; b++)
+      for (int c = 0; c < FG_MAX_AXIS && f->warps[c]; c++)
+        for (int d = 0; d < FG_MAX_AXIS && f->stages[d]; d++) {
+          fagen_variant v = *base;
+          v.block_q = f->block_q[a];
+          v.block_kv = f->block_kv[b];
+          v.warps = f->warps[c];
+          v.stages = f->stages[d];
+          fg_err err;
+          fagen_status st = fg_variant_check(&v, NULL, &err);
+          if (fn(user, &v, st == FAGEN_OK ? NULL : err.msg)) return;
+        }
+}
+
+typedef struct fg_collect {
+  fagen_variant *out;
+  size_t capacity;
+  size_t count;
+} fg_collect;
+
+static int fg_collect_one(void *user, const fagen_variant *v, const char *reason) {
+  (void)reason;
+  fg_collect *c = user;
+  if (c->count < c->capacity) c->out[c->count] = *v;
+  c->count++;
+  return 0;
+}
+
+FAGEN_API fagen_status fagen_variant_candidates(const fagen_variant *base, fagen_variant *out,
+                                                size_t capacity, size_t *count) {
+  if (!base || !count || (capacity && !out)) {
+    fg_set_last_error(FAGEN_E_NULL_POINTER, "fagen_variant_candidates: NULL argument");
+    return FAGEN_E_NULL_POINTER;
+  }
+  if (!fg_family_of(base->op)) {
+    fg_set_last_error(FAGEN_E_INVALID_ARGUMENT, "fagen_variant_candidates: unknown op");
+    return FAGEN_E_INVALID_ARGUMENT;
+  }
+  fg_collect c = {out, capacity, 0};
+  fg_variant_space(base, fg_collect_one, &c);
+  *count = c.count;
+  if (c.count > capacity && out) {
+    fg_set_last_error(FAGEN_E_BUFFER_TOO_SMALL, "fagen_variant_candidates: buffer too small");
+    return FAGEN_E_BUFFER_TOO_SMALL;
+  }
+  return FAGEN_OK;
+}
+
+FAGEN_API fagen_status fagen_default_variants(const fagen_target *targets, size_t n_targets,
+                                              fagen_variant *out, size_t capacity,
+                                              size_t *count) {
+  if (!count || (n_targets && !targets) || (capacity && !out)) {
+    fg_set_last_error(FAGEN_E_NULL_POINTER, "fagen_default_variants: NULL argument");
+    return FAGEN_E_NULL_POINTER;
+  }
+  size_t total = 0;
+  for (size_t t = 0; t < n_targets; t++) {
+    if (!fg_target_supported(&targets[t])) {
+      char msg[128];
+      snprintf(msg, sizeof msg, "fagen_default_variants: target sm_%d%s is not supported",
+               targets[t].arch, targets[t].arch_specific ? "a" : "");
+      fg_set_last_error(FAGEN_E_INVALID_ARGUMENT, msg);
+      return FAGEN_E_INVALID_ARGUMENT;
+    }
+    for (size_t fi = 0; fi < FG_ARRAY_LEN(fg_families); fi++)
+      for (size_t d = 0; d < FG_ARRAY_LEN(fg_head_dims); d++)
+        for (int dt = 0; dt < 2; dt++)
+          for (int causal = 0; causal < 2; causal++) {
+            fagen_variant v;
+            memset(&v, 0, sizeof v);
+            v.op = fg_families[fi].op;
+            v.head_dim = fg_head_dims[d];
+            v.dtype = dt ? FAGEN_DTYPE_BF16 : FAGEN_DTYPE_FP16;
+            v.causal = causal;
+            v.target = targets[t];
+            fg_default_tiles(&v);
+            if (total < capacity) out[total] = v;
+            total++;
+          }
+  }
+  *count = total;
+  if (total > capacity && out) {
+    fg_set_last_error(FAGEN_E_BUFFER_TOO_SMALL, "fagen_default_variants: buffer too small");
+    return FAGEN_E_BUFFER_TOO_SMALL;
+  }
+  return FAGEN_OK;
+}

@@ -1,0 +1,424 @@
+/*
+ * fagen.h — the public C API of fagen, a generator and runtime for specialized
+ * FlashAttention CUDA kernels.  This header is the specification: every function
+ * says who owns what, whether it is thread-safe, and every status it returns.
+ *
+ * Conventions
+ *   - Every function that can fail returns a fagen_status; FAGEN_OK is 0.
+ *   - On failure a human-readable message is kept: per context (fagen_errmsg)
+ *     and per thread (fagen_last_error), the latter also for failures that
+ *     happen before a context exists.
+ *   - The library never aborts or exits the process, and never prints unless
+ *     FAGEN_LOG asks for it (see fagen_set_log_callback).
+ *   - The CUDA driver and NVRTC are loaded at run time (dlopen); linking
+ *     libfagen needs neither, and the library loads on machines without a GPU.
+ *     Generation and compilation work there; GPU calls return
+ *     FAGEN_E_NO_DRIVER or FAGEN_E_NO_DEVICE.
+ *
+ * Environment variables read by the library
+ *   FAGEN_CACHE_DIR        root of the on-disk kernel cache (else
+ *                          $XDG_CACHE_HOME/fagen if absolute, else ~/.cache/fagen)
+ *   FAGEN_CACHE_DISABLE=1  keep compiled kernels in memory only
+ *   FAGEN_CACHE_MAX_BYTES  cache size cap, default 1 GiB; least recently used
+ *                          kernels are evicted beyond it
+ *   FAGEN_LOG=info|debug   log compiles, cache hits/misses, evictions to stderr
+ *   FAGEN_NVRTC            path of the NVRTC shared library to use
+ *   FAGEN_TEMPLATE_DIR     read templates from this folder instead of the copies
+ *                          built into the library (template development)
+ */
+#ifndef FAGEN_H
+#define FAGEN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ------------------------------------------------------------------------ */
+/* Version                                                                  */
+/* ------------------------------------------------------------------------ */
+
+#define FAGEN_VERSION_MAJOR 0
+#define FAGEN_VERSION_MINOR 1
+#define FAGEN_VERSION_PATCH 0
+#define FAGEN_VERSION_STRING "0.1.0"
+/* MAJOR * 10000 + MINOR * 100 + PATCH, for compile-time comparisons. */
+#define FAGEN_VERSION_NUMBER \
+  (FAGEN_VERSION_MAJOR * 10000 + FAGEN_VERSION_MINOR * 100 + FAGEN_VERSION_PATCH)
+
+#if defined(FAGEN_BUILDING_LIBRARY) && defined(__GNUC__)
+#define FAGEN_API __attribute__((visibility("default")))
+#else
+#define FAGEN_API
+#endif
+
+/* The version of the library actually loaded, e.g. "0.1.0".  Static string. */
+FAGEN_API const char *fagen_version(void);
+
+/* ------------------------------------------------------------------------ */
+/* Status codes                                                             */
+/* ------------------------------------------------------------------------ */
+
+/* One list generates the enum, fagen_strerror() and fagen_status_name().
+ * X(name, code, description) */
+#define FAGEN_STATUS_LIST(X)                                                         \
+  X(FAGEN_OK, 0, "success")                                                          \
+  X(FAGEN_E_INVALID_ARGUMENT, 1, "invalid argument")                                 \
+  X(FAGEN_E_NULL_POINTER, 2, "a required pointer is NULL")                           \
+  X(FAGEN_E_MISALIGNED, 3, "a device pointer is not 16-byte aligned")                \
+  X(FAGEN_E_BAD_STRIDE, 4, "a stride is negative or breaks 16-byte vector access")   \
+  X(FAGEN_E_BAD_SHAPE, 5, "a size is zero, negative, too large or inconsistent")     \
+  X(FAGEN_E_BAD_HEADS, 6, "heads_q is not a multiple of heads_kv")                   \
+  X(FAGEN_E_UNSUPPORTED_DTYPE, 7, "unsupported data type")                           \
+  X(FAGEN_E_UNSUPPORTED_HEAD_DIM, 8, "unsupported head dimension")                   \
+  X(FAGEN_E_INVALID_VARIANT, 9, "the kernel variant violates a constraint")          \
+  X(FAGEN_E_BAD_NAME, 10, "the variant name cannot be parsed")                       \
+  X(FAGEN_E_TEMPLATE, 11, "a kernel template failed")                                \
+  X(FAGEN_E_NO_MEMORY, 12, "out of host memory")                                     \
+  X(FAGEN_E_IO, 13, "a file system operation failed")                                \
+  X(FAGEN_E_NO_NVRTC, 14, "the NVRTC library could not be loaded")                   \
+  X(FAGEN_E_COMPILE, 15, "NVRTC failed to compile a kernel")                         \
+  X(FAGEN_E_NO_DRIVER, 16, "the CUDA driver could not be loaded")                    \
+  X(FAGEN_E_NO_DEVICE, 17, "no usable CUDA device")                                  \
+  X(FAGEN_E_CUDA, 18, "a CUDA driver call failed")                                   \
+  X(FAGEN_E_UNSUPPORTED_ARCH, 19, "the GPU architecture is not supported")           \
+  X(FAGEN_E_BUFFER_TOO_SMALL, 20, "the caller's buffer is too small")                \
+  X(FAGEN_E_NOT_FOUND, 21, "not found")                                              \
+  X(FAGEN_E_INTERNAL, 22, "internal error (a bug in fagen)")
+
+#define FAGEN_STATUS_ENUM_ENTRY_(name, code, text) name = code,
+typedef enum fagen_status { FAGEN_STATUS_LIST(FAGEN_STATUS_ENUM_ENTRY_) } fagen_status;
+#undef FAGEN_STATUS_ENUM_ENTRY_
+
+/* A one-line description of a status ("invalid argument").  Unknown codes give
+ * "unknown status".  Static string; thread-safe. */
+FAGEN_API const char *fagen_strerror(fagen_status status);
+
+/* The identifier of a status ("FAGEN_E_INVALID_ARGUMENT"), or "FAGEN_UNKNOWN".
+ * Static string; thread-safe. */
+FAGEN_API const char *fagen_status_name(fagen_status status);
+
+/* The message of the most recent failure of a fagen call on this thread
+ * (with or without a context), or "" if none failed yet.  The pointer stays
+ * valid on this thread until its next fagen call.  Thread-safe. */
+FAGEN_API const char *fagen_last_error(void);
+
+/* ------------------------------------------------------------------------ */
+/* Kernel variants                                                          */
+/* ------------------------------------------------------------------------ */
+
+/* What a kernel computes. */
+typedef enum fagen_op {
+  FAGEN_OP_FWD = 0 /* attention forward: O and the log-sum-exp */
+} fagen_op;
+
+typedef enum fagen_dtype {
+  FAGEN_DTYPE_FP16 = 0, /* IEEE half */
+  FAGEN_DTYPE_BF16 = 1  /* bfloat16 */
+} fagen_dtype;
+
+/* A compile target: compute capability * 10 (80, 86, 87, 89, 90, 100, 120)
+ * and whether it is the architecture-specific target (sm_90a, sm_100a), which
+ * enables instructions such as wgmma.  Written "sm_90a" on command lines and
+ * "sm90a" inside variant names. */
+typedef struct fagen_target {
+  int arch;
+  int arch_specific;
+} fagen_target;
+
+/* One point of the variant space: everything a generated kernel is
+ * specialized on.  Fields are plain values; a variant is valid when
+ * fagen_variant_validate() says so. */
+typedef struct fagen_variant {
+  fagen_op op;
+  int head_dim;      /* compiled head dimension: 32, 64, 96, 128, 160, 192, 224, 256 */
+  int block_q;       /* query rows per thread block */
+  int block_kv;      /* key/value rows per pipeline tile */
+  int warps;         /* warps per thread block */
+  int stages;        /* shared-memory pipeline stages for K/V tiles */
+  int causal;        /* 0 or 1 */
+  fagen_dtype dtype; /* element type of q, k, v, o */
+  fagen_target target;
+} fagen_variant;
+
+/* Longest variant name plus its NUL: a buffer of this size always suffices. */
+#define FAGEN_VARIANT_NAME_MAX 96
+
+/* Writes the variant's self-describing name, e.g.
+ *   fwd_d128_bq128_bk64_w4_s2_causal_bf16_sm80
+ * ("_causal" appears only for causal variants; the arch token is sm80, sm90a,
+ * ...).  The name is the kernel symbol, cache file stem and autotune key.
+ * Returns FAGEN_OK; FAGEN_E_NULL_POINTER; FAGEN_E_INVALID_ARGUMENT if a field is
+ * outside anything nameable (unknown op or dtype, a negative number);
+ * FAGEN_E_BUFFER_TOO_SMALL if size cannot hold the name.  Does not validate
+ * resource budgets (see fagen_variant_validate).  Thread-safe. */
+FAGEN_API fagen_status fagen_variant_name(const fagen_variant *variant, char *buf,
+                                          size_t size);
+
+/* Parses a name written by fagen_variant_name back into a variant.
+ * Returns FAGEN_OK, FAGEN_E_NULL_POINTER or FAGEN_E_BAD_NAME.  Thread-safe. */
+FAGEN_API fagen_status fagen_variant_parse(const char *name, fagen_variant *out);
+
+/* Checks the variant against the one validity predicate of the variant space:
+ * supported op, dtype, head_dim and arch; divisibility of the tile sizes by the
+ * warp layout; the shared-memory budget of the target arch and an estimate of
+ * the register budget.  On FAGEN_E_INVALID_VARIANT the reason is written to
+ * reason (if not NULL; truncated to size).  Returns FAGEN_OK,
+ * FAGEN_E_NULL_POINTER or FAGEN_E_INVALID_VARIANT.  Thread-safe. */
+FAGEN_API fagen_status fagen_variant_validate(const fagen_variant *variant,
+                                              char *reason, size_t size);
+
+/* Generates the self-contained CUDA source of a valid variant (no #include;
+ * a banner names the generator version, template and full parameter tuple;
+ * the same variant always gives the same bytes).  On success *source is a
+ * NUL-terminated string owned by the caller (release with fagen_free) and
+ * *length (if not NULL) its length.  Returns FAGEN_OK, FAGEN_E_NULL_POINTER,
+ * FAGEN_E_INVALID_VARIANT, FAGEN_E_TEMPLATE (message names template file and
+ * line), FAGEN_E_IO (a template in FAGEN_TEMPLATE_DIR unreadable) or
+ * FAGEN_E_NO_MEMORY.  Thread-safe. */
+FAGEN_API fagen_status fagen_variant_source(const fagen_variant *variant, char **source,
+                                            size_t *length);
+
+/* Releases memory that fagen handed to the caller.  NULL is harmless. */
+FAGEN_API void fagen_free(void *ptr);
+
+/* The default kernel set: the variants `fagen --emit` writes and
+ * `fagen cache warm` compiles — every supported head_dim, both dtypes, causal
+ * and not, each with its default tile choice, for each of n_targets targets.
+ * Writes up to capacity variants to out and sets *count to the total; with
+ * out NULL and capacity 0 it only counts.  Returns FAGEN_OK, FAGEN_E_NULL_POINTER,
+ * FAGEN_E_INVALID_ARGUMENT (unsupported target) or FAGEN_E_BUFFER_TOO_SMALL
+ * (then *count is the size needed).  Thread-safe. */
+FAGEN_API fagen_status fagen_default_variants(const fagen_target *targets, size_t n_targets,
+                                              fagen_variant *out, size_t capacity,
+                                              size_t *count);
+
+/* The tile candidates of one case: every combination of the block_q,
+ * block_kv, warps and stages values that the axis table lists for base's op,
+ * combined with base's op, head_dim, dtype, causal and target — valid or not
+ * (fagen_variant_validate says which, and why).  Writes up to capacity to out
+ * and sets *count to the total; out may be NULL when capacity is 0.  Returns
+ * FAGEN_OK, FAGEN_E_NULL_POINTER, FAGEN_E_INVALID_ARGUMENT (unknown op) or
+ * FAGEN_E_BUFFER_TOO_SMALL.  Thread-safe. */
+FAGEN_API fagen_status fagen_variant_candidates(const fagen_variant *base, fagen_variant *out,
+                                                size_t capacity, size_t *count);
+
+/* Parses a target token: "sm_80", "sm80", "sm_90a", "sm90a".  Returns
+ * FAGEN_OK, FAGEN_E_NULL_POINTER or FAGEN_E_INVALID_ARGUMENT (malformed, or a
+ * target fagen does not support: it needs sm_80 or newer).  Thread-safe. */
+FAGEN_API fagen_status fagen_target_parse(const char *token, fagen_target *out);
+
+/* Writes a target as "sm_90a" (with_underscore) or "sm90a".  Returns FAGEN_OK,
+ * FAGEN_E_NULL_POINTER or FAGEN_E_BUFFER_TOO_SMALL.  Thread-safe. */
+FAGEN_API fagen_status fagen_target_name(const fagen_target *target, int with_underscore,
+                                         char *buf, size_t size);
+
+/* ------------------------------------------------------------------------ */
+/* Context                                                                  */
+/* ------------------------------------------------------------------------ */
+
+typedef struct fagen_ctx fagen_ctx;
+
+/* Creates a context: kernel cache settings (read from the environment now),
+ * the map of loaded kernels, error and log state.  Creating one touches
+ * neither the driver nor NVRTC.  Returns FAGEN_OK, FAGEN_E_NULL_POINTER or
+ * FAGEN_E_NO_MEMORY.  Thread-safe. */
+FAGEN_API fagen_status fagen_ctx_create(fagen_ctx **out);
+
+/* Destroys a context and unloads its kernels.  NULL is harmless.  No other
+ * thread may use ctx during or after the call. */
+FAGEN_API void fagen_ctx_destroy(fagen_ctx *ctx);
+
+/* The message of the most recent failure on this context ("" if none), or of
+ * the calling thread when ctx is NULL.  Copied into a per-thread buffer: the
+ * pointer stays valid on this thread until its next fagen call.  A context may
+ * be shared between threads; then the message is that of whichever thread
+ * failed last.  Thread-safe. */
+FAGEN_API const char *fagen_errmsg(const fagen_ctx *ctx);
+
+/* The full NVRTC log of the most recent failed compile on this context
+ * ("" if none).  Same lifetime rules as fagen_errmsg.  Thread-safe. */
+FAGEN_API const char *fagen_compile_log(const fagen_ctx *ctx);
+
+/* Log levels, most severe first. */
+typedef enum fagen_log_level {
+  FAGEN_LOG_WARN = 1,
+  FAGEN_LOG_INFO = 2,
+  FAGEN_LOG_DEBUG = 3
+} fagen_log_level;
+
+typedef void (*fagen_log_fn)(void *user, fagen_log_level level, const char *message);
+
+/* Routes this context's log lines (compiles, cache hits and misses,
+ * evictions, warnings) to fn instead of stderr, for levels up to max_level.
+ * fn == NULL restores the default: stderr, filtered by FAGEN_LOG (warnings are
+ * always printed).  fn may be called from any thread that uses ctx, and must
+ * not call back into fagen with this ctx.  Not thread-safe against concurrent
+ * calls on the same ctx.  Returns FAGEN_OK or FAGEN_E_NULL_POINTER. */
+FAGEN_API fagen_status fagen_set_log_callback(fagen_ctx *ctx, fagen_log_fn fn, void *user,
+                                              fagen_log_level max_level);
+
+/* ------------------------------------------------------------------------ */
+/* Compilation and loading                                                  */
+/* ------------------------------------------------------------------------ */
+
+/* What is known about a compiled kernel. */
+typedef struct fagen_kernel_info {
+  char name[FAGEN_VARIANT_NAME_MAX]; /* variant name = kernel symbol */
+  int registers;                     /* per thread, from the ptxas report */
+  int spill_store_bytes;             /* ptxas spill stores */
+  int spill_load_bytes;              /* ptxas spill loads */
+  int stack_bytes;                   /* per-thread stack frame */
+  int static_smem_bytes;             /* statically declared shared memory */
+  int dynamic_smem_bytes;            /* dynamic shared memory per block at launch */
+  int threads;                       /* threads per block */
+  double compile_seconds;            /* NVRTC time when it was compiled */
+  size_t cubin_bytes;
+  int from_disk_cache; /* 1 if this call found it in the on-disk cache */
+} fagen_kernel_info;
+
+/* Makes sure the CUBIN of a valid variant exists: looks in the on-disk cache,
+ * else generates the source and compiles it with NVRTC for variant->arch, then
+ * stores it.  Needs no GPU and no driver.  info may be NULL.  Returns FAGEN_OK,
+ * FAGEN_E_NULL_POINTER, FAGEN_E_INVALID_VARIANT, FAGEN_E_TEMPLATE,
+ * FAGEN_E_NO_NVRTC (the message names every path tried), FAGEN_E_COMPILE (the
+ * log is in fagen_compile_log) or FAGEN_E_NO_MEMORY.  An unusable cache
+ * directory is not an error: it degrades to memory only with one warning.
+ * Thread-safe. */
+FAGEN_API fagen_status fagen_compile(fagen_ctx *ctx, const fagen_variant *variant,
+                                     fagen_kernel_info *info);
+
+/* Compiles (as fagen_compile) and loads each of n variants for the device of
+ * the current CUDA context, so that later launches of them do no compilation
+ * or loading — call it before capturing a CUDA graph.  Variants for another
+ * arch than the device's are rejected with FAGEN_E_UNSUPPORTED_ARCH.  The
+ * context used is the calling thread's current one, else the primary context
+ * of device 0.  Returns the statuses of fagen_compile and FAGEN_E_NO_DRIVER,
+ * FAGEN_E_NO_DEVICE, FAGEN_E_CUDA, FAGEN_E_UNSUPPORTED_ARCH.  Thread-safe. */
+FAGEN_API fagen_status fagen_prepare(fagen_ctx *ctx, const fagen_variant *variants, size_t n);
+
+/* ------------------------------------------------------------------------ */
+/* The on-disk kernel cache                                                 */
+/* ------------------------------------------------------------------------ */
+
+typedef struct fagen_cache_status {
+  char dir[1100];              /* folder of kernel files ("" if no root is known) */
+  int enabled;                 /* 0 when FAGEN_CACHE_DISABLE=1 */
+  int usable;                  /* 0 when disabled or degraded to memory only */
+  unsigned long long max_bytes;
+  unsigned long long total_bytes; /* of the kernel files present */
+  size_t files;
+} fagen_cache_status;
+
+/* Describes the cache of ctx (scanning its folder).  Returns FAGEN_OK,
+ * FAGEN_E_NULL_POINTER or FAGEN_E_IO.  Thread-safe. */
+FAGEN_API fagen_status fagen_cache_info(fagen_ctx *ctx, fagen_cache_status *out);
+
+typedef struct fagen_cache_entry {
+  char name[FAGEN_VARIANT_NAME_MAX]; /* variant */
+  char file[256];                    /* file name inside the cache folder */
+  char target[16];
+  char nvrtc_version[32];
+  long long bytes;
+  double last_used; /* seconds since the epoch (file modification time) */
+  int valid;        /* 0: damaged (it will never be loaded) */
+  int registers;
+  int spill_store_bytes;
+  double compile_seconds;
+} fagen_cache_entry;
+
+/* Lists the kernel files, least recently used first.  *entries is owned by
+ * the caller (fagen_free); *count may be 0.  Returns FAGEN_OK,
+ * FAGEN_E_NULL_POINTER, FAGEN_E_IO or FAGEN_E_NO_MEMORY.  Thread-safe. */
+FAGEN_API fagen_status fagen_cache_list(fagen_ctx *ctx, fagen_cache_entry **entries,
+                                        size_t *count);
+
+/* Removes every kernel file of the cache folder (kernels loaded in memory
+ * stay loaded).  removed (may be NULL) counts them.  Returns FAGEN_OK,
+ * FAGEN_E_NULL_POINTER or FAGEN_E_IO.  Thread-safe. */
+FAGEN_API fagen_status fagen_cache_clear(fagen_ctx *ctx, size_t *removed);
+
+/* ------------------------------------------------------------------------ */
+/* Attention                                                                */
+/* ------------------------------------------------------------------------ */
+
+/* Strides in elements (not bytes) of a [batch, seq, heads, head_dim] tensor;
+ * the head_dim axis is always contiguous (stride 1).  All three zero means the
+ * contiguous default layout [batch, seq, heads, head_dim] (JAX's).  Otherwise
+ * each must be a non-negative multiple of 8 elements, so rows stay 16-byte
+ * aligned; an input may use 0 to broadcast along an axis, an output may not
+ * (unless that axis has length 1). */
+typedef struct fagen_strides {
+  int64_t batch, seq, head;
+} fagen_strides;
+
+typedef struct fagen_attention_args {
+  fagen_dtype dtype;
+  int batch;
+  int seqlen_q;
+  int seqlen_k;
+  int heads_q;  /* a multiple of heads_kv (GQA / MQA) */
+  int heads_kv;
+  int head_dim; /* a multiple of 8, at most 256 */
+  int causal;   /* 0 or 1; aligned bottom-right when seqlen_q != seqlen_k:
+                   query i sees key j iff j <= i + seqlen_k - seqlen_q
+                   (FlashAttention-2's convention) */
+  float softmax_scale; /* 0 means 1/sqrt(head_dim) */
+  const void *q;       /* device pointers, 16-byte aligned */
+  const void *k;
+  const void *v;
+  void *o;
+  float *lse; /* optional (NULL: not written), 4-byte aligned: natural-log
+                 log-sum-exp of each row's scaled scores, fp32
+                 [batch, heads_q, seqlen_q] contiguous; a row that sees no key
+                 gets -inf (and O = 0) */
+  fagen_strides q_strides, k_strides, v_strides, o_strides;
+  /* Optional: run exactly this variant instead of the selected one (the
+     autotuner uses this).  It must be valid, match dtype, causal and the
+     device's arch, and have head_dim >= args head_dim. */
+  const fagen_variant *variant;
+} fagen_attention_args;
+
+/* Fills args with the defaults: zero sizes and pointers, contiguous strides,
+ * default scale, no forced variant.  NULL is harmless. */
+FAGEN_API void fagen_attention_args_init(fagen_attention_args *args);
+
+/* Chooses the variant that fagen_attention_forward would run for args on a
+ * device of the given target (NULL means the device of the current CUDA
+ * context).  Pointers in args are not checked.  This is the one answer to both
+ * "is this supported?" (FAGEN_OK) and "which kernel?".  Returns FAGEN_OK, the
+ * shape statuses of fagen_attention_forward, or (target NULL) the driver
+ * statuses.  Thread-safe. */
+FAGEN_API fagen_status fagen_attention_select(fagen_ctx *ctx, const fagen_attention_args *args,
+                                              const fagen_target *target, fagen_variant *out);
+
+/* O = softmax(scale * Q K^T [+ causal mask]) V, and optionally the LSE, on
+ * stream (a CUstream / cudaStream_t; NULL is the legacy default stream).
+ * Arguments are validated before anything is launched; on failure nothing is
+ * launched and nothing is written.  The first call for a variant compiles and
+ * loads it (see fagen_prepare to do that ahead of time).  Asynchronous: the
+ * call returns once the kernel is queued.  Returns FAGEN_OK or:
+ *   FAGEN_E_NULL_POINTER      ctx, args, q, k, v or o is NULL
+ *   FAGEN_E_MISALIGNED        q, k, v, o not 16-byte aligned, lse not 4-byte
+ *   FAGEN_E_BAD_STRIDE        a stride is negative or not a multiple of 8, or
+ *                             an output stride is 0 along an axis longer than 1
+ *   FAGEN_E_BAD_SHAPE         a size <= 0, an offset that overflows 64 bits,
+ *                             or more than 2^31-1 thread blocks
+ *   FAGEN_E_BAD_HEADS         heads_q % heads_kv != 0
+ *   FAGEN_E_UNSUPPORTED_DTYPE dtype not fp16/bf16
+ *   FAGEN_E_UNSUPPORTED_HEAD_DIM head_dim not a multiple of 8 in [8, 256]
+ *   FAGEN_E_INVALID_ARGUMENT  causal not 0/1, scale not finite or negative,
+ *                             a forced variant that does not fit args
+ *   FAGEN_E_NO_DRIVER, FAGEN_E_NO_DEVICE, FAGEN_E_CUDA, FAGEN_E_UNSUPPORTED_ARCH
+ *   and the statuses of fagen_compile.
+ * Thread-safe. */
+FAGEN_API fagen_status fagen_attention_forward(fagen_ctx *ctx, const fagen_attention_args *args,
+                                               void *stream);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* FAGEN_H */
