@@ -1,0 +1,181 @@
+#include "fg_kernels.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "fg_jit.h"
+
+#define FG_FN_PER_KERNEL 8
+#define FG_SMEM_DEFAULT_LIMIT (48 * 1024)
+
+enum { FG_K_LOADING, FG_K_READY };
+
+struct fg_kernel {
+  fg_kernel *next;
+  fagen_variant v;
+  int state;
+  CUlibrary lib;
+  CUkernel kern;
+  int threads, smem;
+  int nfn;
+  struct {
+    CUcontext cuctx;
+    CUfunction fn;
+  } fns[FG_FN_PER_KERNEL];
+};
+
+static unsigned fg_variant_hash(const fagen_variant *v) {
+  const int f[] = {(int)v->op,  v->head_dim, v->block_q, v->block_kv,      v->warps,
+                   v->stages,  v->causal,   (int)v->dtype, v->target.arch, v->target.arch_specific};
+  unsigned h = 2166136261u;
+  for (size_t i = 0; i < FG_ARRAY_LEN(f); i++) {
+    h ^= (unsigned)f[i];
+    h *= 16777619u;
+  }
+  return h % FG_KMAP_BUCKETS;
+}
+
+static int fg_variant_eq(const fagen_variant *a, const fagen_variant *b) {
+  return a->op == b->op && a->head_dim == b->head_dim && a->block_q == b->block_q &&
+         a->block_kv == b->block_kv && a->warps == b->warps && a->stages == b->stages &&
+         a->causal == b->causal && a->dtype == b->dtype && a->target.arch == b->target.arch &&
+         a->target.arch_specific == b->target.arch_specific;
+}
+
+/* Compiles and loads v (ctx->mu not held). */
+static fagen_status fg_kernel_load(fagen_ctx *ctx, const fg_cuda_api *cu, fg_kernel *k,
+                                   fg_err *err) {
+  fg_cache_blob blob;
+  fagen_status st = fg_jit_cubin(ctx, &k->v, &blob, NULL, err);
+  if (st != FAGEN_OK) return st;
+  CUresult rc = cu->library_load_data(&k->lib, blob.cubin, NULL, NULL, 0, NULL, NULL, 0);
+  if (rc != CUDA_SUCCESS) {
+    fg_cache_blob_free(&blob);
+    return fg_cuda_fail(err, rc, "cuLibraryLoadData");
+  }
+  rc = cu->library_get_kernel(&k->kern, k->lib, blob.meta.name);
+  if (rc != CUDA_SUCCESS) {
+    cu->library_unload(k->lib);
+    k->lib = NULL;
+    fg_cache_blob_free(&blob);
+    return fg_cuda_fail(err, rc, "cuLibraryGetKernel");
+  }
+  k->threads = blob.meta.threads;
+  k->smem = blob.meta.dynamic_smem;
+  fg_cache_blob_free(&blob);
+  return FAGEN_OK;
+}
+
+/* The function of a ready kernel in cuctx; called with ctx->mu held. */
+static fagen_status fg_kernel_function(const fg_cuda_api *cu, fg_kernel *k, CUcontext cuctx,
+                                       CUfunction *fn, fg_err *err) {
+  for (int i = 0; i < k->nfn; i++)
+    if (k->fns[i].cuctx == cuctx) {
+      *fn = k->fns[i].fn;
+      return FAGEN_OK;
+    }
+  CUfunction f;
+  FG_CU_TRY(cu, err, cu->kernel_get_function(&f, k->kern), "cuKernelGetFunction");
+  if (k->smem > FG_SMEM_DEFAULT_LIMIT)
+    FG_CU_TRY(cu, err,
+              cu->func_set_attribute(f, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, k->smem),
+              "cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES)");
+  if (k->nfn < FG_FN_PER_KERNEL) { /* beyond that, resolve each time (rare: many contexts) */
+    k->fns[k->nfn].cuctx = cuctx;
+    k->fns[k->nfn].fn = f;
+    k->nfn++;
+  }
+  *fn = f;
+  return FAGEN_OK;
+}
+
+fagen_status fg_kernel_get(fagen_ctx *ctx, const fg_cuda_api *cu, const fg_scope *s,
+                           const fagen_variant *v, fg_launchable *out, fg_err *err) {
+  if (v->target.arch != s->target.arch || v->target.arch_specific != s->target.arch_specific) {
+    char name[FAGEN_VARIANT_NAME_MAX];
+    fagen_variant_name(v, name, sizeof name);
+    return fg_fail(err, FAGEN_E_UNSUPPORTED_ARCH,
+                   "variant %s is built for sm_%d%s but the device is sm_%d%s", name,
+                   v->target.arch, v->target.arch_specific ? "a" : "", s->target.arch,
+                   s->target.arch_specific ? "a" : "");
+  }
+  unsigned b = fg_variant_hash(v);
+  pthread_mutex_lock(&ctx->mu);
+  for (;;) {
+    fg_kernel *k = ctx->kernels[b];
+    while (k && !fg_variant_eq(&k->v, v)) k = k->next;
+    if (k && k->state == FG_K_READY) {
+      fagen_status st = fg_kernel_function(cu, k, s->cuctx, &out->fn, err);
+      out->threads = k->threads;
+      out->smem = k->smem;
+      pthread_mutex_unlock(&ctx->mu);
+      return st;
+    }
+    if (k) { /* another thread is loading it */
+      pthread_cond_wait(&ctx->loaded, &ctx->mu);
+      continue;
+    }
+    k = calloc(1, sizeof *k);
+    if (!k) {
+      pthread_mutex_unlock(&ctx->mu);
+      return fg_fail(err, FAGEN_E_NO_MEMORY, "out of memory");
+    }
+    k->v = *v;
+    k->state = FG_K_LOADING;
+    k->next = ctx->kernels[b];
+    ctx->kernels[b] = k;
+    pthread_mutex_unlock(&ctx->mu);
+
+    fagen_status st = fg_kernel_load(ctx, cu, k, err);
+
+    pthread_mutex_lock(&ctx->mu);
+    if (st != FAGEN_OK) { /* unlink and let waiters try themselves */
+      fg_kernel **pp = &ctx->kernels[b];
+      while (*pp != k) pp = &(*pp)->next;
+      *pp = k->next;
+      free(k);
+      pthread_cond_broadcast(&ctx->loaded);
+      pthread_mutex_unlock(&ctx->mu);
+      return st;
+    }
+    k->state = FG_K_READY;
+    pthread_cond_broadcast(&ctx->loaded);
+  }
+}
+
+void fg_kernels_release(fagen_ctx *ctx) {
+  fg_err err;
+  const fg_cuda_api *cu = NULL;
+  for (int b = 0; b < FG_KMAP_BUCKETS; b++) {
+    fg_kernel *k = ctx->kernels[b];
+    while (k) {
+      fg_kernel *next = k->next;
+      if (k->lib) {
+        if (!cu) cu = fg_cuda(&err);
+        if (cu) cu->library_unload(k->lib);
+      }
+      free(k);
+      k = next;
+    }
+    ctx->kernels[b] = NULL;
+  }
+}
+
+FAGEN_API fagen_status fagen_prepare(fagen_ctx *ctx, const fagen_variant *variants, size_t n) {
+  fg_err err;
+  if (!ctx || (n && !variants)) {
+    fg_fail(&err, FAGEN_E_NULL_POINTER, "fagen_prepare: NULL argument");
+    return fg_ctx_fail(ctx, &err);
+  }
+  const fg_cuda_api *cu = fg_cuda(&err);
+  if (!cu) return fg_ctx_fail(ctx, &err);
+  fg_scope s;
+  fagen_status st = fg_scope_enter(ctx, cu, NULL, &s, &err);
+  if (st != FAGEN_OK) return fg_ctx_fail(ctx, &err);
+  for (size_t i = 0; st == FAGEN_OK && i < n; i++) {
+    fg_launchable l;
+    st = fg_kernel_get(ctx, cu, &s, &variants[i], &l, &err);
+  }
+  fg_scope_leave(cu, &s);
+  return st == FAGEN_OK ? FAGEN_OK : fg_ctx_fail(ctx, &err);
+}
