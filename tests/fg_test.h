@@ -1,0 +1,38 @@
+/* Helpers shared by the Criterion tests. */
+#ifndef FG_TEST_H
+#define FG_TEST_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "fagen.h"
+
+/* A fresh empty directory under $TMPDIR (or /tmp); caller frees the string. */
+char *fg_test_tmpdir(void);
+/* rm -rf. */
+void fg_test_rmrf(const char *path);
+/* Reads a whole file (NUL-terminated) or returns NULL. */
+char *fg_test_read(const char *path, size_t *size);
+int fg_test_write(const char *path, const void *data, size_t size);
+/* Counts directory entries whose name contains needle (NULL: all but . and ..). */
+int fg_test_count_files(const char *dir, const char *needle);
+
+/* Runs argv[0] with extra environment entries ("K=V", NULL-terminated; a
+ * "K=" entry unsets K) and optional stdin text.  Captures stdout and stderr
+ * (malloc'd).  Returns the exit status, or -1 if it did not exit normally. */
+int fg_test_run(const char *const argv[], const char *const env[], char **out, char **err);
+
+/* Host helpers (16-bit floats, random numbers, the float64 reference)
+ * live in bench/fg_ref.h, shared with the demo and the benchmarks. */
+#include "fg_ref.h"
+#define fg_test_to_float fg_elem_to_float
+#define fg_test_from_float fg_elem_from_float
+#define fg_test_bf16_to_float fg_bf16_to_float
+#define fg_test_float_to_bf16 fg_float_to_bf16
+#define fg_test_seed fg_rand_seed
+#define fg_test_uniform fg_rand_uniform
+
+/* 1 if a CUDA device can be used (driver loads and has a device). */
+int fg_test_gpu_available(const char **why);
+
+#endif

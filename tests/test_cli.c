@@ -1,0 +1,218 @@
+/* The fagen CLI: help, version, exit codes 0/1/2, --emit output and manifest,
+ * and no partial output on failure. */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "fagen.h"
+#include "fg_templates.h"
+#include "fg_test.h"
+
+static int fagen(const char *const *args, const char *const *env, char **out, char **err) {
+  const char *argv[32] = {FAGEN_CLI};
+  size_t n = 1;
+  for (size_t i = 0; args[i]; i++) argv[n++] = args[i];
+  argv[n] = NULL;
+  return fg_test_run(argv, env, out, err);
+}
+
+Test(cli, help_and_version) {
+  char *out, *err;
+  cr_assert_eq(fagen((const char *[]){"--help", NULL}, NULL, &out, &err), 0);
+  cr_assert(strstr(out, "usage: fagen --emit"));
+  cr_assert(strstr(out, "Exit status"));
+  cr_assert(strstr(out, "FAGEN_CACHE_DIR"));
+  free(out), free(err);
+  cr_assert_eq(fagen((const char *[]){"--version", NULL}, NULL, &out, &err), 0);
+  cr_assert_str_eq(out, "fagen " FAGEN_VERSION_STRING "\n");
+  free(out), free(err);
+}
+
+Test(cli, usage_errors_exit_2) {
+  const char *cases[][4] = {{"--bogus", NULL},
+                            {"--emit", "--bogus", NULL},
+                            {"--emit", "-o", NULL},
+                            {"--emit", "--arch", "sm_75", NULL},
+                            {"list", "extra", NULL},
+                            {"cache", "frobnicate", NULL},
+                            {NULL}};
+  for (size_t i = 0; cases[i][0]; i++) {
+    char *out, *err;
+    int rc = fagen(cases[i], NULL, &out, &err);
+    cr_assert_eq(rc, 2, "'%s %s' exited %d: %s", cases[i][0], cases[i][1] ? cases[i][1] : "", rc,
+                 err);
+    cr_assert(strstr(err, "error"), "no message for '%s': %s", cases[i][0], err);
+    free(out), free(err);
+  }
+  char *out, *err;
+  cr_assert_eq(fagen((const char *[]){NULL}, NULL, &out, &err), 2);
+  free(out), free(err);
+}
+
+Test(cli, emit_writes_default_set_and_manifest) {
+  char *dir = fg_test_tmpdir(), sub[1024];
+  snprintf(sub, sizeof sub, "%s/a/b", dir);
+  char *out, *err;
+  int rc = fagen((const char *[]){"--emit", "-o", sub, NULL}, NULL, &out, &err);
+  cr_assert_eq(rc, 0, "%s", err);
+  cr_assert_eq(fg_test_count_files(sub, ".cu"), 64);
+  cr_assert_eq(fg_test_count_files(sub, ".tmp"), 0);
+  char path[1200];
+  snprintf(path, sizeof path, "%s/manifest.json", sub);
+  char *m = fg_test_read(path, NULL);
+  cr_assert_not_null(m);
+  cr_assert(strstr(m, "\"name\": \"fwd_d256_bq16_bk32_w4_s1_causal_bf16_sm90a\""), "%s", m);
+  cr_assert(strstr(m, "\"target\": \"sm_80\""));
+  free(m);
+  /* Every file matches the library's source for that variant. */
+  snprintf(path, sizeof path, "%s/fwd_d64_bq16_bk64_w4_s1_fp16_sm80.cu", sub);
+  size_t size;
+  char *file = fg_test_read(path, &size);
+  fagen_variant v;
+  fagen_variant_parse("fwd_d64_bq16_bk64_w4_s1_fp16_sm80", &v);
+  char *src;
+  size_t len;
+  cr_assert_eq(fagen_variant_source(&v, &src, &len), FAGEN_OK);
+  cr_assert_eq(size, len);
+  cr_assert_eq(memcmp(file, src, len), 0);
+  free(file), fagen_free(src), free(out), free(err);
+  fg_test_rmrf(dir);
+  free(dir);
+}
+
+Test(cli, emit_only_glob_arch_and_named_variants) {
+  char *dir = fg_test_tmpdir();
+  char *out, *err;
+  int rc = fagen((const char *[]){"--emit", "-o", dir, "--only", "fwd_d128_*causal_bf16*", "--arch",
+                                  "sm_86", NULL},
+                 NULL, &out, &err);
+  cr_assert_eq(rc, 0, "%s", err);
+  cr_assert_eq(fg_test_count_files(dir, ".cu"), 1);
+  cr_assert_eq(fg_test_count_files(dir, "fwd_d128_bq16_bk64_w4_s1_causal_bf16_sm86.cu"), 1);
+  free(out), free(err);
+  rc = fagen((const char *[]){"emit", "-o", dir, "fwd_d32_bq16_bk32_w2_s1_fp16_sm90a", NULL}, NULL,
+             &out, &err);
+  cr_assert_eq(rc, 0, "%s", err);
+  cr_assert_eq(fg_test_count_files(dir, "fwd_d32_bq16_bk32_w2_s1_fp16_sm90a.cu"), 1);
+  free(out), free(err);
+  rc = fagen((const char *[]){"--emit", "-o", dir, "--only", "nothing*", NULL}, NULL, &out, &err);
+  cr_assert_eq(rc, 1);
+  cr_assert(strstr(err, "no variant matches"), "%s", err);
+  free(out), free(err);
+  fg_test_rmrf(dir);
+  free(dir);
+}
+
+Test(cli, emit_invalid_variant_fails_without_output) {
+  char *dir = fg_test_tmpdir();
+  char *out, *err;
+  /* valid name syntax, but block_q 18 is not divisible by 4 warps */
+  int rc = fagen((const char *[]){"--emit", "-o", dir, "fwd_d64_bq16_bk64_w4_s1_fp16_sm80",
+                                  "fwd_d64_bq18_bk64_w4_s1_fp16_sm80", NULL},
+                 NULL, &out, &err);
+  cr_assert_eq(rc, 1);
+  cr_assert(strstr(err, "not divisible"), "%s", err);
+  cr_assert_eq(fg_test_count_files(dir, NULL), 0, "files were left behind");
+  free(out), free(err);
+  rc = fagen((const char *[]){"--emit", "-o", dir, "fwd_d300_bq16_bk64_w4_s1_fp16_sm80", NULL}, NULL,
+             &out, &err);
+  cr_assert_eq(rc, 1);
+  cr_assert(strstr(err, "head_dim=300"), "%s", err);
+  free(out), free(err);
+  rc = fagen((const char *[]){"--emit", "-o", dir, "not_a_variant", NULL}, NULL, &out, &err);
+  cr_assert_eq(rc, 1);
+  cr_assert(strstr(err, "not a variant name"), "%s", err);
+  free(out), free(err);
+  fg_test_rmrf(dir);
+  free(dir);
+}
+
+Test(cli, emit_into_unwritable_dir_fails_cleanly) {
+  if (geteuid() == 0) {
+    /* root ignores permissions: use a path below a regular file instead */
+    char *dir = fg_test_tmpdir(), file[1024], target[1100];
+    snprintf(file, sizeof file, "%s/file", dir);
+    fg_test_write(file, "x", 1);
+    snprintf(target, sizeof target, "%s/sub", file);
+    char *out, *err;
+    int rc = fagen((const char *[]){"--emit", "-o", target, NULL}, NULL, &out, &err);
+    cr_assert_eq(rc, 1);
+    cr_assert(strstr(err, "cannot create output directory"), "%s", err);
+    free(out), free(err);
+    fg_test_rmrf(dir);
+    free(dir);
+    return;
+  }
+  char *dir = fg_test_tmpdir();
+  chmod(dir, 0500);
+  char *out, *err;
+  int rc = fagen((const char *[]){"--emit", "-o", dir, NULL}, NULL, &out, &err);
+  cr_assert_eq(rc, 1);
+  cr_assert(strstr(err, "cannot"), "%s", err);
+  cr_assert_eq(fg_test_count_files(dir, NULL), 0);
+  free(out), free(err);
+  fg_test_rmrf(dir);
+  free(dir);
+}
+
+Test(cli, template_error_fails_without_partial_output) {
+  char *tdir = fg_test_tmpdir(), *odir = fg_test_tmpdir();
+  for (size_t i = 0; i < fg_embedded_template_count; i++) {
+    char path[2048];
+    snprintf(path, sizeof path, "%s/%s", tdir, fg_embedded_templates[i].name);
+    fg_test_write(path, fg_embedded_templates[i].data, fg_embedded_templates[i].size);
+  }
+  char path[2048], env[1100];
+  snprintf(path, sizeof path, "%s/fwd_simple.cu.tpl", tdir);
+  const char *bad = "{% include('common.cuh.tpl') %}\n{% if v.causal then error('boom') end %}\n";
+  fg_test_write(path, bad, strlen(bad));
+  snprintf(env, sizeof env, "FAGEN_TEMPLATE_DIR=%s", tdir);
+  char *out, *err;
+  int rc = fagen((const char *[]){"--emit", "-o", odir, NULL}, (const char *[]){env, NULL}, &out,
+                 &err);
+  cr_assert_eq(rc, 1);
+  cr_assert(strstr(err, "templates/fwd_simple.cu.tpl:2: boom"), "%s", err);
+  cr_assert_eq(fg_test_count_files(odir, NULL), 0, "partial output left behind");
+  free(out), free(err);
+  fg_test_rmrf(tdir), fg_test_rmrf(odir);
+  free(tdir), free(odir);
+}
+
+Test(cli, list_and_verbose_culls) {
+  char *out, *err;
+  cr_assert_eq(fagen((const char *[]){"list", NULL}, NULL, &out, &err), 0);
+  int lines = 0;
+  for (char *p = out; *p; p++) lines += *p == '\n';
+  cr_assert_eq(lines, 64);
+  cr_assert(strstr(out, "fwd_d128_bq16_bk64_w4_s1_causal_bf16_sm90a\n"));
+  free(out), free(err);
+  cr_assert_eq(fagen((const char *[]){"list", "-v", "--only", "fwd_d256*", "--arch", "sm_86",
+                                      NULL},
+                     NULL, &out, &err),
+               0);
+  cr_assert(strstr(out, "# culled fwd_d256_bq64_bk128_w8_s1_fp16_sm86: needs"), "%s", out);
+  cr_assert(strstr(out, "bytes of shared memory"), "%s", out);
+  cr_assert(strstr(out, "# culled fwd_d256_bq64_bk32_w2_s1_fp16_sm86: block_q/warps=32"), "%s",
+            out);
+  free(out), free(err);
+  cr_assert_eq(fagen((const char *[]){"list", "--space", "--only", "*_d64_*_causal_fp16_sm80", NULL},
+                     NULL, &out, &err),
+               0);
+  cr_assert(strstr(out, "fwd_d64_bq64_bk128_w8_s1_causal_fp16_sm80\n"), "%s", out);
+  cr_assert_null(strstr(out, "culled"));
+  free(out), free(err);
+}
+
+Test(cli, show_prints_one_source) {
+  char *out, *err;
+  cr_assert_eq(fagen((const char *[]){"show", "fwd_d64_bq16_bk64_w4_s1_fp16_sm80", NULL}, NULL,
+                     &out, &err),
+               0);
+  cr_assert(strncmp(out, "// Generated by fagen", 21) == 0);
+  free(out), free(err);
+  cr_assert_eq(fagen((const char *[]){"show", "fwd_d64", NULL}, NULL, &out, &err), 1);
+  free(out), free(err);
+}

@@ -1,0 +1,156 @@
+/* NVRTC: every default variant compiles for sm_80 and sm_90a without a GPU;
+ * compile errors and a missing NVRTC are reported with what a user needs. */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fagen.h"
+#include "fg_nvrtc.h"
+#include "fg_templates.h"
+#include "fg_test.h"
+
+static char *cache_dir;
+
+static void setup(void) {
+  cache_dir = fg_test_tmpdir();
+  setenv("FAGEN_CACHE_DIR", cache_dir, 1);
+}
+
+static void teardown(void) {
+  fg_test_rmrf(cache_dir);
+  free(cache_dir);
+}
+
+/* Compiles the default variants with this head_dim for both targets and
+ * checks the ptxas report: no spills, no stack frame. */
+static void compile_head_dim(int head_dim) {
+  fagen_target t[2] = {{80, 0}, {90, 1}};
+  fagen_variant vs[64];
+  size_t n;
+  cr_assert_eq(fagen_default_variants(t, 2, vs, 64, &n), FAGEN_OK);
+  fagen_ctx *ctx;
+  cr_assert_eq(fagen_ctx_create(&ctx), FAGEN_OK);
+  int compiled = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (vs[i].head_dim != head_dim) continue;
+    char name[FAGEN_VARIANT_NAME_MAX];
+    fagen_variant_name(&vs[i], name, sizeof name);
+    fagen_kernel_info info;
+    fagen_status st = fagen_compile(ctx, &vs[i], &info);
+    cr_assert_eq(st, FAGEN_OK, "%s: %s\n%s", name, fagen_errmsg(ctx), fagen_compile_log(ctx));
+    cr_assert_str_eq(info.name, name);
+    cr_assert_gt(info.cubin_bytes, 0);
+    cr_assert(info.registers > 0 && info.registers <= 255, "%s: %d registers", name,
+              info.registers);
+    cr_assert_eq(info.spill_store_bytes + info.spill_load_bytes, 0, "%s spills %d/%d bytes", name,
+                 info.spill_store_bytes, info.spill_load_bytes);
+    cr_assert_eq(info.threads, vs[i].warps * 32);
+    cr_assert_eq(info.from_disk_cache, 0);
+    compiled++;
+  }
+  cr_assert_eq(compiled, 8, "fp16/bf16 x causal or not x 2 targets");
+  fagen_ctx_destroy(ctx);
+}
+
+#define COMPILE_TEST(d) \
+  Test(nvrtc, default_variants_d##d, .init = setup, .fini = teardown, .timeout = 600) { compile_head_dim(d); }
+COMPILE_TEST(32)
+COMPILE_TEST(64)
+COMPILE_TEST(96)
+COMPILE_TEST(128)
+COMPILE_TEST(160)
+COMPILE_TEST(192)
+COMPILE_TEST(224)
+COMPILE_TEST(256)
+
+Test(nvrtc, compile_error_keeps_the_log, .init = setup, .fini = teardown) {
+  char *tdir = fg_test_tmpdir();
+  for (size_t i = 0; i < fg_embedded_template_count; i++) {
+    char path[2048];
+    snprintf(path, sizeof path, "%s/%s", tdir, fg_embedded_templates[i].name);
+    fg_test_write(path, fg_embedded_templates[i].data, fg_embedded_templates[i].size);
+  }
+  const char *bad = "{% include('common.cuh.tpl') %}\n__device__ int broken = undeclared_thing;\n";
+  char path[2048];
+  snprintf(path, sizeof path, "%s/fwd_simple.cu.tpl", tdir);
+  fg_test_write(path, bad, strlen(bad));
+  setenv("FAGEN_TEMPLATE_DIR", tdir, 1);
+  fagen_ctx *ctx;
+  fagen_ctx_create(&ctx);
+  fagen_variant v;
+  fagen_variant_parse("fwd_d64_bq16_bk64_w4_s1_bf16_sm80", &v);
+  cr_assert_eq(fagen_compile(ctx, &v, NULL), FAGEN_E_COMPILE);
+  cr_assert(strstr(fagen_errmsg(ctx), "could not compile fwd_d64_bq16_bk64_w4_s1_bf16_sm80"),
+            "%s", fagen_errmsg(ctx));
+  /* the first error line, pointing into the template, is in the message */
+  cr_assert(strstr(fagen_errmsg(ctx), "templates/fwd_simple.cu.tpl(2)"), "%s", fagen_errmsg(ctx));
+  cr_assert(strstr(fagen_compile_log(ctx), "undeclared_thing"), "%s", fagen_compile_log(ctx));
+  cr_assert_str_eq(fagen_last_error(), fagen_errmsg(ctx));
+  char kdir[1200];
+  snprintf(kdir, sizeof kdir, "%s/kernels", cache_dir);
+  cr_assert_leq(fg_test_count_files(kdir, ".fgk"), 0, "a failed compile left a cache file");
+  fagen_ctx_destroy(ctx);
+  fg_test_rmrf(tdir);
+  free(tdir);
+}
+
+Test(nvrtc, missing_nvrtc_names_the_paths_tried, .init = setup, .fini = teardown) {
+  setenv("FAGEN_NVRTC", "/nonexistent/dir/libnvrtc.so.13", 1);
+  fagen_ctx *ctx;
+  fagen_ctx_create(&ctx);
+  fagen_variant v;
+  fagen_variant_parse("fwd_d64_bq16_bk64_w4_s1_bf16_sm80", &v);
+  cr_assert_eq(fagen_compile(ctx, &v, NULL), FAGEN_E_NO_NVRTC);
+  cr_assert(strstr(fagen_errmsg(ctx), "/nonexistent/dir/libnvrtc.so.13"), "%s", fagen_errmsg(ctx));
+  cr_assert(strstr(fagen_errmsg(ctx), "FAGEN_NVRTC"), "%s", fagen_errmsg(ctx));
+  fagen_ctx_destroy(ctx);
+}
+
+Test(nvrtc, a_file_that_is_not_nvrtc_is_refused, .init = setup, .fini = teardown) {
+  char path[1200];
+  snprintf(path, sizeof path, "%s/libnvrtc.so.13", cache_dir);
+  fg_test_write(path, "not a library", 13);
+  setenv("FAGEN_NVRTC", path, 1);
+  fagen_ctx *ctx;
+  fagen_ctx_create(&ctx);
+  fagen_variant v;
+  fagen_variant_parse("fwd_d64_bq16_bk64_w4_s1_bf16_sm80", &v);
+  cr_assert_eq(fagen_compile(ctx, &v, NULL), FAGEN_E_NO_NVRTC);
+  cr_assert(strstr(fagen_errmsg(ctx), path), "%s", fagen_errmsg(ctx));
+  fagen_ctx_destroy(ctx);
+}
+
+Test(nvrtc, search_order) {
+  setenv("CUDA_HOME", "/opt/my-cuda", 1);
+  unsetenv("CUDA_PATH");
+  unsetenv("FAGEN_NVRTC");
+  char list[8192];
+  int then_loader = 0;
+  fg_nvrtc_candidates(list, sizeof list, &then_loader);
+  const char *a = strstr(list, "/opt/my-cuda/lib64/libnvrtc.so.13");
+  const char *b = strstr(list, "/usr/local/cuda/lib64/libnvrtc.so.13");
+  cr_assert(a && b && a < b, "CUDA_HOME must come before /usr/local/cuda: %s", list);
+  cr_assert(then_loader);
+  setenv("FAGEN_NVRTC", "/x/libnvrtc.so", 1);
+  fg_nvrtc_candidates(list, sizeof list, &then_loader);
+  cr_assert_str_eq(list, "/x/libnvrtc.so");
+  cr_assert_not(then_loader, "an explicit FAGEN_NVRTC is the only candidate");
+}
+
+Test(nvrtc, ptxas_report_is_parsed) {
+  const char *log =
+      "ptxas info    : 0 bytes gmem\n"
+      "ptxas info    : Compiling entry function 'k' for 'sm_90a'\n"
+      "ptxas info    : Function properties for k\n"
+      "ptxas         .     24 bytes stack frame, 8 bytes spill stores, 12 bytes spill loads\n"
+      "ptxas info    : Used 168 registers, used 1 barriers, 4096 bytes smem, 528 bytes cmem[0]\n";
+  fg_nvrtc_result r;
+  memset(&r, 0, sizeof r);
+  fg_nvrtc_parse_ptxas(log, &r);
+  cr_assert_eq(r.registers, 168);
+  cr_assert_eq(r.stack_bytes, 24);
+  cr_assert_eq(r.spill_stores, 8);
+  cr_assert_eq(r.spill_loads, 12);
+  cr_assert_eq(r.static_smem, 4096);
+}

@@ -1,0 +1,233 @@
+/* The variant space: names, parsing, the validity predicate, targets, the
+ * default set and the candidates. */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "fagen.h"
+#include "fg_variant.h"
+
+static fagen_variant v_ok(void) {
+  fagen_variant v;
+  memset(&v, 0, sizeof v);
+  v.op = FAGEN_OP_FWD;
+  v.head_dim = 128;
+  v.block_q = 16;
+  v.block_kv = 64;
+  v.warps = 4;
+  v.stages = 1;
+  v.causal = 1;
+  v.dtype = FAGEN_DTYPE_BF16;
+  v.target.arch = 80;
+  return v;
+}
+
+Test(variant, name_has_every_parameter) {
+  fagen_variant v = v_ok();
+  char name[FAGEN_VARIANT_NAME_MAX];
+  cr_assert_eq(fagen_variant_name(&v, name, sizeof name), FAGEN_OK);
+  cr_assert_str_eq(name, "fwd_d128_bq16_bk64_w4_s1_causal_bf16_sm80");
+  v.causal = 0;
+  v.dtype = FAGEN_DTYPE_FP16;
+  v.target.arch = 90;
+  v.target.arch_specific = 1;
+  cr_assert_eq(fagen_variant_name(&v, name, sizeof name), FAGEN_OK);
+  cr_assert_str_eq(name, "fwd_d128_bq16_bk64_w4_s1_fp16_sm90a");
+}
+
+Test(variant, name_buffer_too_small) {
+  fagen_variant v = v_ok();
+  char name[10];
+  cr_assert_eq(fagen_variant_name(&v, name, sizeof name), FAGEN_E_BUFFER_TOO_SMALL);
+  cr_assert_str_eq(name, "");
+}
+
+Test(variant, parse_round_trips_every_default) {
+  fagen_target t[2] = {{80, 0}, {90, 1}};
+  size_t n = 0;
+  cr_assert_eq(fagen_default_variants(t, 2, NULL, 0, &n), FAGEN_OK);
+  cr_assert_eq(n, 64, "8 head dims x 2 dtypes x 2 causal x 2 targets, got %zu", n);
+  fagen_variant vs[64];
+  cr_assert_eq(fagen_default_variants(t, 2, vs, 64, &n), FAGEN_OK);
+  for (size_t i = 0; i < n; i++) {
+    char name[FAGEN_VARIANT_NAME_MAX], again[FAGEN_VARIANT_NAME_MAX];
+    fagen_variant back;
+    cr_assert_eq(fagen_variant_name(&vs[i], name, sizeof name), FAGEN_OK);
+    cr_assert_eq(fagen_variant_parse(name, &back), FAGEN_OK, "%s", name);
+    cr_assert_eq(fg_variant_cmp(&vs[i], &back), 0, "%s", name);
+    fagen_variant_name(&back, again, sizeof again);
+    cr_assert_str_eq(name, again);
+    char reason[256];
+    cr_assert_eq(fagen_variant_validate(&vs[i], reason, sizeof reason), FAGEN_OK, "%s: %s", name,
+                 reason);
+  }
+}
+
+Test(variant, parse_rejects_malformed_names) {
+  const char *bad[] = {"",
+                       "fwd",
+                       "bwd_d128_bq16_bk64_w4_s1_bf16_sm80",
+                       "fwd_d128_bq16_bk64_w4_s1_bf16",
+                       "fwd_d128_bq16_bk64_w4_s1_bf16_sm80_extra",
+                       "fwd_d0128_bq16_bk64_w4_s1_bf16_sm80",
+                       "fwd_d128_bq16_bk64_w4_s1_causal_bf32_sm80",
+                       "fwd_d128_bq16_bk64_w4_s1_casual_bf16_sm80",
+                       "fwd_d-128_bq16_bk64_w4_s1_bf16_sm80",
+                       "fwd_d128_bq16_bk64_w4_s1_bf16_sm_80",
+                       "fwd_d128_bq16_bk64_w4_s1_bf16_smx",
+                       "fwd_d99999999999_bq16_bk64_w4_s1_bf16_sm80",
+                       "fwd__d128_bq16_bk64_w4_s1_bf16_sm80"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    fagen_variant v;
+    cr_assert_eq(fagen_variant_parse(bad[i], &v), FAGEN_E_BAD_NAME, "accepted '%s'", bad[i]);
+    cr_assert(strstr(fagen_last_error(), "not a variant name"), "%s", fagen_last_error());
+  }
+  cr_assert_eq(fagen_variant_parse(NULL, NULL), FAGEN_E_NULL_POINTER);
+}
+
+/* Each invalid variant gets FAGEN_E_INVALID_VARIANT and a reason that says why. */
+static void expect_invalid(fagen_variant v, const char *needle) {
+  char reason[512] = "unchanged";
+  cr_assert_eq(fagen_variant_validate(&v, reason, sizeof reason), FAGEN_E_INVALID_VARIANT,
+               "accepted a variant that should fail with '%s'", needle);
+  cr_assert(strstr(reason, needle), "reason '%s' does not mention '%s'", reason, needle);
+  cr_assert_str_eq(fagen_last_error(), reason);
+}
+
+Test(variant, head_dim_0_300_33_are_invalid) {
+  fagen_variant v = v_ok();
+  v.head_dim = 0;
+  expect_invalid(v, "head_dim=0");
+  v.head_dim = 300;
+  expect_invalid(v, "head_dim=300");
+  v.head_dim = 33;
+  expect_invalid(v, "head_dim=33");
+}
+
+Test(variant, block_sizes_that_do_not_divide) {
+  fagen_variant v = v_ok();
+  v.block_q = 18;
+  expect_invalid(v, "not divisible by warps");
+  v = v_ok();
+  v.block_kv = 48;
+  expect_invalid(v, "not a multiple of 32");
+  v = v_ok();
+  v.block_q = 64;
+  v.warps = 2;
+  expect_invalid(v, "rows per warp");
+}
+
+Test(variant, shared_memory_over_budget) {
+  fagen_variant v = v_ok();
+  v.head_dim = 256;
+  v.block_q = 64;
+  v.warps = 8;
+  v.block_kv = 64; /* 131584 bytes */
+  v.target.arch = 86; /* 99 KB */
+  expect_invalid(v, "bytes of shared memory");
+  v.target.arch = 80; /* 163 KB: this one fits */
+  cr_assert_eq(fagen_variant_validate(&v, NULL, 0), FAGEN_OK);
+}
+
+Test(variant, registers_over_budget) {
+  /* 8 rows per warp at head_dim 256: ~121 registers x 768 threads > 65536,
+     while its 229632 bytes of shared memory still fit sm_90a. */
+  fagen_variant v = v_ok();
+  v.head_dim = 256;
+  v.block_q = 192;
+  v.warps = 24;
+  v.block_kv = 32;
+  v.target.arch = 90;
+  v.target.arch_specific = 1;
+  expect_invalid(v, "registers x 768 threads");
+}
+
+Test(variant, other_constraints) {
+  fagen_variant v = v_ok();
+  v.stages = 2;
+  expect_invalid(v, "stages must be 1");
+  v = v_ok();
+  v.warps = 0;
+  expect_invalid(v, "warps=0");
+  v = v_ok();
+  v.causal = 2;
+  expect_invalid(v, "causal=2");
+  v = v_ok();
+  v.dtype = (fagen_dtype)7;
+  expect_invalid(v, "dtype 7");
+  v = v_ok();
+  v.target.arch = 75;
+  expect_invalid(v, "sm_75");
+  v = v_ok();
+  v.target.arch_specific = 1; /* there is no sm_80a */
+  expect_invalid(v, "sm_80a");
+  v = v_ok();
+  v.op = (fagen_op)9;
+  expect_invalid(v, "op 9");
+}
+
+Test(variant, targets_parse_and_print) {
+  fagen_target t;
+  char buf[16];
+  cr_assert_eq(fagen_target_parse("sm_90a", &t), FAGEN_OK);
+  cr_assert(t.arch == 90 && t.arch_specific == 1);
+  fagen_target_name(&t, 1, buf, sizeof buf);
+  cr_assert_str_eq(buf, "sm_90a");
+  fagen_target_name(&t, 0, buf, sizeof buf);
+  cr_assert_str_eq(buf, "sm90a");
+  cr_assert_eq(fagen_target_parse("sm80", &t), FAGEN_OK);
+  cr_assert(t.arch == 80 && t.arch_specific == 0);
+  const char *bad[] = {"sm_75", "sm_80a", "80", "sm_", "compute_90", "sm_9000", ""};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+    cr_assert_eq(fagen_target_parse(bad[i], &t), FAGEN_E_INVALID_ARGUMENT, "accepted %s", bad[i]);
+  cr_assert(strstr(fagen_last_error(), "not"), "%s", fagen_last_error());
+}
+
+Test(variant, default_set_rejects_bad_targets_and_small_buffers) {
+  fagen_target bad = {70, 0};
+  size_t n;
+  cr_assert_eq(fagen_default_variants(&bad, 1, NULL, 0, &n), FAGEN_E_INVALID_ARGUMENT);
+  fagen_target ok = {80, 0};
+  fagen_variant vs[4];
+  cr_assert_eq(fagen_default_variants(&ok, 1, vs, 4, &n), FAGEN_E_BUFFER_TOO_SMALL);
+  cr_assert_eq(n, 32);
+}
+
+Test(variant, candidates_cover_the_axis_table) {
+  fagen_variant base = v_ok();
+  size_t n = 0;
+  cr_assert_eq(fagen_variant_candidates(&base, NULL, 0, &n), FAGEN_OK);
+  cr_assert_eq(n, 27); /* 3 block_q x 3 block_kv x 3 warps x 1 stage */
+  fagen_variant c[27];
+  cr_assert_eq(fagen_variant_candidates(&base, c, 27, &n), FAGEN_OK);
+  int valid = 0, has_default = 0;
+  for (size_t i = 0; i < n; i++) {
+    cr_assert_eq(c[i].head_dim, base.head_dim);
+    cr_assert_eq(c[i].causal, base.causal);
+    valid += fagen_variant_validate(&c[i], NULL, 0) == FAGEN_OK;
+    has_default |= fg_variant_cmp(&c[i], &base) == 0;
+  }
+  cr_assert(valid > 0 && valid < 27, "some candidates must be culled, some kept (%d)", valid);
+  cr_assert(has_default, "the default tiles are one of the candidates");
+}
+
+Test(variant, head_dim_buckets) {
+  cr_assert_eq(fg_head_dim_bucket(8), 32);
+  cr_assert_eq(fg_head_dim_bucket(32), 32);
+  cr_assert_eq(fg_head_dim_bucket(40), 64);
+  cr_assert_eq(fg_head_dim_bucket(136), 160);
+  cr_assert_eq(fg_head_dim_bucket(256), 256);
+  cr_assert_eq(fg_head_dim_bucket(264), 0);
+}
+
+Test(status, strings_come_from_one_list) {
+  cr_assert_str_eq(fagen_strerror(FAGEN_OK), "success");
+  cr_assert_str_eq(fagen_status_name(FAGEN_E_COMPILE), "FAGEN_E_COMPILE");
+  cr_assert_str_eq(fagen_strerror((fagen_status)999), "unknown status");
+  cr_assert_str_eq(fagen_status_name((fagen_status)-1), "FAGEN_UNKNOWN");
+  for (int s = 0; s <= FAGEN_E_INTERNAL; s++) {
+    cr_assert_neq(strcmp(fagen_strerror((fagen_status)s), "unknown status"), 0, "%d", s);
+    cr_assert_eq(strncmp(fagen_status_name((fagen_status)s), "FAGEN_", 6), 0);
+  }
+  cr_assert_str_eq(fagen_version(), FAGEN_VERSION_STRING);
+}
