@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# On a GPU machine (see README, "Tests"): build, run every test (GPU tests
+# included), run fagen-demo on a few shapes, run compute-sanitizer memcheck
+# and racecheck on small calls, and the runtime benchmark.  Logs go to
+# $OUT (or ./gpu-logs); the last lines printed are a summary table.
+#   scripts/gpu-check.sh [steps...]   steps: build test demo sanitize bench (default: all)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out="${OUT:-$PWD/gpu-logs}"
+mkdir -p "$out"
+[ -f .gpu/setup.sh ] && source .gpu/setup.sh .gpu/debs
+export PATH=/usr/local/cuda/bin:$PATH
+steps="${*:-build test demo sanitize bench}"
+summary=()
+note() { summary+=("$1"); echo "$1"; }
+
+for step in $steps; do
+  case $step in
+  build)
+    cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DFAGEN_WERROR=ON > "$out/build.log" 2>&1 &&
+      cmake --build build-gpu -j"$(nproc)" >> "$out/build.log" 2>&1
+    note "build: rc=$?"
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"
+    ;;
+  test)
+    export FAGEN_CACHE_DIR="$PWD/build-gpu/cache"
+    ctest --test-dir build-gpu -j4 --output-on-failure > "$out/ctest.log" 2>&1
+    note "ctest: rc=$? ($(grep -E 'tests passed' "$out/ctest.log"))"
+    # the GPU tests' own lines: error figures per shape, skips
+    build-gpu/tests/test_forward_gpu --verbose=1 -j4 > "$out/forward_gpu.log" 2>&1
+    note "forward_gpu: $(grep -E 'Synthesis' "$out/forward_gpu.log")"
+    ;;
+  demo)
+    for args in "--seqlen 2048 --head-dim 128" "--seqlen 4096 --head-dim 64 --causal --fp16" \
+                "--batch 1 --seqlen 1000 --heads 16 --heads-kv 2 --head-dim 256"; do
+      build-gpu/fagen-demo $args >> "$out/demo.log" 2>&1
+      note "demo $args: rc=$? $(tail -2 "$out/demo.log" | tr -s ' ' | tr '\n' ' ')"
+    done
+    ;;
+  sanitize)
+    for tool in memcheck racecheck synccheck; do
+      for args in "--batch 1 --seqlen 129 --heads 2 --head-dim 64 --causal" \
+                  "--batch 2 --seqlen 77 --heads 4 --heads-kv 2 --head-dim 40 --fp16"; do
+        compute-sanitizer --tool $tool --error-exitcode 9 build-gpu/fagen-demo $args \
+          > "$out/sanitize-$tool.log" 2>&1
+        rc=$?
+        note "compute-sanitizer $tool ($args): rc=$rc $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$out/sanitize-$tool.log" | tail -1)"
+      done
+    done
+    ;;
+  bench)
+    build-gpu/fagen-bench-runtime --reps 7 > "$out/bench-runtime.log" 2>&1
+    note "bench-runtime: rc=$?"
+    cat "$out/bench-runtime.log"
+    ;;
+  esac
+done
+echo
+echo "== summary"
+printf '%s\n' "${summary[@]}"
