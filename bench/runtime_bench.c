@@ -104,8 +104,16 @@ int main(int argc, char **argv) {
     } else vname = argv[i];
   }
   if (reps < 1 || reps > 100) reps = 7;
-  int ndev = 0;
-  gpu = cudaGetDeviceCount(&ndev) == cudaSuccess && ndev > 0;
+  /* Probe in a child: a process that initialized CUDA must not fork children
+     that use it, and the measurements below fork. */
+  pid_t probe = fork();
+  if (probe == 0) {
+    int ndev = 0;
+    _exit(cudaGetDeviceCount(&ndev) == cudaSuccess && ndev > 0 ? 0 : 1);
+  }
+  int pst;
+  waitpid(probe, &pst, 0);
+  gpu = WIFEXITED(pst) && WEXITSTATUS(pst) == 0;
   fagen_variant v;
   if (vname) {
     if (fagen_variant_parse(vname, &v) != FAGEN_OK) {

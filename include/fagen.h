@@ -267,7 +267,8 @@ FAGEN_API fagen_status fagen_set_log_callback(fagen_ctx *ctx, fagen_log_fn fn, v
 /* What is known about a compiled kernel. */
 typedef struct fagen_kernel_info {
   char name[FAGEN_VARIANT_NAME_MAX]; /* variant name = kernel symbol */
-  int registers;                     /* per thread, from the ptxas report */
+  /* The next five come from NVRTC's ptxas report; -1 where it gave none. */
+  int registers;                     /* per thread */
   int spill_store_bytes;             /* ptxas spill stores */
   int spill_load_bytes;              /* ptxas spill loads */
   int stack_bytes;                   /* per-thread stack frame */

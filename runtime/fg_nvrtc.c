@@ -193,11 +193,14 @@ static int fg_cmp_opt(const void *a, const void *b) { return strcmp(a, b); }
 
 size_t fg_nvrtc_options(const fagen_target *t, char opts[][64], size_t cap) {
   size_t n = 0;
-  if (cap < 4) return 0;
+  if (cap < 5) return 0;
   snprintf(opts[n++], 64, "--gpu-architecture=sm_%d%s", t->arch, t->arch_specific ? "a" : "");
   snprintf(opts[n++], 64, "--std=c++17");
   snprintf(opts[n++], 64, "--ptxas-options=-v");
   snprintf(opts[n++], 64, "--generate-line-info");
+  /* fagen caches CUBINs itself; NVRTC's own cache (12.9+) would hand back
+     results without the ptxas report the cache metadata comes from. */
+  snprintf(opts[n++], 64, "--no-cache");
   qsort(opts, n, 64, fg_cmp_opt);
   return n;
 }
@@ -216,6 +219,8 @@ static int fg_find_int_before(const char *line, const char *suffix, int *out) {
 }
 
 void fg_nvrtc_parse_ptxas(const char *log, fg_nvrtc_result *r) {
+  /* -1: unknown (no report in the log) */
+  r->registers = r->static_smem = r->stack_bytes = r->spill_stores = r->spill_loads = -1;
   const char *line = log;
   while (line && *line) {
     const char *nl = strchr(line, '\n');

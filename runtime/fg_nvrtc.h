@@ -50,7 +50,8 @@ fagen_status fg_nvrtc_compile(const char *src, const char *name, const fagen_tar
                               fg_nvrtc_result *out, fg_err *err);
 void fg_nvrtc_result_free(fg_nvrtc_result *r);
 
-/* Parses a ptxas -v report into the result's resource fields. */
+/* Parses a ptxas -v report into the result's resource fields; a field the
+ * log does not report is -1. */
 void fg_nvrtc_parse_ptxas(const char *log, fg_nvrtc_result *r);
 
 #endif

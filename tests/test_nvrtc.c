@@ -6,6 +6,8 @@
 #include <string.h>
 
 #include "fagen.h"
+#include "fg_ctx.h"
+#include "fg_jit.h"
 #include "fg_nvrtc.h"
 #include "fg_templates.h"
 #include "fg_test.h"
@@ -39,6 +41,15 @@ static void compile_head_dim(int head_dim) {
     fagen_kernel_info info;
     fagen_status st = fagen_compile(ctx, &vs[i], &info);
     cr_assert_eq(st, FAGEN_OK, "%s: %s\n%s", name, fagen_errmsg(ctx), fagen_compile_log(ctx));
+    if (info.registers <= 0) { /* show the log the report should have come from */
+      fg_cache_blob blob;
+      fg_err err;
+      if (fg_jit_cubin(ctx, &vs[i], &blob, NULL, &err) == FAGEN_OK) {
+        printf("%s: NVRTC log without a usable ptxas report:\n%s\n", name,
+               blob.log ? blob.log : "(none)");
+        fg_cache_blob_free(&blob);
+      }
+    }
     cr_assert_str_eq(info.name, name);
     cr_assert_gt(info.cubin_bytes, 0);
     cr_assert(info.registers > 0 && info.registers <= 255, "%s: %d registers", name,
@@ -153,4 +164,16 @@ Test(nvrtc, ptxas_report_is_parsed) {
   cr_assert_eq(r.spill_stores, 8);
   cr_assert_eq(r.spill_loads, 12);
   cr_assert_eq(r.static_smem, 4096);
+}
+
+/* A log without a ptxas report (e.g. a result NVRTC took from its own cache)
+ * must read as unknown, not as 0 registers. */
+Test(nvrtc, missing_ptxas_report_reads_as_unknown) {
+  fg_nvrtc_result r;
+  memset(&r, 0, sizeof r);
+  fg_nvrtc_parse_ptxas("", &r);
+  cr_assert_eq(r.registers, -1);
+  cr_assert_eq(r.spill_stores, -1);
+  cr_assert_eq(r.spill_loads, -1);
+  cr_assert_eq(r.stack_bytes, -1);
 }
