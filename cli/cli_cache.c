@@ -39,6 +39,7 @@ static int cache_ls(fagen_ctx *ctx) {
          "compile_s", "last_used");
   for (size_t i = 0; i < n; i++) {
     double age = (double)now - e[i].last_used;
+    if (age < 0) age = 0; /* modification times are finer than time() */
     char when[32];
     if (age < 120)
       snprintf(when, sizeof when, "%.0fs ago", age);

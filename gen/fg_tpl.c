@@ -63,8 +63,10 @@ fagen_status fg_tpl_translate(const char *display, const char *text, size_t len,
     /* Find the next tag opening. */
     size_t t = pos;
     char kind = 0;
-    while (t + 1 < len) {
-      if (text[t] == '{' && (text[t + 1] == '{' || text[t + 1] == '%' || text[t + 1] == '#')) {
+    while (t + 2 < len) {
+      /* An opener is followed by a blank: "{%0, %1}" in inline PTX is text. */
+      if (text[t] == '{' && (text[t + 1] == '{' || text[t + 1] == '%' || text[t + 1] == '#') &&
+          (fg_is_blank(text[t + 2]) || text[t + 2] == '\n')) {
         kind = text[t + 1];
         break;
       }

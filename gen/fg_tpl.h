@@ -4,10 +4,12 @@
  *   {{ expr }}    the value of a Lua expression, inserted into the output
  *   {% code %}    Lua statements (control flow, local definitions)
  *   {# text #}    a comment, dropped
- * A {% %} or {# #} tag alone on its line (only blanks around it) removes the
- * whole line, so control flow does not leave blank lines behind.  Tag contents
- * cannot contain their own closing delimiter.  A literal "{{", "{%" or "{#"
- * in CUDA code must be written with a space ("{ {").
+ * An opener counts only when a blank (space, tab, newline) follows it, so
+ * inline PTX such as asm("{%0, %1}") and "{#pragma" pass through as text; a
+ * literal "{{ " in CUDA code is written "{ { ".  A {% %} or {# #} tag alone
+ * on its line (only blanks around it) removes the whole line, so control flow
+ * does not leave blank lines behind.  Tag contents cannot contain their own
+ * closing delimiter.
  *
  * Line parity: the Lua chunk has its statements on the same line numbers as
  * the template, so Lua errors name the template's own file and line. */

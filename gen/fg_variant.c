@@ -131,55 +131,66 @@ typedef struct fg_family {
   void (*default_tiles)(fagen_variant *v);
 } fg_family;
 
-/* fwd_simple.cu.tpl: one warp handles block_q / warps query rows; each lane
- * scores one key of the tile at a time (scalar FMA, no tensor cores) and owns
- * head_dim / 32 output columns.  Shared memory: the Q tile as fp32, and one K
- * and one V tile of block_kv rows, each row padded by 2 elements so that lanes
- * reading different rows hit different banks. */
-static fagen_status fg_check_fwd_simple(const fagen_variant *v, fg_resources *res, fg_err *err) {
+/* fwd_sm80.cu.tpl (mma.sync, FlashAttention-2 scheme): each warp owns 16 * MT
+ * query rows (MT = 1 or 2).  Shared memory: the Q tile and one K and one V
+ * tile ("stages" 1: V(j) streams in during S = QK^T, K(j-1) during PV).
+ * Registers per thread: the O accumulators (4 * MT * head_dim / 8), the S
+ * accumulators (4 * MT * block_kv / 8) and ~48 for fragments, addresses and
+ * softmax state; past 255 the compiler would spill. */
+static fagen_status fg_check_fwd_sm80(const fagen_variant *v, fg_resources *res, fg_err *err) {
+  if (v->warps != 4 && v->warps != 8)
+    return fg_fail(err, FAGEN_E_INVALID_VARIANT, "warps=%d: the sm80 forward kernel uses 4 or 8",
+                   v->warps);
+  int rows = 16 * v->warps;
+  if (v->block_q % rows != 0 || (v->block_q / rows != 1 && v->block_q / rows != 2))
+    return fg_fail(err, FAGEN_E_INVALID_VARIANT,
+                   "block_q=%d must be 16 x warps x 1 or 2 (%d or %d with %d warps)", v->block_q,
+                   rows, 2 * rows, v->warps);
+  if (v->block_kv % 16 != 0 || v->block_kv < 16 || v->block_kv > 256)
+    return fg_fail(err, FAGEN_E_INVALID_VARIANT,
+                   "block_kv=%d is not a multiple of 16 in [16, 256] (the k of mma.m16n8k16)",
+                   v->block_kv);
   if (v->stages != 1)
     return fg_fail(err, FAGEN_E_INVALID_VARIANT,
-                   "stages=%d: the simple forward template has no K/V pipeline, stages must "
-                   "be 1",
+                   "stages=%d: the sm80 forward kernel has one K and one V buffer (stages 1)",
                    v->stages);
-  if (v->block_q % v->warps != 0)
-    return fg_fail(err, FAGEN_E_INVALID_VARIANT,
-                   "block_q=%d is not divisible by warps=%d (each warp takes whole rows)",
-                   v->block_q, v->warps);
-  int rows_per_warp = v->block_q / v->warps;
-  if (rows_per_warp > 8)
-    return fg_fail(err, FAGEN_E_INVALID_VARIANT,
-                   "block_q/warps=%d rows per warp exceeds 8 (accumulators would not fit "
-                   "in registers)",
-                   rows_per_warp);
-  if (v->block_kv % 32 != 0)
-    return fg_fail(err, FAGEN_E_INVALID_VARIANT,
-                   "block_kv=%d is not a multiple of 32 (each lane scores whole keys)",
-                   v->block_kv);
-  long smem = (long)v->block_q * v->head_dim * 4 + 2L * v->block_kv * (v->head_dim + 2) * 2;
-  smem = (smem + 15) / 16 * 16;
-  /* Live registers: the row accumulators (rows * head_dim/32), the row
-   * statistics, the lane's scores, addresses and loop state (~40). */
-  int regs = 40 + rows_per_warp * (v->head_dim / 32 + 2) + v->block_kv / 32;
+  int mt = v->block_q / rows;
+  long smem = (long)(v->block_q + 2 * v->block_kv) * v->head_dim * 2;
+  int regs = 4 * mt * (v->head_dim / 8) + 4 * mt * (v->block_kv / 8) + 48;
   if (res) {
     res->threads = v->warps * 32;
     res->smem_bytes = (int)smem;
     res->regs_estimate = regs;
   }
-  (void)err;
   return FAGEN_OK;
 }
 
-static void fg_default_fwd_simple(fagen_variant *v) {
+/* Default tiles per head_dim for the sm80 family: register-clean choices
+ * (no spills in the ptxas report for sm_80 and sm_90a), pending measured
+ * tables from the autotuner. */
+static const struct {
+  int head_dim, block_q, block_kv, warps;
+} fg_sm80_defaults[] = {
+    {32, 128, 64, 4},  {64, 128, 64, 4},  {96, 64, 64, 4},  {128, 128, 64, 8},
+    {160, 64, 64, 4},  {192, 64, 64, 4},  {224, 64, 64, 4}, {256, 64, 64, 4},
+};
+
+static void fg_default_fwd_sm80(fagen_variant *v) {
   v->warps = 4;
-  v->block_q = 16;
-  v->block_kv = v->head_dim <= 128 ? 64 : 32;
   v->stages = 1;
+  v->block_q = 64;
+  v->block_kv = 64;
+  for (size_t i = 0; i < FG_ARRAY_LEN(fg_sm80_defaults); i++)
+    if (fg_sm80_defaults[i].head_dim == v->head_dim) {
+      v->block_q = fg_sm80_defaults[i].block_q;
+      v->block_kv = fg_sm80_defaults[i].block_kv;
+      v->warps = fg_sm80_defaults[i].warps;
+    }
 }
 
 static const fg_family fg_families[] = {
-    {FAGEN_OP_FWD, "fwd", "fwd_simple.cu.tpl", {16, 32, 64}, {32, 64, 128}, {2, 4, 8}, {1},
-     fg_check_fwd_simple, fg_default_fwd_simple},
+    {FAGEN_OP_FWD, "fwd", "fwd_sm80.cu.tpl", {64, 128, 256}, {32, 64, 128}, {4, 8}, {1},
+     fg_check_fwd_sm80, fg_default_fwd_sm80},
 };
 
 static const fg_family *fg_family_of(fagen_op op) {

@@ -3,7 +3,10 @@
 # included), run fagen-demo on a few shapes, run compute-sanitizer memcheck
 # and racecheck on small calls, and the runtime benchmark.  Logs go to
 # $OUT (or ./gpu-logs); the last lines printed are a summary table.
-#   scripts/gpu-check.sh [steps...]   steps: build test demo sanitize bench (default: all)
+#   scripts/gpu-check.sh [steps...]
+#   steps: build test demo sanitize bench sweep peers (default: build test demo sanitize bench)
+#   sweep: every valid tile candidate on a few grid cells (choosing defaults)
+#   peers: the whole grid against PyTorch SDPA and JAX cuDNN (bench/peers.py)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-$PWD/gpu-logs}"
@@ -11,6 +14,7 @@ mkdir -p "$out"
 [ -f .gpu/setup.sh ] && source .gpu/setup.sh .gpu/debs
 export PATH=/usr/local/cuda/bin:$PATH
 steps="${*:-build test demo sanitize bench}"
+export FAGEN_CACHE_DIR="$PWD/build-gpu/cache"
 summary=()
 note() { summary+=("$1"); echo "$1"; }
 
@@ -52,6 +56,18 @@ for step in $steps; do
     build-gpu/fagen-bench-runtime --reps 7 > "$out/bench-runtime.log" 2>&1
     note "bench-runtime: rc=$?"
     cat "$out/bench-runtime.log"
+    ;;
+  sweep)
+    build-gpu/fagen-bench --candidates --jobs 16 --head-dims "${SWEEP_DIMS:-64,128,256}" \
+      --seqlens "${SWEEP_SEQLENS:-4096,16384}" --reps 10 --json "$out/sweep.json" > "$out/sweep.log" 2>&1
+    note "sweep: rc=$?"
+    grep -E "best|default" "$out/sweep.log"
+    ;;
+  peers)
+    PYTHONUNBUFFERED=1 python3 bench/peers.py --bench build-gpu/fagen-bench --json "$out/peers.json" \
+      > "$out/peers.log" 2>&1
+    note "peers: rc=$?"
+    sed -n '/^| d | S/,$p' "$out/peers.log"
     ;;
   esac
 done

@@ -84,18 +84,18 @@ Test(nvrtc, compile_error_keeps_the_log, .init = setup, .fini = teardown) {
   }
   const char *bad = "{% include('common.cuh.tpl') %}\n__device__ int broken = undeclared_thing;\n";
   char path[2048];
-  snprintf(path, sizeof path, "%s/fwd_simple.cu.tpl", tdir);
+  snprintf(path, sizeof path, "%s/fwd_sm80.cu.tpl", tdir);
   fg_test_write(path, bad, strlen(bad));
   setenv("FAGEN_TEMPLATE_DIR", tdir, 1);
   fagen_ctx *ctx;
   fagen_ctx_create(&ctx);
   fagen_variant v;
-  fagen_variant_parse("fwd_d64_bq16_bk64_w4_s1_bf16_sm80", &v);
+  fagen_variant_parse("fwd_d64_bq64_bk64_w4_s1_bf16_sm80", &v);
   cr_assert_eq(fagen_compile(ctx, &v, NULL), FAGEN_E_COMPILE);
-  cr_assert(strstr(fagen_errmsg(ctx), "could not compile fwd_d64_bq16_bk64_w4_s1_bf16_sm80"),
+  cr_assert(strstr(fagen_errmsg(ctx), "could not compile fwd_d64_bq64_bk64_w4_s1_bf16_sm80"),
             "%s", fagen_errmsg(ctx));
   /* the first error line, pointing into the template, is in the message */
-  cr_assert(strstr(fagen_errmsg(ctx), "templates/fwd_simple.cu.tpl(2)"), "%s", fagen_errmsg(ctx));
+  cr_assert(strstr(fagen_errmsg(ctx), "templates/fwd_sm80.cu.tpl(2)"), "%s", fagen_errmsg(ctx));
   cr_assert(strstr(fagen_compile_log(ctx), "undeclared_thing"), "%s", fagen_compile_log(ctx));
   cr_assert_str_eq(fagen_last_error(), fagen_errmsg(ctx));
   char kdir[1200];
@@ -111,7 +111,7 @@ Test(nvrtc, missing_nvrtc_names_the_paths_tried, .init = setup, .fini = teardown
   fagen_ctx *ctx;
   fagen_ctx_create(&ctx);
   fagen_variant v;
-  fagen_variant_parse("fwd_d64_bq16_bk64_w4_s1_bf16_sm80", &v);
+  fagen_variant_parse("fwd_d64_bq64_bk64_w4_s1_bf16_sm80", &v);
   cr_assert_eq(fagen_compile(ctx, &v, NULL), FAGEN_E_NO_NVRTC);
   cr_assert(strstr(fagen_errmsg(ctx), "/nonexistent/dir/libnvrtc.so.13"), "%s", fagen_errmsg(ctx));
   cr_assert(strstr(fagen_errmsg(ctx), "FAGEN_NVRTC"), "%s", fagen_errmsg(ctx));
@@ -126,7 +126,7 @@ Test(nvrtc, a_file_that_is_not_nvrtc_is_refused, .init = setup, .fini = teardown
   fagen_ctx *ctx;
   fagen_ctx_create(&ctx);
   fagen_variant v;
-  fagen_variant_parse("fwd_d64_bq16_bk64_w4_s1_bf16_sm80", &v);
+  fagen_variant_parse("fwd_d64_bq64_bk64_w4_s1_bf16_sm80", &v);
   cr_assert_eq(fagen_compile(ctx, &v, NULL), FAGEN_E_NO_NVRTC);
   cr_assert(strstr(fagen_errmsg(ctx), path), "%s", fagen_errmsg(ctx));
   fagen_ctx_destroy(ctx);

@@ -141,11 +141,11 @@ Test(args, causal_scale_and_forced_variant) {
   expect(a, FAGEN_E_INVALID_ARGUMENT, "softmax_scale");
   a = good();
   fagen_variant v;
-  fagen_variant_parse("fwd_d64_bq16_bk64_w4_s1_bf16_sm80", &v); /* head_dim 64 < 128 */
+  fagen_variant_parse("fwd_d64_bq64_bk64_w4_s1_bf16_sm80", &v); /* head_dim 64 < 128 */
   a.variant = &v;
   expect(a, FAGEN_E_INVALID_ARGUMENT, "does not fit the call");
-  fagen_variant_parse("fwd_d128_bq16_bk48_w4_s1_bf16_sm80", &v); /* invalid */
-  expect(a, FAGEN_E_INVALID_ARGUMENT, "forced variant fwd_d128_bq16_bk48_w4_s1_bf16_sm80");
+  fagen_variant_parse("fwd_d128_bq64_bk40_w4_s1_bf16_sm80", &v); /* invalid */
+  expect(a, FAGEN_E_INVALID_ARGUMENT, "forced variant fwd_d128_bq64_bk40_w4_s1_bf16_sm80");
 }
 
 Test(select, buckets_head_dim_and_keeps_features) {
@@ -158,9 +158,17 @@ Test(select, buckets_head_dim_and_keeps_features) {
   fagen_target t = {86, 0};
   fagen_variant v;
   cr_assert_eq(fagen_attention_select(ctx, &a, &t, &v), FAGEN_OK, "%s", fagen_errmsg(ctx));
-  char name[FAGEN_VARIANT_NAME_MAX];
-  fagen_variant_name(&v, name, sizeof name);
-  cr_assert_str_eq(name, "fwd_d96_bq16_bk64_w4_s1_causal_fp16_sm86");
+  /* the default variant of the (d96 bucket, fp16, causal, sm_86) case */
+  cr_assert_eq(v.head_dim, 96);
+  cr_assert_eq(v.causal, 1);
+  cr_assert_eq(v.dtype, FAGEN_DTYPE_FP16);
+  cr_assert(v.target.arch == 86 && v.target.arch_specific == 0);
+  fagen_variant defaults[32];
+  size_t nd;
+  fagen_default_variants(&t, 1, defaults, 32, &nd);
+  int found = 0;
+  for (size_t i = 0; i < nd; i++) found |= memcmp(&defaults[i], &v, sizeof v) == 0;
+  cr_assert(found, "select did not return the default variant of its case");
   a.head_dim = 256;
   cr_assert_eq(fagen_attention_select(ctx, &a, &t, &v), FAGEN_OK);
   cr_assert_eq(fagen_variant_validate(&v, NULL, 0), FAGEN_OK);
@@ -179,7 +187,7 @@ Test(context, lifecycle_and_errors) {
   cr_assert_str_eq(fagen_errmsg(ctx), "");
   cr_assert_str_eq(fagen_compile_log(ctx), "");
   fagen_variant v;
-  fagen_variant_parse("fwd_d64_bq16_bk64_w4_s1_bf16_sm80", &v);
+  fagen_variant_parse("fwd_d64_bq64_bk64_w4_s1_bf16_sm80", &v);
   v.head_dim = 300;
   cr_assert_eq(fagen_compile(ctx, &v, NULL), FAGEN_E_INVALID_VARIANT);
   cr_assert(strstr(fagen_errmsg(ctx), "head_dim=300"), "%s", fagen_errmsg(ctx));
@@ -199,7 +207,7 @@ Test(no_driver, gpu_calls_say_why) {
   cr_assert(strstr(fagen_errmsg(ctx), "driver") || strstr(fagen_errmsg(ctx), "device"), "%s",
             fagen_errmsg(ctx));
   fagen_variant v;
-  fagen_variant_parse("fwd_d64_bq16_bk64_w4_s1_bf16_sm80", &v);
+  fagen_variant_parse("fwd_d64_bq64_bk64_w4_s1_bf16_sm80", &v);
   st = fagen_prepare(ctx, &v, 1);
   cr_assert(st == FAGEN_E_NO_DRIVER || st == FAGEN_E_NO_DEVICE, "%s", fagen_status_name(st));
   fagen_variant out;

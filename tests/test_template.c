@@ -52,6 +52,12 @@ Test(template, expressions_and_code) {
   free(s);
 }
 
+Test(template, inline_ptx_braces_are_text) {
+  char *s = render_plain("asm(\"mma {%0, %1}, {%2}, {{%3}};\" :: \"r\"(x)); {#pragma once\n{{ 1 }}\n");
+  cr_assert_str_eq(s, "asm(\"mma {%0, %1}, {%2}, {{%3}};\" :: \"r\"(x)); {#pragma once\n1\n");
+  free(s);
+}
+
 Test(template, standalone_block_tags_leave_no_text) {
   /* The tag lines vanish; a gap of one line is padded with a blank line, a
      jump back (the loop) gets a #line mark. */

@@ -12,7 +12,7 @@ static fagen_variant v_ok(void) {
   memset(&v, 0, sizeof v);
   v.op = FAGEN_OP_FWD;
   v.head_dim = 128;
-  v.block_q = 16;
+  v.block_q = 64;
   v.block_kv = 64;
   v.warps = 4;
   v.stages = 1;
@@ -26,13 +26,13 @@ Test(variant, name_has_every_parameter) {
   fagen_variant v = v_ok();
   char name[FAGEN_VARIANT_NAME_MAX];
   cr_assert_eq(fagen_variant_name(&v, name, sizeof name), FAGEN_OK);
-  cr_assert_str_eq(name, "fwd_d128_bq16_bk64_w4_s1_causal_bf16_sm80");
+  cr_assert_str_eq(name, "fwd_d128_bq64_bk64_w4_s1_causal_bf16_sm80");
   v.causal = 0;
   v.dtype = FAGEN_DTYPE_FP16;
   v.target.arch = 90;
   v.target.arch_specific = 1;
   cr_assert_eq(fagen_variant_name(&v, name, sizeof name), FAGEN_OK);
-  cr_assert_str_eq(name, "fwd_d128_bq16_bk64_w4_s1_fp16_sm90a");
+  cr_assert_str_eq(name, "fwd_d128_bq64_bk64_w4_s1_fp16_sm90a");
 }
 
 Test(variant, name_buffer_too_small) {
@@ -106,23 +106,22 @@ Test(variant, head_dim_0_300_33_are_invalid) {
 
 Test(variant, block_sizes_that_do_not_divide) {
   fagen_variant v = v_ok();
-  v.block_q = 18;
-  expect_invalid(v, "not divisible by warps");
+  v.block_q = 96; /* not 16 x 4 warps x 1 or 2 */
+  expect_invalid(v, "must be 16 x warps");
   v = v_ok();
-  v.block_kv = 48;
-  expect_invalid(v, "not a multiple of 32");
+  v.block_kv = 40;
+  expect_invalid(v, "not a multiple of 16");
   v = v_ok();
-  v.block_q = 64;
   v.warps = 2;
-  expect_invalid(v, "rows per warp");
+  expect_invalid(v, "uses 4 or 8");
 }
 
 Test(variant, shared_memory_over_budget) {
   fagen_variant v = v_ok();
   v.head_dim = 256;
-  v.block_q = 64;
+  v.block_q = 128;
   v.warps = 8;
-  v.block_kv = 64; /* 131584 bytes */
+  v.block_kv = 64; /* 131072 bytes */
   v.target.arch = 86; /* 99 KB */
   expect_invalid(v, "bytes of shared memory");
   v.target.arch = 80; /* 163 KB: this one fits */
@@ -130,22 +129,18 @@ Test(variant, shared_memory_over_budget) {
 }
 
 Test(variant, registers_over_budget) {
-  /* 8 rows per warp at head_dim 256: ~121 registers x 768 threads > 65536,
-     while its 229632 bytes of shared memory still fit sm_90a. */
+  /* 32 rows per warp at head_dim 128 with 128-key tiles: 128 O and 128 S
+     accumulators per thread leave no room. */
   fagen_variant v = v_ok();
-  v.head_dim = 256;
-  v.block_q = 192;
-  v.warps = 24;
-  v.block_kv = 32;
-  v.target.arch = 90;
-  v.target.arch_specific = 1;
-  expect_invalid(v, "registers x 768 threads");
+  v.block_q = 128;
+  v.block_kv = 128;
+  expect_invalid(v, "304 registers per thread");
 }
 
 Test(variant, other_constraints) {
   fagen_variant v = v_ok();
   v.stages = 2;
-  expect_invalid(v, "stages must be 1");
+  expect_invalid(v, "(stages 1)");
   v = v_ok();
   v.warps = 0;
   expect_invalid(v, "warps=0");
@@ -197,9 +192,9 @@ Test(variant, candidates_cover_the_axis_table) {
   fagen_variant base = v_ok();
   size_t n = 0;
   cr_assert_eq(fagen_variant_candidates(&base, NULL, 0, &n), FAGEN_OK);
-  cr_assert_eq(n, 27); /* 3 block_q x 3 block_kv x 3 warps x 1 stage */
-  fagen_variant c[27];
-  cr_assert_eq(fagen_variant_candidates(&base, c, 27, &n), FAGEN_OK);
+  cr_assert_eq(n, 18); /* 3 block_q x 3 block_kv x 2 warps x 1 stage */
+  fagen_variant c[18];
+  cr_assert_eq(fagen_variant_candidates(&base, c, 18, &n), FAGEN_OK);
   int valid = 0, has_default = 0;
   for (size_t i = 0; i < n; i++) {
     cr_assert_eq(c[i].head_dim, base.head_dim);
@@ -207,7 +202,7 @@ Test(variant, candidates_cover_the_axis_table) {
     valid += fagen_variant_validate(&c[i], NULL, 0) == FAGEN_OK;
     has_default |= fg_variant_cmp(&c[i], &base) == 0;
   }
-  cr_assert(valid > 0 && valid < 27, "some candidates must be culled, some kept (%d)", valid);
+  cr_assert(valid > 0 && valid < 18, "some candidates must be culled, some kept (%d)", valid);
   cr_assert(has_default, "the default tiles are one of the candidates");
 }
 

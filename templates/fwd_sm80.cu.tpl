@@ -1,0 +1,365 @@
+{#
+  Forward attention on tensor cores (mma.sync m16n8k16, fp32 accumulation)
+  for sm_80 and newer: the FlashAttention-2 scheme.
+
+  A CTA takes block_q query rows of one (batch, head); warp w owns rows
+  [16*MT*w, 16*MT*(w+1)) (MT = 1 or 2 row tiles of 16).  Q is loaded once; K and
+  V tiles of block_kv keys stream through one shared buffer each:
+      wait K(j) -> issue V(j) -> S = Q K(j)^T -> softmax ->
+      wait V(j) -> issue K(j-1) -> O += P V(j)
+  so each copy overlaps the other product.  Tiles are visited from the last to
+  the first: the tiles that need a mask (sequence end, causal diagonal) come
+  first and run the MASKED body; the rest run without mask code; tiles that
+  causal masks completely are never visited.  The softmax runs in registers in
+  the exp2 domain (scale folded with log2 e), keeps per-thread partial row
+  sums (reduced once at the end), and P becomes the A operand of PV without
+  leaving registers.  Shared tiles are XOR-swizzled in 16-byte chunks so
+  ldmatrix and the O write-back are free of bank conflicts.
+#}
+{% include("common.cuh.tpl") %}
+{% include("fwd_params.cuh.tpl") %}
+{% include("sm80_mma.cuh.tpl") %}
+{%
+  local D, BQ, BK, W = v.head_dim, v.block_q, v.block_kv, v.warps
+  MT = BQ // (16 * W)
+  assert(MT * 16 * W == BQ and (MT == 1 or MT == 2), "block_q must be 16 * warps * (1 or 2)")
+  assert(BK % 16 == 0 and D % 32 == 0, "block_kv must be a multiple of 16, head_dim of 32")
+  local smem = (BQ + 2 * BK) * D * 2
+  assert(smem == v.smem_bytes, "shared-memory layout disagrees with the generator's resource model")
+  CH = D // 8
+  SWIZZLE_GROUPS_OF_8 = CH % 8 == 0
+%}
+
+namespace {
+
+constexpr int D = {{ v.head_dim }};       // compiled head dimension
+constexpr int BQ = {{ v.block_q }};       // query rows per CTA
+constexpr int BK = {{ v.block_kv }};      // keys per tile
+constexpr int MT = {{ MT }};               // 16-row tiles per warp
+constexpr int NS = BK / 8;                // n-tiles of S per row tile
+constexpr int NO = D / 8;                 // n-tiles of O per row tile
+constexpr int CH = D / 8;                 // 16-byte chunks per row
+constexpr int FULL = (CH / 8) * 8;        // chunks in whole groups of eight
+constexpr int THREADS = {{ v.threads }};
+constexpr bool CAUSAL = {{ v.causal }};
+
+// Byte offset of 16-byte chunk `chunk` of row `row` in a [rows][D] tile.  The
+// chunk index is XORed with the row so that the 8 rows an ldmatrix phase
+// reads land in 8 different bank groups.
+__device__ __forceinline__ int fg_swz(int row, int chunk) {
+{% if SWIZZLE_GROUPS_OF_8 then %}
+  return row * (D * 2) + ((chunk ^ (row & 7)) << 4);
+{% else %}
+  // D is 32 mod 64: rows are 64 bytes mod 128, so the trailing group of four
+  // chunks is swizzled with the row pair.
+  const int phys = chunk < FULL ? (chunk ^ (row & 7)) : FULL + ((chunk - FULL) ^ ((row >> 1) & 3));
+  return row * (D * 2) + (phys << 4);
+{% end %}
+}
+
+// ldmatrix addresses as lane base + immediate.  The swizzle XORs only the low
+// three bits of a chunk index, with bits of the row that a lane keeps fixed,
+// so a k16 step k (chunks 2k, 2k+1) uses one of at most six per-lane bases:
+// phase k%4 inside whole groups of eight chunks, 4 + k' in the trailing group
+// of four.  Everything else (row tiles, whole groups) is an immediate, so the
+// compiler holds 6 registers per operand instead of one per unrolled load.
+constexpr int NFULLK = FULL / 2; // k16 steps inside whole groups of eight chunks
+__device__ __forceinline__ constexpr int fg_ph(int k) { return k < NFULLK ? (k & 3) : 4 + (k - NFULLK); }
+__device__ __forceinline__ constexpr int fg_imm(int k) { return k < NFULLK ? (k >> 2) * 128 : FULL * 16; }
+// Offset within a row of phase ph for a lane whose chunk bit is x and whose row is r.
+__device__ __forceinline__ int fg_lane_phase(int ph, int x, int r) {
+  return ph < 4 ? 16 * ((2 * ph + x) ^ (r & 7)) : 16 * ((2 * (ph - 4) + x) ^ ((r >> 1) & 3));
+}
+
+// Copies rows [row0, row0 + ROWS) of a [seq][D] head (row stride `stride`
+// elements) into a swizzled shared tile; rows past row_limit and columns past
+// hd become zeros.  Eight threads take one row (128 contiguous bytes per
+// pass); passes advance by a multiple of 8 rows, so each thread's swizzle is
+// fixed and every shared address is base + immediate.
+template <int ROWS>
+__device__ __forceinline__ void fg_load_tile(fg_u32 tile, const fg_u16 *g, int row0, int row_limit,
+                                             fg_i64 stride, int hd) {
+  constexpr int RP = THREADS / 8; // rows per pass
+  const int tr = threadIdx.x >> 3, tc = threadIdx.x & 7;
+  const fg_u32 dst0 = tile + tr * (D * 2);
+  const fg_u16 *src = g + (fg_i64)(row0 + tr) * stride;
+  const fg_i64 step = (fg_i64)RP * stride;
+  // Not unrolled: unrolled, each pass's 64-bit offset would be hoisted out of
+  // the K/V loop and held in registers the accumulators need.
+#pragma unroll 1
+  for (int it = 0; it < (ROWS + RP - 1) / RP; ++it, src += step) {
+    const int r = it * RP + tr;
+    if (ROWS % RP == 0 || r < ROWS) {
+      const bool row_ok = row0 + r < row_limit;
+      const fg_u16 *rs = row_ok ? src : g;
+      const fg_u32 dst = dst0 + it * RP * D * 2;
+#pragma unroll
+      for (int k = 0; k < FULL / 8; ++k) {
+        const bool ok = row_ok && (8 * k + tc) * 8 < hd;
+        fg_cp_async16(dst + 128 * k + 16 * (tc ^ (tr & 7)), rs + (ok ? (8 * k + tc) * 8 : 0), ok ? 16 : 0);
+      }
+      if (CH != FULL && tc < 4) { // the trailing group of four chunks
+        const bool ok = row_ok && (FULL + tc) * 8 < hd;
+        fg_cp_async16(dst + 16 * (FULL + (tc ^ ((tr >> 1) & 3))), rs + (ok ? (FULL + tc) * 8 : 0),
+                      ok ? 16 : 0);
+      }
+    }
+  }
+}
+
+struct alignas(16) fg_v4 {
+  fg_u32 x, y, z, w;
+};
+
+// What one CTA knows about its rows and its K/V head.
+struct fg_cta {
+  fg_u32 sK, sV;          // shared tiles
+  fg_u32 qa[6], ka[6], va[6]; // per-lane ldmatrix bases (see fg_ph)
+  const fg_u16 *kg, *vg;  // this (batch, kv head)
+  int q0, wrow, diag, hd;
+  int lane, g, t;
+};
+
+// One K/V tile: S = Q K(j)^T, the mask (MASKED), the online softmax, O += P V(j),
+// with V(j) and K(j-1) copied in behind the products.
+template <bool MASKED>
+__device__ __forceinline__ void fg_step(const fg_fwd_params &p, const fg_cta &c, int j,
+                                        float (&acc)[MT][NO][4], float (&m)[MT][2], float (&l)[MT][2]) {
+  const fg_u32 sK = c.sK, sV = c.sV;
+  const int lane = c.lane, g = c.g, t = c.t, wrow = c.wrow, q0 = c.q0, diag = c.diag, hd = c.hd;
+  fg_cp_async_wait<0>();
+  __syncthreads(); // K(j) has landed; every warp is done with V(j+1)
+  fg_load_tile<BK>(sV, c.vg, j * BK, p.seqlen_k, p.v_stride_s, hd);
+  fg_cp_async_commit();
+
+  // S = Q K(j)^T
+  float s[MT][NS][4];
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int ns = 0; ns < NS; ++ns)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) s[mt][ns][e] = 0.f;
+#pragma unroll
+  for (int kd = 0; kd < D / 16; ++kd) {
+    fg_u32 a[MT][4];
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+      fg_ldsm_x4(c.qa[fg_ph(kd)] + fg_imm(kd) + mt * 16 * D * 2, a[mt][0], a[mt][1], a[mt][2], a[mt][3]);
+#pragma unroll
+    for (int ns2 = 0; ns2 < NS / 2; ++ns2) {
+      fg_u32 b0, b1, b2, b3;
+      fg_ldsm_x4(c.ka[fg_ph(kd)] + fg_imm(kd) + ns2 * 16 * D * 2, b0, b1, b2, b3);
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+        fg_mma(s[mt][2 * ns2], a[mt], b0, b1);
+        fg_mma(s[mt][2 * ns2 + 1], a[mt], b2, b3);
+      }
+    }
+  }
+
+  if (MASKED) {
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+      for (int ns = 0; ns < NS; ++ns)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int key = j * BK + ns * 8 + 2 * t + (e & 1);
+          const int row = q0 + wrow + mt * 16 + g + ((e >> 1) << 3);
+          bool visible = key < p.seqlen_k;
+          if (CAUSAL) visible = visible && key <= row + diag;
+          if (!visible) s[mt][ns][e] = FG_NEG_INF;
+        }
+  }
+
+  // Online softmax: rows g and g+8 of each row tile live in the 4 lanes of a quad.
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int h2 = 0; h2 < 2; ++h2) {
+      float mx = m[mt][h2];
+#pragma unroll
+      for (int ns = 0; ns < NS; ++ns) mx = fmaxf(mx, fmaxf(s[mt][ns][2 * h2], s[mt][ns][2 * h2 + 1]));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+      // A row with no visible key yet keeps max -inf: use 0 so that exp2 sees -inf, not NaN.
+      const float m_scaled = mx == FG_NEG_INF ? 0.f : mx * p.scale_log2;
+      const float alpha = fg_ex2(m[mt][h2] * p.scale_log2 - m_scaled);
+      m[mt][h2] = mx;
+#pragma unroll
+      for (int nd = 0; nd < NO; ++nd) {
+        acc[mt][nd][2 * h2] *= alpha;
+        acc[mt][nd][2 * h2 + 1] *= alpha;
+      }
+      float rs = 0.f;
+#pragma unroll
+      for (int ns = 0; ns < NS; ++ns)
+#pragma unroll
+        for (int e = 2 * h2; e < 2 * h2 + 2; ++e) {
+          s[mt][ns][e] = fg_ex2(fmaf(s[mt][ns][e], p.scale_log2, -m_scaled));
+          rs += s[mt][ns][e];
+        }
+      l[mt][h2] = l[mt][h2] * alpha + rs;
+    }
+
+  fg_cp_async_wait<0>();
+  __syncthreads(); // V(j) has landed; every warp is done with K(j)
+  if (j > 0) fg_load_tile<BK>(sK, c.kg, (j - 1) * BK, p.seqlen_k, p.k_stride_s, hd);
+  fg_cp_async_commit();
+
+  // O += P V(j), P straight from the S registers.
+#pragma unroll
+  for (int kk = 0; kk < BK / 16; ++kk) {
+    fg_u32 a[MT][4];
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+      a[mt][0] = fg_pack(s[mt][2 * kk][0], s[mt][2 * kk][1]);
+      a[mt][1] = fg_pack(s[mt][2 * kk][2], s[mt][2 * kk][3]);
+      a[mt][2] = fg_pack(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
+      a[mt][3] = fg_pack(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
+    }
+#pragma unroll
+    for (int nd2 = 0; nd2 < NO / 2; ++nd2) {
+      fg_u32 b0, b1, b2, b3;
+      fg_ldsm_x4_trans(c.va[fg_ph(nd2)] + fg_imm(nd2) + kk * 16 * D * 2, b0, b1, b2, b3);
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+        fg_mma(acc[mt][2 * nd2], a[mt], b0, b1);
+        fg_mma(acc[mt][2 * nd2 + 1], a[mt], b2, b3);
+      }
+    }
+  }
+}
+
+} // namespace
+
+// minBlocks 1: the register budget is the tile's, not an occupancy target.
+extern "C" __global__ void __launch_bounds__({{ v.threads }}, 1)
+{{ v.name }}(const fg_fwd_params p) {
+  extern __shared__ __align__(128) unsigned char fg_smem[];
+  const fg_u32 sQ = fg_smem_addr(fg_smem);
+  const fg_u32 sK = sQ + BQ * D * 2;
+  const fg_u32 sV = sK + BK * D * 2;
+
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int g = lane >> 2, t = lane & 3;
+  const fg_i64 bid = blockIdx.x;
+  const fg_i64 bh = bid / p.q_blocks;
+  // Causal: the longest rows (last q blocks) start first, so the short ones fill the tail.
+  const int q_block = CAUSAL ? p.q_blocks - 1 - (int)(bid % p.q_blocks) : (int)(bid % p.q_blocks);
+  const int h = (int)(bh % p.heads_q);
+  const int b = (int)(bh / p.heads_q);
+  const int hk = h / p.group;
+  const int q0 = q_block * BQ;
+  const int hd = p.head_dim;
+  const fg_u16 *qg = (const fg_u16 *)p.q + b * p.q_stride_b + h * p.q_stride_h;
+  const fg_u16 *kg = (const fg_u16 *)p.k + b * p.k_stride_b + hk * p.k_stride_h;
+  const fg_u16 *vg = (const fg_u16 *)p.v + b * p.v_stride_b + hk * p.v_stride_h;
+  fg_u16 *og = (fg_u16 *)p.o + b * p.o_stride_b + h * p.o_stride_h;
+  const int wrow = warp * 16 * MT; // this warp's first row within the block
+
+  // Query i sees key j iff j < seqlen_k (and, causal, j <= i + diag): aligned
+  // bottom-right when seqlen_q != seqlen_k.
+  const int diag = p.seqlen_k - p.seqlen_q;
+  int kv_end = p.seqlen_k;
+  if (CAUSAL) kv_end = min(kv_end, q0 + BQ + diag);
+  const int n_tiles = kv_end > 0 ? (kv_end + BK - 1) / BK : 0;
+
+  float acc[MT][NO][4];
+  float m[MT][2], l[MT][2];
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+    for (int h2 = 0; h2 < 2; ++h2) {
+      m[mt][h2] = FG_NEG_INF;
+      l[mt][h2] = 0.f;
+    }
+#pragma unroll
+    for (int nd = 0; nd < NO; ++nd)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[mt][nd][e] = 0.f;
+  }
+
+  if (n_tiles > 0) {
+    fg_load_tile<BQ>(sQ, qg, q0, p.seqlen_q, p.q_stride_s, hd);
+    fg_load_tile<BK>(sK, kg, (n_tiles - 1) * BK, p.seqlen_k, p.k_stride_s, hd);
+    fg_cp_async_commit();
+  }
+
+  // Tiles at the sequence end or across the causal diagonal need a mask; going
+  // downwards, once a tile needs none, no lower tile does.
+  fg_cta cta;
+  cta.sK = sK;
+  cta.sV = sV;
+#pragma unroll
+  for (int ph = 0; ph < 6; ++ph) {
+    // Q: lanes 0-15 rows 0-15 at chunk 2k, lanes 16-31 the same rows at 2k+1.
+    cta.qa[ph] = sQ + (wrow + (lane & 15)) * D * 2 + fg_lane_phase(ph, lane >> 4, lane & 15);
+    // K: lanes 0-7 and 16-23 keys 0-7 / 8-15 at chunk 2k, lanes 8-15, 24-31 at 2k+1.
+    const int krow = (lane & 7) + ((lane >> 4) << 3);
+    cta.ka[ph] = sK + krow * D * 2 + fg_lane_phase(ph, (lane >> 3) & 1, krow);
+    // V (transposed): lanes 0-15 keys 0-15 at chunk 2k, lanes 16-31 at 2k+1.
+    cta.va[ph] = sV + (lane & 15) * D * 2 + fg_lane_phase(ph, lane >> 4, lane & 15);
+  }
+  cta.kg = kg;
+  cta.vg = vg;
+  cta.q0 = q0;
+  cta.wrow = wrow;
+  cta.diag = diag;
+  cta.hd = hd;
+  cta.lane = lane;
+  cta.g = g;
+  cta.t = t;
+  int j = n_tiles - 1;
+  for (; j >= 0; --j) {
+    const bool needs_mask = (j + 1) * BK > p.seqlen_k || (CAUSAL && (j + 1) * BK - 1 > q0 + diag);
+    if (!needs_mask) break;
+    fg_step<true>(p, cta, j, acc, m, l);
+  }
+  for (; j >= 0; --j) fg_step<false>(p, cta, j, acc, m, l);
+
+  // Epilogue: finish the row sums, normalize once, write O through this warp's
+  // own rows of the Q tile (no other warp reads them) with 16-byte stores.
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int h2 = 0; h2 < 2; ++h2) {
+      l[mt][h2] += __shfl_xor_sync(0xffffffffu, l[mt][h2], 1);
+      l[mt][h2] += __shfl_xor_sync(0xffffffffu, l[mt][h2], 2);
+    }
+  fg_cp_async_wait<0>();
+  __syncwarp();
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int h2 = 0; h2 < 2; ++h2) {
+      const float inv = l[mt][h2] > 0.f ? 1.f / l[mt][h2] : 0.f;
+      const int row = wrow + mt * 16 + g + 8 * h2;
+#pragma unroll
+      for (int nd = 0; nd < NO; ++nd)
+        *reinterpret_cast<fg_u32 *>(fg_smem + fg_swz(row, nd) + 4 * t) =
+            fg_pack(acc[mt][nd][2 * h2] * inv, acc[mt][nd][2 * h2 + 1] * inv);
+    }
+  __syncwarp();
+#pragma unroll
+  for (int it = 0; it < 16 * MT * CH / 32; ++it) {
+    const int i = it * 32 + lane;
+    const int r = i / CH, c = i % CH;
+    const int row = q0 + wrow + r;
+    if (row < p.seqlen_q && c * 8 < hd)
+      *reinterpret_cast<fg_v4 *>(og + (fg_i64)row * p.o_stride_s + c * 8) =
+          *reinterpret_cast<const fg_v4 *>(fg_smem + fg_swz(wrow + r, c));
+  }
+  if (p.lse && t == 0) {
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+      for (int h2 = 0; h2 < 2; ++h2) {
+        const int row = q0 + wrow + mt * 16 + g + 8 * h2;
+        if (row < p.seqlen_q)
+          p.lse[((fg_i64)b * p.heads_q + h) * p.seqlen_q + row] =
+              l[mt][h2] > 0.f ? m[mt][h2] * p.scale_log2 * FG_LN2 + logf(l[mt][h2]) : FG_NEG_INF;
+      }
+  }
+}
