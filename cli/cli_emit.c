@@ -311,3 +311,56 @@ int cli_show(int argc, char **argv) {
   fagen_free(src);
   return fflush(stdout) == 0 ? CLI_OK : CLI_FAIL;
 }
+
+int cli_compile(int argc, char **argv) {
+  selection sel;
+  memset(&sel, 0, sizeof sel);
+  sel.names = calloc((size_t)argc + 1, sizeof *sel.names);
+  const char *dir = "fagen_cubins";
+  int rc = parse_selection(argc, argv, 2, &sel, &dir, NULL, NULL, 1);
+  if (rc != CLI_OK) {
+    free(sel.names);
+    return rc;
+  }
+  size_t n = 0;
+  fagen_variant *vs = select_variants(&sel, &n);
+  free(sel.names);
+  if (!vs) return CLI_FAIL;
+  if (cli_mkdirs(dir) != 0) {
+    cli_error("fagen", "cannot create output directory %s: %s", dir, strerror(errno));
+    free(vs);
+    return CLI_FAIL;
+  }
+  fagen_ctx *ctx;
+  if (fagen_ctx_create(&ctx) != FAGEN_OK) {
+    free(vs);
+    return CLI_FAIL;
+  }
+  printf("%-48s %5s %11s %6s %9s %9s\n", "variant", "regs", "spill(st/ld)", "stack", "bytes",
+         "compile_s");
+  for (size_t i = 0; i < n && rc == CLI_OK; i++) {
+    char name[FAGEN_VARIANT_NAME_MAX + 8], err[4200];
+    fagen_variant_name(&vs[i], name, sizeof name);
+    void *cubin;
+    size_t size;
+    fagen_kernel_info info;
+    if (fagen_cubin(ctx, &vs[i], &cubin, &size, &info) != FAGEN_OK) {
+      cli_error("fagen", "%s: %s", name, fagen_errmsg(ctx));
+      const char *log = fagen_compile_log(ctx);
+      if (log[0]) fprintf(stderr, "NVRTC log:\n%s\n", log);
+      rc = CLI_FAIL;
+      break;
+    }
+    printf("%-48s %5d %5d/%-5d %6d %9zu %9.3f\n", name, info.registers, info.spill_store_bytes,
+           info.spill_load_bytes, info.stack_bytes, size, info.compile_seconds);
+    strcat(name, ".cubin");
+    if (cli_write_atomic(dir, name, cubin, size, err, sizeof err) != 0) {
+      cli_error("fagen", "%s", err);
+      rc = CLI_FAIL;
+    }
+    fagen_free(cubin);
+  }
+  fagen_ctx_destroy(ctx);
+  free(vs);
+  return rc;
+}

@@ -11,6 +11,7 @@ static const char usage_text[] =
     "usage: fagen --emit [-o DIR] [--only GLOB] [--arch LIST] [VARIANT...]\n"
     "       fagen list [-v] [--space] [--only GLOB] [--arch LIST]\n"
     "       fagen show VARIANT\n"
+    "       fagen compile [-o DIR] [--only GLOB] [--arch LIST] [VARIANT...]\n"
     "       fagen cache ls|info|clear\n"
     "       fagen cache warm [-j N] [--only GLOB] [--arch LIST] [VARIANT...]\n"
     "       fagen --help | --version\n";
@@ -31,6 +32,9 @@ static const char help_text[] =
     "                 case that the validity predicate rejects; --space prints every\n"
     "                 valid candidate instead of only the defaults.\n"
     "  show VARIANT   Print the generated source of one variant.\n"
+    "  compile        Compile with NVRTC (through the cache) and write NAME.cubin\n"
+    "                 files into DIR (default ./fagen_cubins), printing registers,\n"
+    "                 spills and compile time from the ptxas report.\n"
     "  cache ls       List the compiled kernels in the on-disk cache.\n"
     "  cache info     Show the cache folder, its size and its cap.\n"
     "  cache clear    Remove every cached kernel.\n"
@@ -84,6 +88,7 @@ int main(int argc, char **argv) {
   if (strcmp(cmd, "--emit") == 0 || strcmp(cmd, "emit") == 0) return cli_emit(argc, argv);
   if (strcmp(cmd, "list") == 0) return cli_list(argc, argv);
   if (strcmp(cmd, "show") == 0) return cli_show(argc, argv);
+  if (strcmp(cmd, "compile") == 0) return cli_compile(argc, argv);
   if (strcmp(cmd, "cache") == 0) return cli_cache(argc, argv);
   /* Options before --emit, e.g. `fagen -o DIR --emit`. */
   for (int i = 1; i < argc; i++)

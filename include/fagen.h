@@ -291,6 +291,13 @@ typedef struct fagen_kernel_info {
 FAGEN_API fagen_status fagen_compile(fagen_ctx *ctx, const fagen_variant *variant,
                                      fagen_kernel_info *info);
 
+/* Compiles (as fagen_compile) and hands out the CUBIN: *cubin (owned by the
+ * caller, release with fagen_free) and *size.  For shipping kernels ahead of
+ * time and for inspecting them (cuobjdump -sass).  info may be NULL.  Returns
+ * the statuses of fagen_compile and FAGEN_E_NULL_POINTER.  Thread-safe. */
+FAGEN_API fagen_status fagen_cubin(fagen_ctx *ctx, const fagen_variant *variant, void **cubin,
+                                   size_t *size, fagen_kernel_info *info);
+
 /* Compiles (as fagen_compile) and loads each of n variants for the device of
  * the current CUDA context, so that later launches of them do no compilation
  * or loading — call it before capturing a CUDA graph.  Variants for another

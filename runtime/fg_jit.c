@@ -170,6 +170,41 @@ fagen_status fg_jit_cubin(fagen_ctx *ctx, const fagen_variant *v, fg_cache_blob 
   return FAGEN_OK;
 }
 
+static void fg_fill_info(const fg_cache_blob *b, int from_disk, fagen_kernel_info *info) {
+  memset(info, 0, sizeof *info);
+  fg_strlcpy(info->name, b->meta.name, sizeof info->name);
+  info->registers = b->meta.registers;
+  info->spill_store_bytes = b->meta.spill_stores;
+  info->spill_load_bytes = b->meta.spill_loads;
+  info->stack_bytes = b->meta.stack_bytes;
+  info->static_smem_bytes = b->meta.static_smem;
+  info->dynamic_smem_bytes = b->meta.dynamic_smem;
+  info->threads = b->meta.threads;
+  info->compile_seconds = b->meta.compile_seconds;
+  info->cubin_bytes = b->cubin_size;
+  info->from_disk_cache = from_disk;
+}
+
+FAGEN_API fagen_status fagen_cubin(fagen_ctx *ctx, const fagen_variant *v, void **cubin,
+                                   size_t *size, fagen_kernel_info *info) {
+  fg_err err;
+  if (!ctx || !v || !cubin || !size) {
+    fg_fail(&err, FAGEN_E_NULL_POINTER, "fagen_cubin: NULL argument");
+    return fg_ctx_fail(ctx, &err);
+  }
+  *cubin = NULL;
+  *size = 0;
+  fg_cache_blob blob;
+  int from_disk = 0;
+  if (fg_jit_cubin(ctx, v, &blob, &from_disk, &err) != FAGEN_OK) return fg_ctx_fail(ctx, &err);
+  if (info) fg_fill_info(&blob, from_disk, info);
+  *cubin = blob.cubin; /* handed over: malloc'd, released with fagen_free */
+  *size = blob.cubin_size;
+  blob.cubin = NULL;
+  fg_cache_blob_free(&blob);
+  return FAGEN_OK;
+}
+
 FAGEN_API fagen_status fagen_compile(fagen_ctx *ctx, const fagen_variant *v,
                                      fagen_kernel_info *info) {
   fg_err err;
@@ -181,20 +216,7 @@ FAGEN_API fagen_status fagen_compile(fagen_ctx *ctx, const fagen_variant *v,
   int from_disk = 0;
   fagen_status st = fg_jit_cubin(ctx, v, &blob, &from_disk, &err);
   if (st != FAGEN_OK) return fg_ctx_fail(ctx, &err);
-  if (info) {
-    memset(info, 0, sizeof *info);
-    fg_strlcpy(info->name, blob.meta.name, sizeof info->name);
-    info->registers = blob.meta.registers;
-    info->spill_store_bytes = blob.meta.spill_stores;
-    info->spill_load_bytes = blob.meta.spill_loads;
-    info->stack_bytes = blob.meta.stack_bytes;
-    info->static_smem_bytes = blob.meta.static_smem;
-    info->dynamic_smem_bytes = blob.meta.dynamic_smem;
-    info->threads = blob.meta.threads;
-    info->compile_seconds = blob.meta.compile_seconds;
-    info->cubin_bytes = blob.cubin_size;
-    info->from_disk_cache = from_disk;
-  }
+  if (info) fg_fill_info(&blob, from_disk, info);
   fg_cache_blob_free(&blob);
   return FAGEN_OK;
 }

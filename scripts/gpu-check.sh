@@ -2,7 +2,8 @@
 # On a GPU machine (see README, "Tests"): build, run every test (GPU tests
 # included), run fagen-demo on a few shapes, run compute-sanitizer memcheck
 # and racecheck on small calls, and the runtime benchmark.  Logs go to
-# $OUT (or ./gpu-logs); the last lines printed are a summary table.
+# $OUT (or ./gpu-logs; at most 8 files, the device tool's limit); the last
+# lines printed are a summary table.
 #   scripts/gpu-check.sh [steps...]
 #   steps: build test demo sanitize bench sweep peers (default: build test demo sanitize bench)
 #   sweep: every valid tile candidate on a few grid cells (choosing defaults)
@@ -46,9 +47,11 @@ for step in $steps; do
       for args in "--batch 1 --seqlen 129 --heads 2 --head-dim 64 --causal" \
                   "--batch 2 --seqlen 77 --heads 4 --heads-kv 2 --head-dim 40 --fp16"; do
         compute-sanitizer --tool $tool --error-exitcode 9 build-gpu/fagen-demo $args \
-          > "$out/sanitize-$tool.log" 2>&1
+          > "$out/sanitize-one.log" 2>&1
         rc=$?
-        note "compute-sanitizer $tool ($args): rc=$rc $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$out/sanitize-$tool.log" | tail -1)"
+        cat "$out/sanitize-one.log" >> "$out/sanitize.log"
+        note "compute-sanitizer $tool ($args): rc=$rc $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$out/sanitize-one.log" | tail -1)"
+        rm -f "$out/sanitize-one.log"
       done
     done
     ;;
@@ -59,7 +62,7 @@ for step in $steps; do
     ;;
   sweep)
     build-gpu/fagen-bench --candidates --jobs 16 --head-dims "${SWEEP_DIMS:-64,128,256}" \
-      --seqlens "${SWEEP_SEQLENS:-4096,16384}" --reps 10 --json "$out/sweep.json" > "$out/sweep.log" 2>&1
+      --seqlens "${SWEEP_SEQLENS:-4096,16384}" --reps 10 > "$out/sweep.log" 2>&1
     note "sweep: rc=$?"
     grep -E "best|default" "$out/sweep.log"
     ;;

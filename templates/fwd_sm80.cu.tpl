@@ -42,6 +42,7 @@ constexpr int CH = D / 8;                 // 16-byte chunks per row
 constexpr int FULL = (CH / 8) * 8;        // chunks in whole groups of eight
 constexpr int THREADS = {{ v.threads }};
 constexpr bool CAUSAL = {{ v.causal }};
+constexpr float FG_RESCALE_SLACK = 8.f; // log2 units: P <= 256 between rescales
 
 // Byte offset of 16-byte chunk `chunk` of row `row` in a [rows][D] tile.  The
 // chunk index is XORed with the row so that the 8 rows an ldmatrix phase
@@ -159,48 +160,79 @@ __device__ __forceinline__ void fg_step(const fg_fwd_params &p, const fg_cta &c,
   }
 
   if (MASKED) {
+    // Element (mt, ns, e) holds key j*BK + ns*8 + 2t + (e&1) of row
+    // q0 + wrow + mt*16 + g + 8*(e>>1).  Both tests become "compile-time
+    // constant vs one per-thread scalar", so the mask costs a compare and a
+    // select per element and no live indices.
+    const int kbase = j * BK + 2 * t;
+    const int klim = p.seqlen_k - kbase;                  // key < seqlen_k
+    const int dlim = q0 + wrow + g + diag - kbase;        // causal: key <= row + diag
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
       for (int ns = 0; ns < NS; ++ns)
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-          const int key = j * BK + ns * 8 + 2 * t + (e & 1);
-          const int row = q0 + wrow + mt * 16 + g + ((e >> 1) << 3);
-          bool visible = key < p.seqlen_k;
-          if (CAUSAL) visible = visible && key <= row + diag;
+          const int kc = ns * 8 + (e & 1);
+          bool visible = kc < klim;
+          if (CAUSAL) visible = visible && kc - mt * 16 - 8 * (e >> 1) <= dlim;
           if (!visible) s[mt][ns][e] = FG_NEG_INF;
         }
   }
 
-  // Online softmax: rows g and g+8 of each row tile live in the 4 lanes of a quad.
+  // Online softmax: rows g and g+8 of each row tile live in the 4 lanes of a
+  // quad.  m holds each row's reference max in the exp2 domain.  It moves only
+  // when some row of the warp has grown past it by more than FG_RESCALE_SLACK:
+  // then every row takes its new max and O and l are rescaled; otherwise P
+  // stays below 2^FG_RESCALE_SLACK, safe in fp32, bf16 and fp16, and the
+  // rescale (one multiply per O accumulator, on the path to PV) is skipped.
+  // O = acc / l and LSE = m ln2 + ln l hold for any reference max.
+  float mx[MT][2];
+  bool grow = false;
 #pragma unroll
   for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
     for (int h2 = 0; h2 < 2; ++h2) {
-      float mx = m[mt][h2];
+      float r = FG_NEG_INF;
 #pragma unroll
-      for (int ns = 0; ns < NS; ++ns) mx = fmaxf(mx, fmaxf(s[mt][ns][2 * h2], s[mt][ns][2 * h2 + 1]));
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-      // A row with no visible key yet keeps max -inf: use 0 so that exp2 sees -inf, not NaN.
-      const float m_scaled = mx == FG_NEG_INF ? 0.f : mx * p.scale_log2;
-      const float alpha = fg_ex2(m[mt][h2] * p.scale_log2 - m_scaled);
-      m[mt][h2] = mx;
+      for (int ns = 0; ns < NS; ++ns) r = fmaxf(r, fmaxf(s[mt][ns][2 * h2], s[mt][ns][2 * h2 + 1]));
+      r = fmaxf(r, __shfl_xor_sync(0xffffffffu, r, 1));
+      r = fmaxf(r, __shfl_xor_sync(0xffffffffu, r, 2));
+      mx[mt][h2] = r * p.scale_log2; // -inf stays -inf
+      grow |= mx[mt][h2] > m[mt][h2] + FG_RESCALE_SLACK;
+    }
+  if (__any_sync(0xffffffffu, grow)) {
 #pragma unroll
-      for (int nd = 0; nd < NO; ++nd) {
-        acc[mt][nd][2 * h2] *= alpha;
-        acc[mt][nd][2 * h2 + 1] *= alpha;
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+      for (int h2 = 0; h2 < 2; ++h2) {
+        const float m_new = fmaxf(m[mt][h2], mx[mt][h2]);
+        // exp2(-inf) = 0 when the row had no visible key; 1 when it did not move.
+        const float alpha = m_new == FG_NEG_INF ? 1.f : fg_ex2(m[mt][h2] - m_new);
+        m[mt][h2] = m_new;
+        l[mt][h2] *= alpha;
+#pragma unroll
+        for (int nd = 0; nd < NO; ++nd) {
+          acc[mt][nd][2 * h2] *= alpha;
+          acc[mt][nd][2 * h2 + 1] *= alpha;
+        }
       }
+  }
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int h2 = 0; h2 < 2; ++h2) {
+      // A row with no visible key yet keeps -inf: use 0 so that exp2 sees -inf, not NaN.
+      const float m_use = m[mt][h2] == FG_NEG_INF ? 0.f : m[mt][h2];
       float rs = 0.f;
 #pragma unroll
       for (int ns = 0; ns < NS; ++ns)
 #pragma unroll
         for (int e = 2 * h2; e < 2 * h2 + 2; ++e) {
-          s[mt][ns][e] = fg_ex2(fmaf(s[mt][ns][e], p.scale_log2, -m_scaled));
+          s[mt][ns][e] = fg_ex2(fmaf(s[mt][ns][e], p.scale_log2, -m_use));
           rs += s[mt][ns][e];
         }
-      l[mt][h2] = l[mt][h2] * alpha + rs;
+      l[mt][h2] += rs;
     }
 
   fg_cp_async_wait<0>();
@@ -359,7 +391,7 @@ extern "C" __global__ void __launch_bounds__({{ v.threads }}, 1)
         const int row = q0 + wrow + mt * 16 + g + 8 * h2;
         if (row < p.seqlen_q)
           p.lse[((fg_i64)b * p.heads_q + h) * p.seqlen_q + row] =
-              l[mt][h2] > 0.f ? m[mt][h2] * p.scale_log2 * FG_LN2 + logf(l[mt][h2]) : FG_NEG_INF;
+              l[mt][h2] > 0.f ? m[mt][h2] * FG_LN2 + logf(l[mt][h2]) : FG_NEG_INF;
       }
   }
 }
