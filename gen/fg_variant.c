@@ -169,16 +169,21 @@ static fagen_status fg_check_fwd_sm80(const fagen_variant *v, fg_resources *res,
  * candidates on an H100 (bf16, S = 4096 and 16384, `scripts/gpu-check.sh
  * sweep`), limited to tiles that fit every target's shared memory.  head_dims
  * 32, 96, 160, 192 and 224 were not measured and follow their neighbours.
- * 128-row tiles with 4 warps spill a little (20 to 64 bytes at head_dim 96 to
- * 128) and are still fastest: at head_dim 128 the spill-free 8-warp tile ran
- * 27% slower.  The autotuner's per-device tables will replace this. */
+ * 128-row tiles with 4 warps spill a little (up to ~60 bytes) and are still
+ * fastest: at head_dim 128 the spill-free 8-warp tile ran 27% slower.  The
+ * first row whose min_arch the target reaches wins: for sm_80..sm_89 (not
+ * measured: no A100 here) causal head_dim 64 keeps 64-key tiles, because
+ * NVRTC's sm_80 build of the 128x128 causal tile spills 148 bytes (sm_90a: 36).
+ * The autotuner's per-device tables will replace this. */
 static const struct {
-  int head_dim, causal, block_q, block_kv, warps;
+  int head_dim, causal, min_arch, block_q, block_kv, warps;
 } fg_sm80_defaults[] = {
-    {32, 0, 128, 128, 4}, {32, 1, 128, 128, 4}, {64, 0, 128, 128, 4}, {64, 1, 128, 128, 4},
-    {96, 0, 128, 64, 4},  {96, 1, 128, 64, 4},  {128, 0, 128, 64, 4}, {128, 1, 128, 64, 4},
-    {160, 0, 64, 64, 4},  {160, 1, 64, 64, 4},  {192, 0, 64, 64, 4},  {192, 1, 64, 64, 4},
-    {224, 0, 64, 64, 4},  {224, 1, 64, 64, 4},  {256, 0, 64, 64, 4},  {256, 1, 64, 64, 4},
+    {32, 0, 0, 128, 128, 4},  {32, 1, 0, 128, 128, 4},  {64, 0, 0, 128, 128, 4},
+    {64, 1, 90, 128, 128, 4}, {64, 1, 0, 128, 64, 4},   {96, 0, 0, 128, 64, 4},
+    {96, 1, 0, 128, 64, 4},   {128, 0, 0, 128, 64, 4},  {128, 1, 0, 128, 64, 4},
+    {160, 0, 0, 64, 64, 4},   {160, 1, 0, 64, 64, 4},   {192, 0, 0, 64, 64, 4},
+    {192, 1, 0, 64, 64, 4},   {224, 0, 0, 64, 64, 4},   {224, 1, 0, 64, 64, 4},
+    {256, 0, 0, 64, 64, 4},   {256, 1, 0, 64, 64, 4},
 };
 
 static void fg_default_fwd_sm80(fagen_variant *v) {
@@ -187,10 +192,12 @@ static void fg_default_fwd_sm80(fagen_variant *v) {
   v->block_q = 64;
   v->block_kv = 64;
   for (size_t i = 0; i < FG_ARRAY_LEN(fg_sm80_defaults); i++)
-    if (fg_sm80_defaults[i].head_dim == v->head_dim && fg_sm80_defaults[i].causal == v->causal) {
+    if (fg_sm80_defaults[i].head_dim == v->head_dim && fg_sm80_defaults[i].causal == v->causal &&
+        v->target.arch >= fg_sm80_defaults[i].min_arch) {
       v->block_q = fg_sm80_defaults[i].block_q;
       v->block_kv = fg_sm80_defaults[i].block_kv;
       v->warps = fg_sm80_defaults[i].warps;
+      return;
     }
 }
 
