@@ -132,8 +132,9 @@ typedef struct fg_family {
 } fg_family;
 
 /* fwd_sm80.cu.tpl (mma.sync, FlashAttention-2 scheme): each warp owns 16 * MT
- * query rows (MT = 1 or 2).  Shared memory: the Q tile and one K and one V
- * tile ("stages" 1: V(j) streams in during S = QK^T, K(j-1) during PV).
+ * query rows (MT = 1 or 2).  Shared memory: the Q tile and `stages` K and V
+ * tiles (1: V(j) streams in during S = QK^T, K(j-1) during PV; 2: a ring of
+ * two, each tile copied in a whole tile ahead).
  * Registers per thread: the O accumulators (4 * MT * head_dim / 8), the S
  * accumulators (4 * MT * block_kv / 8) and ~48 for fragments, addresses and
  * softmax state; past 255 the compiler would spill. */
@@ -150,12 +151,11 @@ static fagen_status fg_check_fwd_sm80(const fagen_variant *v, fg_resources *res,
     return fg_fail(err, FAGEN_E_INVALID_VARIANT,
                    "block_kv=%d is not a multiple of 16 in [16, 256] (the k of mma.m16n8k16)",
                    v->block_kv);
-  if (v->stages != 1)
+  if (v->stages != 1 && v->stages != 2)
     return fg_fail(err, FAGEN_E_INVALID_VARIANT,
-                   "stages=%d: the sm80 forward kernel has one K and one V buffer (stages 1)",
-                   v->stages);
+                   "stages=%d: the sm80 forward kernel has 1 or 2 K/V buffers", v->stages);
   int mt = v->block_q / rows;
-  long smem = (long)(v->block_q + 2 * v->block_kv) * v->head_dim * 2;
+  long smem = (long)(v->block_q + 2 * v->stages * v->block_kv) * v->head_dim * 2;
   int regs = 4 * mt * (v->head_dim / 8) + 4 * mt * (v->block_kv / 8) + 48;
   if (res) {
     res->threads = v->warps * 32;
@@ -202,7 +202,7 @@ static void fg_default_fwd_sm80(fagen_variant *v) {
 }
 
 static const fg_family fg_families[] = {
-    {FAGEN_OP_FWD, "fwd", "fwd_sm80.cu.tpl", {64, 128, 256}, {32, 64, 128}, {4, 8}, {1},
+    {FAGEN_OP_FWD, "fwd", "fwd_sm80.cu.tpl", {64, 128, 256}, {32, 64, 128}, {4, 8}, {1, 2},
      fg_check_fwd_sm80, fg_default_fwd_sm80},
 };
 

@@ -24,7 +24,8 @@
   MT = BQ // (16 * W)
   assert(MT * 16 * W == BQ and (MT == 1 or MT == 2), "block_q must be 16 * warps * (1 or 2)")
   assert(BK % 16 == 0 and D % 32 == 0, "block_kv must be a multiple of 16, head_dim of 32")
-  local smem = (BQ + 2 * BK) * D * 2
+  assert(v.stages == 1 or v.stages == 2, "stages must be 1 or 2")
+  local smem = (BQ + 2 * v.stages * BK) * D * 2
   assert(smem == v.smem_bytes, "shared-memory layout disagrees with the generator's resource model")
   CH = D // 8
   SWIZZLE_GROUPS_OF_8 = CH % 8 == 0
@@ -42,6 +43,8 @@ constexpr int CH = D / 8;                 // 16-byte chunks per row
 constexpr int FULL = (CH / 8) * 8;        // chunks in whole groups of eight
 constexpr int THREADS = {{ v.threads }};
 constexpr bool CAUSAL = {{ v.causal }};
+constexpr int STAGES = {{ v.stages }};    // 1: one K and one V buffer, 2: a ring of two each
+constexpr int TILE_BYTES = BK * D * 2;
 constexpr float FG_RESCALE_SLACK = 8.f; // log2 units: P <= 256 between rescales
 
 // Byte offset of 16-byte chunk `chunk` of row `row` in a [rows][D] tile.  The
@@ -121,17 +124,25 @@ struct fg_cta {
   int lane, g, t;
 };
 
-// One K/V tile: S = Q K(j)^T, the mask (MASKED), the online softmax, O += P V(j),
-// with V(j) and K(j-1) copied in behind the products.
+// One K/V tile: S = Q K(j)^T, the mask (MASKED), the online softmax, O += P V(j).
+// STAGES 1: V(j) is copied in behind S, K(j-1) behind PV (FlashAttention-2).
+// STAGES 2: tile j sits in ring buffer `buf`; K and V of tile j-2 are copied
+// into it once every warp is done, a whole tile ahead of their use.
 template <bool MASKED>
-__device__ __forceinline__ void fg_step(const fg_fwd_params &p, const fg_cta &c, int j,
+__device__ __forceinline__ void fg_step(const fg_fwd_params &p, const fg_cta &c, int j, int buf,
                                         float (&acc)[MT][NO][4], float (&m)[MT][2], float (&l)[MT][2]) {
   const fg_u32 sK = c.sK, sV = c.sV;
+  const fg_u32 boff = STAGES == 2 ? buf * TILE_BYTES : 0;
   const int lane = c.lane, g = c.g, t = c.t, wrow = c.wrow, q0 = c.q0, diag = c.diag, hd = c.hd;
-  fg_cp_async_wait<0>();
-  __syncthreads(); // K(j) has landed; every warp is done with V(j+1)
-  fg_load_tile<BK>(sV, c.vg, j * BK, p.seqlen_k, p.v_stride_s, hd);
-  fg_cp_async_commit();
+  if (STAGES == 1) {
+    fg_cp_async_wait<0>();
+    __syncthreads(); // K(j) has landed; every warp is done with V(j+1)
+    fg_load_tile<BK>(sV, c.vg, j * BK, p.seqlen_k, p.v_stride_s, hd);
+    fg_cp_async_commit();
+  } else {
+    fg_cp_async_wait<1>(); // all but the newest group (tile j-1): tile j has landed
+    __syncthreads();
+  }
 
   // S = Q K(j)^T
   float s[MT][NS][4];
@@ -150,7 +161,7 @@ __device__ __forceinline__ void fg_step(const fg_fwd_params &p, const fg_cta &c,
 #pragma unroll
     for (int ns2 = 0; ns2 < NS / 2; ++ns2) {
       fg_u32 b0, b1, b2, b3;
-      fg_ldsm_x4(c.ka[fg_ph(kd)] + fg_imm(kd) + ns2 * 16 * D * 2, b0, b1, b2, b3);
+      fg_ldsm_x4(c.ka[fg_ph(kd)] + boff + fg_imm(kd) + ns2 * 16 * D * 2, b0, b1, b2, b3);
 #pragma unroll
       for (int mt = 0; mt < MT; ++mt) {
         fg_mma(s[mt][2 * ns2], a[mt], b0, b1);
@@ -235,10 +246,12 @@ __device__ __forceinline__ void fg_step(const fg_fwd_params &p, const fg_cta &c,
       l[mt][h2] += rs;
     }
 
-  fg_cp_async_wait<0>();
-  __syncthreads(); // V(j) has landed; every warp is done with K(j)
-  if (j > 0) fg_load_tile<BK>(sK, c.kg, (j - 1) * BK, p.seqlen_k, p.k_stride_s, hd);
-  fg_cp_async_commit();
+  if (STAGES == 1) {
+    fg_cp_async_wait<0>();
+    __syncthreads(); // V(j) has landed; every warp is done with K(j)
+    if (j > 0) fg_load_tile<BK>(sK, c.kg, (j - 1) * BK, p.seqlen_k, p.k_stride_s, hd);
+    fg_cp_async_commit();
+  }
 
   // O += P V(j), P straight from the S registers.
 #pragma unroll
@@ -254,13 +267,21 @@ __device__ __forceinline__ void fg_step(const fg_fwd_params &p, const fg_cta &c,
 #pragma unroll
     for (int nd2 = 0; nd2 < NO / 2; ++nd2) {
       fg_u32 b0, b1, b2, b3;
-      fg_ldsm_x4_trans(c.va[fg_ph(nd2)] + fg_imm(nd2) + kk * 16 * D * 2, b0, b1, b2, b3);
+      fg_ldsm_x4_trans(c.va[fg_ph(nd2)] + boff + fg_imm(nd2) + kk * 16 * D * 2, b0, b1, b2, b3);
 #pragma unroll
       for (int mt = 0; mt < MT; ++mt) {
         fg_mma(acc[mt][2 * nd2], a[mt], b0, b1);
         fg_mma(acc[mt][2 * nd2 + 1], a[mt], b2, b3);
       }
     }
+  }
+  if (STAGES == 2) {
+    __syncthreads(); // every warp is done with ring buffer `buf`
+    if (j >= 2) {
+      fg_load_tile<BK>(sK + boff, c.kg, (j - 2) * BK, p.seqlen_k, p.k_stride_s, hd);
+      fg_load_tile<BK>(sV + boff, c.vg, (j - 2) * BK, p.seqlen_k, p.v_stride_s, hd);
+    }
+    fg_cp_async_commit(); // one group per tile, empty at the end
   }
 }
 
@@ -271,8 +292,8 @@ extern "C" __global__ void __launch_bounds__({{ v.threads }}, 1)
 {{ v.name }}(const fg_fwd_params p) {
   extern __shared__ __align__(128) unsigned char fg_smem[];
   const fg_u32 sQ = fg_smem_addr(fg_smem);
-  const fg_u32 sK = sQ + BQ * D * 2;
-  const fg_u32 sV = sK + BK * D * 2;
+  const fg_u32 sK = sQ + BQ * D * 2;        // STAGES K tiles
+  const fg_u32 sV = sK + STAGES * TILE_BYTES; // STAGES V tiles
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int g = lane >> 2, t = lane & 3;
@@ -316,7 +337,15 @@ extern "C" __global__ void __launch_bounds__({{ v.threads }}, 1)
   if (n_tiles > 0) {
     fg_load_tile<BQ>(sQ, qg, q0, p.seqlen_q, p.q_stride_s, hd);
     fg_load_tile<BK>(sK, kg, (n_tiles - 1) * BK, p.seqlen_k, p.k_stride_s, hd);
+    if (STAGES == 2) fg_load_tile<BK>(sV, vg, (n_tiles - 1) * BK, p.seqlen_k, p.v_stride_s, hd);
     fg_cp_async_commit();
+    if (STAGES == 2) { // the second ring buffer: tile n-2 (an empty group when there is none)
+      if (n_tiles > 1) {
+        fg_load_tile<BK>(sK + TILE_BYTES, kg, (n_tiles - 2) * BK, p.seqlen_k, p.k_stride_s, hd);
+        fg_load_tile<BK>(sV + TILE_BYTES, vg, (n_tiles - 2) * BK, p.seqlen_k, p.v_stride_s, hd);
+      }
+      fg_cp_async_commit();
+    }
   }
 
   // Tiles at the sequence end or across the causal diagonal need a mask; going
@@ -347,9 +376,9 @@ extern "C" __global__ void __launch_bounds__({{ v.threads }}, 1)
   for (; j >= 0; --j) {
     const bool needs_mask = (j + 1) * BK > p.seqlen_k || (CAUSAL && (j + 1) * BK - 1 > q0 + diag);
     if (!needs_mask) break;
-    fg_step<true>(p, cta, j, acc, m, l);
+    fg_step<true>(p, cta, j, (n_tiles - 1 - j) & 1, acc, m, l);
   }
-  for (; j >= 0; --j) fg_step<false>(p, cta, j, acc, m, l);
+  for (; j >= 0; --j) fg_step<false>(p, cta, j, (n_tiles - 1 - j) & 1, acc, m, l);
 
   // Epilogue: finish the row sums, normalize once, write O through this warp's
   // own rows of the Q tile (no other warp reads them) with 16-byte stores.

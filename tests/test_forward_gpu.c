@@ -3,6 +3,7 @@
  * printed; FAGEN_TEST_SEED replays one) and poisons the outputs first. */
 #include <criterion/criterion.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -73,6 +74,8 @@ static fagen_strides strides_of(const shape *s, int which, size_t *elems) {
   return st;
 }
 
+static const fagen_variant *forced_variant; /* set by run_forced */
+
 static result run_case(fagen_ctx *ctx, const shape *s, void *stream) {
   uint64_t seed = fg_test_seed(), rng = seed;
   size_t n[4];
@@ -118,6 +121,7 @@ static result run_case(fagen_ctx *ctx, const shape *s, void *stream) {
     a.v_strides = st[2];
     a.o_strides = st[3];
   }
+  a.variant = forced_variant;
   fagen_status rc = fagen_attention_forward(ctx, &a, stream);
   cr_assert_eq(rc, FAGEN_OK, "%s", fagen_errmsg(ctx));
   CU_OK(cu->ctx_synchronize());
@@ -162,6 +166,7 @@ static result run_case(fagen_ctx *ctx, const shape *s, void *stream) {
   }
   res.o_err = den > 0 ? sqrt(num / den) : sqrt(num);
   res.lse_err = lden > 0 ? sqrt(lnum / lden) : 0;
+  if (!forced_variant)
   printf("  %s B=%d Sq=%d Sk=%d Hq=%d Hkv=%d d=%d causal=%d layout=%d: |O-ref|/|ref| %.2e, "
          "LSE %.2e (seed %llu)\n",
          s->dtype == FAGEN_DTYPE_BF16 ? "bf16" : "fp16", s->batch, s->seqlen_q, s->seqlen_k,
@@ -339,4 +344,126 @@ Test(forward_gpu, second_process_hits_the_disk_cache, .timeout = 300) {
   }
   fg_test_rmrf(cache_dir);
   free(cache_dir);
+}
+
+/* Every valid tile candidate of a case computes the same function: forced
+ * through args.variant on odd shapes (ragged tiles, seqlen_q != seqlen_k,
+ * GQA), causal and not.  Candidates are compiled first, in threads. */
+typedef struct compile_pool {
+  fagen_ctx *ctx;
+  fagen_variant *vs;
+  int n, next, failed;
+  pthread_mutex_t mu;
+} compile_pool;
+
+static void *compile_some(void *arg) {
+  compile_pool *cp = arg;
+  for (;;) {
+    pthread_mutex_lock(&cp->mu);
+    int i = cp->next++;
+    pthread_mutex_unlock(&cp->mu);
+    if (i >= cp->n) return NULL;
+    if (fagen_compile(cp->ctx, &cp->vs[i], NULL) != FAGEN_OK) cp->failed = 1;
+  }
+}
+
+static result run_forced(fagen_ctx *ctx, const shape *s, const fagen_variant *v);
+
+Test(forward_gpu, every_tile_candidate_agrees, .init = gpu_setup, .fini = gpu_teardown, .timeout = 900) {
+  fagen_ctx *ctx;
+  cr_assert_eq(fagen_ctx_create(&ctx), FAGEN_OK);
+  const int dims[] = {64, 128};
+  fagen_variant all[256];
+  int n = 0;
+  for (int di = 0; di < 2; di++)
+    for (int causal = 0; causal < 2; causal++) {
+      fagen_attention_args probe;
+      fagen_attention_args_init(&probe);
+      probe.batch = probe.heads_q = probe.heads_kv = 1;
+      probe.seqlen_q = probe.seqlen_k = 64;
+      probe.head_dim = dims[di];
+      probe.causal = causal;
+      fagen_variant base, cand[64];
+      size_t nc;
+      cr_assert_eq(fagen_attention_select(ctx, &probe, NULL, &base), FAGEN_OK);
+      fagen_variant_candidates(&base, cand, 64, &nc);
+      for (size_t k = 0; k < nc; k++)
+        if (fagen_variant_validate(&cand[k], NULL, 0) == FAGEN_OK) all[n++] = cand[k];
+    }
+  compile_pool cp = {ctx, all, n, 0, 0, PTHREAD_MUTEX_INITIALIZER};
+  pthread_t th[16];
+  for (int t = 0; t < 16; t++) pthread_create(&th[t], NULL, compile_some, &cp);
+  for (int t = 0; t < 16; t++) pthread_join(th[t], NULL);
+  cr_assert_not(cp.failed, "a candidate failed to compile: %s", fagen_errmsg(ctx));
+  int stages2 = 0;
+  for (int i = 0; i < n; i++) {
+    shape s = {BF, 2, 333, 257, 4, 2, all[i].head_dim, all[i].causal, 0, 0};
+    result r = run_forced(ctx, &s, &all[i]);
+    char name[FAGEN_VARIANT_NAME_MAX];
+    fagen_variant_name(&all[i], name, sizeof name);
+    cr_assert_eq(r.unwritten, 0, "%s left %d outputs unwritten", name, r.unwritten);
+    cr_assert_lt(r.o_err, 1e-2, "%s: O error %.3e", name, r.o_err);
+    cr_assert_lt(r.lse_err, 1e-4, "%s: LSE error %.3e", name, r.lse_err);
+    stages2 += all[i].stages == 2;
+  }
+  cr_assert_gt(stages2, 0, "no two-stage candidate was exercised");
+  printf("  %d tile candidates agree with the float64 reference\n", n);
+  fagen_ctx_destroy(ctx);
+}
+
+/* Eight threads race for one uncached variant on one context: it is compiled
+ * and loaded once, and every thread's call is right. */
+typedef struct race {
+  fagen_ctx *ctx;
+  const fagen_variant *v;
+  fagen_status st;
+} race;
+
+static void *race_prepare(void *arg) {
+  race *r = arg;
+  r->st = fagen_prepare(r->ctx, r->v, 1);
+  return NULL;
+}
+
+static void count_compiled(void *user, fagen_log_level level, const char *msg) {
+  (void)level;
+  if (strncmp(msg, "compiled ", 9) == 0) __atomic_add_fetch((int *)user, 1, __ATOMIC_SEQ_CST);
+}
+
+Test(forward_gpu, threads_share_one_context, .init = gpu_setup, .fini = gpu_teardown) {
+  fagen_ctx *ctx;
+  cr_assert_eq(fagen_ctx_create(&ctx), FAGEN_OK);
+  int compiles = 0;
+  fagen_set_log_callback(ctx, count_compiled, &compiles, FAGEN_LOG_INFO);
+  shape s = {FP, 1, 200, 200, 4, 4, 96, 1, 0, 0};
+  fagen_attention_args probe;
+  fagen_attention_args_init(&probe);
+  probe.dtype = s.dtype;
+  probe.batch = 1;
+  probe.seqlen_q = probe.seqlen_k = 200;
+  probe.heads_q = probe.heads_kv = 4;
+  probe.head_dim = 96;
+  probe.causal = 1;
+  fagen_variant v;
+  cr_assert_eq(fagen_attention_select(ctx, &probe, NULL, &v), FAGEN_OK);
+  race r[8];
+  pthread_t th[8];
+  for (int i = 0; i < 8; i++) {
+    r[i] = (race){ctx, &v, FAGEN_E_INTERNAL};
+    pthread_create(&th[i], NULL, race_prepare, &r[i]);
+  }
+  for (int i = 0; i < 8; i++) pthread_join(th[i], NULL);
+  for (int i = 0; i < 8; i++) cr_assert_eq(r[i].st, FAGEN_OK, "thread %d: %s", i, fagen_errmsg(ctx));
+  cr_assert_eq(compiles, 1, "%d compiles for one variant", compiles);
+  result res = run_case(ctx, &s, NULL);
+  cr_assert_eq(res.unwritten, 0);
+  cr_assert_lt(res.o_err, 2e-3);
+  fagen_ctx_destroy(ctx);
+}
+
+static result run_forced(fagen_ctx *ctx, const shape *s, const fagen_variant *v) {
+  forced_variant = v;
+  result r = run_case(ctx, s, NULL);
+  forced_variant = NULL;
+  return r;
 }
