@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,7 +71,21 @@ static void fg_hash_entry(fg_sha256 *s, const char *name, const void *data, size
   fg_sha256_update(s, data, n);
 }
 
+static fagen_status fg_templates_hash_compute(char hex[65], fg_err *err);
+
+/* The built-in set never changes: hashed once per process (it cannot fail). */
+static char fg_builtin_hash[65];
+static pthread_once_t fg_builtin_hash_once = PTHREAD_ONCE_INIT;
+static void fg_builtin_hash_init(void) { fg_templates_hash_compute(fg_builtin_hash, NULL); }
+
 fagen_status fg_templates_hash(char hex[65], fg_err *err) {
+  if (fg_template_dir()) return fg_templates_hash_compute(hex, err);
+  pthread_once(&fg_builtin_hash_once, fg_builtin_hash_init);
+  memcpy(hex, fg_builtin_hash, 65);
+  return FAGEN_OK;
+}
+
+static fagen_status fg_templates_hash_compute(char hex[65], fg_err *err) {
   fg_sha256 s;
   fg_sha256_init(&s);
   char rev[64];

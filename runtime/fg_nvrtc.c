@@ -193,11 +193,13 @@ static int fg_cmp_opt(const void *a, const void *b) { return strcmp(a, b); }
 
 size_t fg_nvrtc_options(const fagen_target *t, char opts[][64], size_t cap) {
   size_t n = 0;
-  if (cap < 5) return 0;
+  if (cap < 6) return 0;
   snprintf(opts[n++], 64, "--gpu-architecture=sm_%d%s", t->arch, t->arch_specific ? "a" : "");
   snprintf(opts[n++], 64, "--std=c++17");
   snprintf(opts[n++], 64, "--ptxas-options=-v");
-  snprintf(opts[n++], 64, "--generate-line-info");
+  /* Line tables make CUBINs ~4x larger (slower cache hits) for profilers only. */
+  const char *li = getenv("FAGEN_LINEINFO");
+  if (li && strcmp(li, "1") == 0) snprintf(opts[n++], 64, "--generate-line-info");
   /* fagen caches CUBINs itself; NVRTC's own cache (12.9+) would hand back
      results without the ptxas report the cache metadata comes from. */
   snprintf(opts[n++], 64, "--no-cache");
