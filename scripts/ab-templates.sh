@@ -6,6 +6,7 @@
 # e.g. scripts/ab-templates.sh "--head-dims 64 --seqlens 4096 --causal yes" builtin /tmp/exp
 set -uo pipefail
 cd "$(dirname "$0")/.."
+[ -f .gpu/setup.sh ] && source .gpu/setup.sh .gpu/debs >/dev/null
 bench="${BENCH:-build-gpu/fagen-bench}"
 args="$1"
 shift
