@@ -9,7 +9,8 @@
       wait V(j) -> issue K(j-1) -> O += P V(j)
   so each copy overlaps the other product.  Tiles are visited from the last to
   the first: the tiles that need a mask (sequence end, causal diagonal) come
-  first; the others skip all mask work (a warp-uniform branch); tiles that
+  first; the others skip all mask work (a peeled copy of the tile body above
+  head_dim 128, a warp-uniform branch below); tiles that
   causal masks completely are never visited.  The softmax runs in registers in
   the exp2 domain (scale folded with log2 e), rescales O only when a row max
   grows by more than 2^8, keeps per-thread partial row sums (reduced once at
@@ -29,6 +30,13 @@
   assert(smem == v.smem_bytes, "shared-memory layout disagrees with the generator's resource model")
   CH = D // 8
   SWIZZLE_GROUPS_OF_8 = CH % 8 == 0
+  -- Peeling: masked tiles and interior tiles each get their own copy of the
+  -- tile body (MASK 1 and 0) instead of one body with a warp-uniform mask
+  -- branch (MASK 2).  Measured on an H100 (scripts/ab-templates.sh, bf16):
+  -- peeling is 2-4% faster at head_dim 256 and for causal head_dim 128, equal
+  -- for non-causal 128, and costs ~0.4 s more NVRTC time and more registers
+  -- where they are tight (head_dim <= 128, 128-row tiles).  So peel above 128.
+  PEEL = D > 128
 %}
 
 namespace {
@@ -124,13 +132,13 @@ struct fg_cta {
   int lane, g, t;
 };
 
-// One K/V tile: S = Q K(j)^T, the mask (only when `masked`: a warp-uniform
-// branch, so interior tiles skip all mask work), the online softmax, O += P V(j).
-// One body rather than a peeled copy per case: the same speed (A/B on an
-// H100) at half the code, NVRTC time and spills.
+// One K/V tile: S = Q K(j)^T, the mask (MASK: never, always, or when
+// `masked`, a warp-uniform branch so that interior tiles skip all mask work),
+// the online softmax, O += P V(j).
 // STAGES 1: V(j) is copied in behind S, K(j-1) behind PV (FlashAttention-2).
 // STAGES 2: tile j sits in ring buffer `buf`; K and V of tile j-2 are copied
 // into it once every warp is done, a whole tile ahead of their use.
+template <int MASK> // 0: no mask, 1: mask, 2: mask when `masked`
 __device__ __forceinline__ void fg_step(const fg_fwd_params &p, const fg_cta &c, int j, int buf, bool masked,
                                         float (&acc)[MT][NO][4], float (&m)[MT][2], float (&l)[MT][2]) {
   const fg_u32 sK = c.sK, sV = c.sV;
@@ -172,7 +180,7 @@ __device__ __forceinline__ void fg_step(const fg_fwd_params &p, const fg_cta &c,
     }
   }
 
-  if (masked) {
+  if (MASK == 1 || (MASK == 2 && masked)) {
     // Element (mt, ns, e) holds key j*BK + ns*8 + 2t + (e&1) of row
     // q0 + wrow + mt*16 + g + 8*(e>>1).  Both tests become "compile-time
     // constant vs one per-thread scalar", so the mask costs a compare and a
@@ -374,10 +382,20 @@ extern "C" __global__ void __launch_bounds__({{ v.threads }}, 1)
   cta.t = t;
   // Tiles at the sequence end or across the causal diagonal need the mask;
   // they come first (tiles go from the last to the first).
+{% if PEEL then %}
+  int j = n_tiles - 1;
+  for (; j >= 0; --j) {
+    const bool needs_mask = (j + 1) * BK > p.seqlen_k || (CAUSAL && (j + 1) * BK - 1 > q0 + diag);
+    if (!needs_mask) break; // going downwards, no lower tile needs one either
+    fg_step<1>(p, cta, j, (n_tiles - 1 - j) & 1, true, acc, m, l);
+  }
+  for (; j >= 0; --j) fg_step<0>(p, cta, j, (n_tiles - 1 - j) & 1, false, acc, m, l);
+{% else %}
   for (int j = n_tiles - 1; j >= 0; --j) {
     const bool needs_mask = (j + 1) * BK > p.seqlen_k || (CAUSAL && (j + 1) * BK - 1 > q0 + diag);
-    fg_step(p, cta, j, (n_tiles - 1 - j) & 1, needs_mask, acc, m, l);
+    fg_step<2>(p, cta, j, (n_tiles - 1 - j) & 1, needs_mask, acc, m, l);
   }
+{% end %}
 
   // Epilogue: finish the row sums, normalize once, write O through this warp's
   // own rows of the Q tile (no other warp reads them) with 16-byte stores.
