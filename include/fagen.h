@@ -22,7 +22,9 @@
  *   FAGEN_CACHE_MAX_BYTES  cache size cap, default 1 GiB; least recently used
  *                          kernels are evicted beyond it
  *   FAGEN_LOG=info|debug   log compiles, cache hits/misses, evictions to stderr
- *   FAGEN_NVRTC            path of the NVRTC shared library to use
+ *   FAGEN_NVRTC            path of the NVRTC shared library to use (the only
+ *                          candidate when set)
+ *   FAGEN_LINEINFO=1       compile with line tables (profilers; larger CUBINs)
  *   FAGEN_TEMPLATE_DIR     read templates from this folder instead of the copies
  *                          built into the library (template development)
  */
