@@ -118,20 +118,29 @@ static void json_string(FILE *f, const char *s) {
   fputc('"', f);
 }
 
-int cli_emit(int argc, char **argv) {
+/* The command line of emit and compile: options, then the selected variants
+ * (malloc'd, *n of them) and the output folder.  NULL with *rc set on errors. */
+static fagen_variant *variants_and_dir(int argc, char **argv, const char **dir, size_t *n,
+                                       int *rc) {
   selection sel;
   memset(&sel, 0, sizeof sel);
   sel.names = calloc((size_t)argc + 1, sizeof *sel.names);
-  const char *dir = "fagen_kernels";
-  int rc = parse_selection(argc, argv, 2, &sel, &dir, NULL, NULL, 1);
-  if (rc != CLI_OK) {
-    free(sel.names);
-    return rc;
+  *rc = sel.names ? parse_selection(argc, argv, 2, &sel, dir, NULL, NULL, 1) : CLI_FAIL;
+  fagen_variant *vs = NULL;
+  if (*rc == CLI_OK) {
+    vs = select_variants(&sel, n);
+    if (!vs) *rc = CLI_FAIL;
   }
-  size_t n = 0;
-  fagen_variant *vs = select_variants(&sel, &n);
   free(sel.names);
-  if (!vs) return CLI_FAIL;
+  return vs;
+}
+
+int cli_emit(int argc, char **argv) {
+  const char *dir = "fagen_kernels";
+  size_t n = 0;
+  int rc;
+  fagen_variant *vs = variants_and_dir(argc, argv, &dir, &n, &rc);
+  if (!vs) return rc;
 
   /* Generate everything first: a failure leaves nothing behind. */
   char **src = calloc(n, sizeof *src);
@@ -313,19 +322,11 @@ int cli_show(int argc, char **argv) {
 }
 
 int cli_compile(int argc, char **argv) {
-  selection sel;
-  memset(&sel, 0, sizeof sel);
-  sel.names = calloc((size_t)argc + 1, sizeof *sel.names);
   const char *dir = "fagen_cubins";
-  int rc = parse_selection(argc, argv, 2, &sel, &dir, NULL, NULL, 1);
-  if (rc != CLI_OK) {
-    free(sel.names);
-    return rc;
-  }
   size_t n = 0;
-  fagen_variant *vs = select_variants(&sel, &n);
-  free(sel.names);
-  if (!vs) return CLI_FAIL;
+  int rc;
+  fagen_variant *vs = variants_and_dir(argc, argv, &dir, &n, &rc);
+  if (!vs) return rc;
   if (cli_mkdirs(dir) != 0) {
     cli_error("fagen", "cannot create output directory %s: %s", dir, strerror(errno));
     free(vs);

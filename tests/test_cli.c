@@ -223,3 +223,27 @@ Test(cli, show_prints_one_source) {
   cr_assert_eq(fagen((const char *[]){"show", "fwd_d64", NULL}, NULL, &out, &err), 1);
   free(out), free(err);
 }
+
+Test(cli, compile_writes_cubins) {
+  char *dir = fg_test_tmpdir(), *cache = fg_test_tmpdir();
+  char env[1100];
+  snprintf(env, sizeof env, "FAGEN_CACHE_DIR=%s", cache);
+  char *out, *err;
+  int rc = fagen((const char *[]){"compile", "-o", dir, "fwd_d32_bq64_bk32_w4_s1_fp16_sm90a", NULL},
+                 (const char *[]){env, NULL}, &out, &err);
+  cr_assert_eq(rc, 0, "%s", err);
+  cr_assert(strstr(out, "fwd_d32_bq64_bk32_w4_s1_fp16_sm90a"), "%s", out);
+  cr_assert(strstr(out, "regs"), "%s", out);
+  char path[1200];
+  snprintf(path, sizeof path, "%s/fwd_d32_bq64_bk32_w4_s1_fp16_sm90a.cubin", dir);
+  size_t size = 0;
+  char *cubin = fg_test_read(path, &size);
+  cr_assert(cubin && size > 1000 && memcmp(cubin, "\177ELF", 4) == 0, "not a CUBIN");
+  free(cubin), free(out), free(err);
+  cr_assert_eq(fagen((const char *[]){"compile", "--bogus", NULL}, NULL, &out, &err), 2);
+  free(out), free(err);
+  cr_assert_eq(fagen((const char *[]){"compile", "-o", dir, "fwd_d32", NULL}, NULL, &out, &err), 1);
+  free(out), free(err);
+  fg_test_rmrf(dir), fg_test_rmrf(cache);
+  free(dir), free(cache);
+}
