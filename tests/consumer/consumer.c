@@ -4,7 +4,7 @@
 
 int main(void) {
   fagen_variant v;
-  if (fagen_variant_parse("fwd_d64_bq16_bk64_w4_s1_bf16_sm80", &v) != FAGEN_OK) return 1;
+  if (fagen_variant_parse("fwd_d64_bq128_bk128_w4_s1_bf16_sm80", &v) != FAGEN_OK) return 1;
   char *src;
   size_t len;
   if (fagen_variant_source(&v, &src, &len) != FAGEN_OK) {
