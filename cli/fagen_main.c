@@ -55,7 +55,7 @@ static const char help_text[] =
     "  --version         print the version\n"
     "\n"
     "Variant names read\n"
-    "  fwd_d128_bq16_bk64_w4_s1_causal_bf16_sm80\n"
+    "  fwd_d128_bq128_bk64_w4_s1_causal_bf16_sm80\n"
     "  op, head_dim, block_q, block_kv, warps, stages, [causal], dtype, target.\n"
     "\n"
     "Environment\n"
