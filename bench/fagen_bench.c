@@ -10,11 +10,14 @@
  *   fagen-bench [--head-dims 64,128,256] [--seqlens 512,...,16384]
  *               [--causal no|yes|both] [--fp16] [--reps N] [--warmup N]
  *               [--json FILE] [--variant NAME]... [--candidates] [--jobs N]
+ *               [--vs-heuristic]
  *
  * --variant NAME runs that variant in the cells it fits (head_dim, dtype,
  * causal) instead of the selected one; several may be given.  --candidates
  * times every valid tile candidate of each cell (compiled first, in --jobs
- * threads) and marks the fastest: a manual autotune. */
+ * threads) and marks the fastest.  --vs-heuristic times the selected variant
+ * (tuning tables included) against the heuristic's in each cell, the two
+ * interleaved, and prints their ratio and its geometric mean. */
 #include <cuda_runtime.h>
 #include <math.h>
 #include <pthread.h>
@@ -24,26 +27,17 @@
 
 #include "fagen.h"
 #include "fg_ref.h"
-
-#define CUDA_CHECK(call)                                                               \
-  do {                                                                                 \
-    cudaError_t e_ = (call);                                                           \
-    if (e_ != cudaSuccess) {                                                           \
-      fprintf(stderr, "fagen-bench: %s failed: %s\n", #call, cudaGetErrorString(e_)); \
-      exit(1);                                                                         \
-    }                                                                                  \
-  } while (0)
+#include "fg_timing.h"
 
 #define MAX_LIST 32
-#define TOKENS 16384
-#define HIDDEN 2048
+#define MAX_RUNS 64
 
 typedef struct opts {
   int head_dims[MAX_LIST], n_head_dims;
   int seqlens[MAX_LIST], n_seqlens;
   int causal_modes[2], n_causal;
   fagen_dtype dtype;
-  int reps, warmup, jobs, candidates;
+  int reps, warmup, jobs, candidates, vs_heuristic;
   const char *json;
   fagen_variant forced[MAX_LIST];
   int n_forced;
@@ -54,10 +48,9 @@ static int parse_list(const char *s, int *out, int cap) {
   while (*s && n < cap) {
     char *end;
     long v = strtol(s, &end, 10);
-    if (end == s || v <= 0) return -1;
+    if (end == s || v <= 0 || (*end && *end != ',')) return -1;
     out[n++] = (int)v;
     s = *end == ',' ? end + 1 : end;
-    if (*end && *end != ',') return -1;
   }
   return n;
 }
@@ -67,137 +60,45 @@ static void usage(FILE *f) {
           "usage: fagen-bench [--head-dims 64,128,256] [--seqlens 512,1024,...,16384]\n"
           "                   [--causal no|yes|both] [--fp16] [--reps N] [--warmup N]\n"
           "                   [--json FILE] [--variant NAME]... [--candidates] [--jobs N]\n"
+          "                   [--vs-heuristic]\n"
           "Times forward attention on the standard grid (B*S = 16384 tokens, hidden 2048)\n"
           "after checking each cell against a float64 reference on sampled rows.\n");
 }
 
-static int cmp_float(const void *a, const void *b) {
-  float x = *(const float *)a, y = *(const float *)b;
-  return (x > y) - (x < y);
-}
-
-/* One cell's buffers: two input sets and an output. */
-typedef struct cell {
-  int B, S, H, D, causal;
-  size_t n;
-  uint16_t *host[2][3];
-  void *dev[2][3];
-  void *o;
-} cell;
-
-static void cell_alloc(cell *c, fagen_dtype dt, uint64_t *rng) {
-  c->n = (size_t)c->B * c->S * c->H * c->D;
-  uint16_t *tmp = malloc(c->n * 2);
-  for (int set = 0; set < 2; set++)
-    for (int t = 0; t < 3; t++) {
-      float amp = t == 0 ? 2.0f : 1.0f; /* wider q: peaked softmax rows */
-      for (size_t i = 0; i < c->n; i++) tmp[i] = fg_elem_from_float(dt, amp * fg_rand_uniform(rng));
-      CUDA_CHECK(cudaMalloc(&c->dev[set][t], c->n * 2));
-      CUDA_CHECK(cudaMemcpy(c->dev[set][t], tmp, c->n * 2, cudaMemcpyHostToDevice));
-      c->host[set][t] = NULL;
-      if (set == 0) { /* keep set 0 on the host for the reference */
-        c->host[set][t] = malloc(c->n * 2);
-        memcpy(c->host[set][t], tmp, c->n * 2);
-      }
-    }
-  CUDA_CHECK(cudaMalloc(&c->o, c->n * 2));
-  free(tmp);
-}
-
-static void cell_free(cell *c) {
-  for (int set = 0; set < 2; set++)
-    for (int t = 0; t < 3; t++) {
-      cudaFree(c->dev[set][t]);
-      free(c->host[set][t]);
-    }
-  cudaFree(c->o);
-}
-
-static void args_for(const cell *c, int set, fagen_dtype dt, fagen_attention_args *a) {
-  fagen_attention_args_init(a);
-  a->dtype = dt;
-  a->batch = c->B;
-  a->seqlen_q = a->seqlen_k = c->S;
-  a->heads_q = a->heads_kv = c->H;
-  a->head_dim = c->D;
-  a->causal = c->causal;
-  a->q = c->dev[set][0];
-  a->k = c->dev[set][1];
-  a->v = c->dev[set][2];
-  a->o = c->o;
-}
-
-/* Relative error of sampled output rows against float64; -1 on a failure. */
-static double check(fagen_ctx *ctx, const cell *c, fagen_dtype dt, const fagen_variant *v,
-                    uint64_t *rng) {
-  fagen_attention_args a;
-  args_for(c, 0, dt, &a);
-  a.variant = v;
-  CUDA_CHECK(cudaMemset(c->o, 0xff, c->n * 2)); /* poison */
-  if (fagen_attention_forward(ctx, &a, NULL) != FAGEN_OK) {
-    fprintf(stderr, "fagen-bench: %s\n", fagen_errmsg(ctx));
+/* Relative error of sampled output rows against float64; INFINITY for NaN,
+ * -1 when the call fails. */
+static double check(fagen_ctx *ctx, const fg_cell *c, const fagen_variant *v, uint64_t *rng) {
+  char err[1024];
+  uint16_t *o = malloc(c->nq * 2);
+  if (fg_cell_run(ctx, c, v, o, err, sizeof err) != 0) {
+    fprintf(stderr, "fagen-bench: %s\n", err);
+    free(o);
     return -1;
   }
-  CUDA_CHECK(cudaDeviceSynchronize());
-  const int rows = 12;
-  uint16_t *row = malloc((size_t)c->D * 2);
+  fagen_strides st = {(int64_t)c->Sq * c->Hq * c->D, (int64_t)c->Hq * c->D, c->D};
+  fg_ref_args r = {c->dtype, c->B, c->Sq, c->Sk, c->Hq, c->Hkv, c->D, c->causal,
+                   1.0 / sqrt((double)c->D), c->host[0], c->host[1], c->host[2], st, st, st};
   double *ref = malloc(sizeof(double) * (size_t)c->D);
-  fagen_strides st = {(int64_t)c->S * c->H * c->D, (int64_t)c->H * c->D, c->D};
-  fg_ref_args r = {dt,  c->B, c->S, c->S, c->H, c->H, c->D, c->causal, 1.0 / sqrt((double)c->D),
-                   c->host[0][0], c->host[0][1], c->host[0][2], st, st, st};
   double num = 0, den = 0, lse;
-  for (int k = 0; k < rows; k++) {
+  for (int k = 0; k < 12; k++) {
     int b = (int)(fabsf(fg_rand_uniform(rng)) * c->B) % c->B;
-    int h = (int)(fabsf(fg_rand_uniform(rng)) * c->H) % c->H;
-    int i = k == 0 ? 0 : k == 1 ? c->S - 1 : (int)(fabsf(fg_rand_uniform(rng)) * c->S) % c->S;
-    CUDA_CHECK(cudaMemcpy(row, (uint16_t *)c->o + (((size_t)b * c->S + i) * c->H + h) * c->D,
-                          (size_t)c->D * 2, cudaMemcpyDeviceToHost));
+    int h = (int)(fabsf(fg_rand_uniform(rng)) * c->Hq) % c->Hq;
+    int i = k == 0 ? 0 : k == 1 ? c->Sq - 1 : (int)(fabsf(fg_rand_uniform(rng)) * c->Sq) % c->Sq;
     fg_ref_row(&r, b, h, i, ref, &lse);
+    const uint16_t *row = o + (((size_t)b * c->Sq + i) * c->Hq + h) * c->D;
     for (int d = 0; d < c->D; d++) {
-      double got = fg_elem_to_float(dt, row[d]);
-      if (isnan(got)) {
-        free(row), free(ref);
-        return INFINITY;
-      }
+      double got = fg_elem_to_float(c->dtype, row[d]);
+      if (isnan(got)) num = INFINITY;
       num += (got - ref[d]) * (got - ref[d]);
       den += ref[d] * ref[d];
     }
   }
-  free(row), free(ref);
+  free(ref);
+  free(o);
   return sqrt(num / den);
 }
 
-/* Median milliseconds of one call. */
-static double time_ms(fagen_ctx *ctx, const cell *c, fagen_dtype dt, const fagen_variant *v,
-                      int warmup, int reps) {
-  cudaEvent_t e0, e1;
-  CUDA_CHECK(cudaEventCreate(&e0));
-  CUDA_CHECK(cudaEventCreate(&e1));
-  float *ms = malloc(sizeof(float) * (size_t)reps);
-  fagen_attention_args a[2];
-  args_for(c, 0, dt, &a[0]);
-  args_for(c, 1, dt, &a[1]);
-  a[0].variant = a[1].variant = v;
-  for (int it = -warmup; it < reps; it++) {
-    const fagen_attention_args *cur = &a[(it + warmup) & 1];
-    CUDA_CHECK(cudaEventRecord(e0, 0));
-    if (fagen_attention_forward(ctx, cur, NULL) != FAGEN_OK) {
-      fprintf(stderr, "fagen-bench: %s\n", fagen_errmsg(ctx));
-      exit(1);
-    }
-    CUDA_CHECK(cudaEventRecord(e1, 0));
-    CUDA_CHECK(cudaEventSynchronize(e1));
-    if (it >= 0) CUDA_CHECK(cudaEventElapsedTime(&ms[it], e0, e1));
-  }
-  qsort(ms, (size_t)reps, sizeof *ms, cmp_float);
-  double med = reps % 2 ? ms[reps / 2] : 0.5 * (ms[reps / 2 - 1] + ms[reps / 2]);
-  free(ms);
-  cudaEventDestroy(e0);
-  cudaEventDestroy(e1);
-  return med;
-}
-
-/* Parallel precompile of candidate lists. */
+/* Parallel precompile of the variants to time. */
 typedef struct compile_job {
   fagen_ctx *ctx;
   const fagen_variant *vs;
@@ -222,6 +123,13 @@ static void precompile(fagen_ctx *ctx, const fagen_variant *vs, size_t n, int jo
   if (jobs > 64) jobs = 64;
   for (int t = 0; t < jobs; t++) pthread_create(&th[t], NULL, compile_worker, &j);
   for (int t = 0; t < jobs; t++) pthread_join(th[t], NULL);
+}
+
+static int same_variant(const fagen_variant *a, const fagen_variant *b) {
+  char x[FAGEN_VARIANT_NAME_MAX], y[FAGEN_VARIANT_NAME_MAX];
+  fagen_variant_name(a, x, sizeof x);
+  fagen_variant_name(b, y, sizeof y);
+  return strcmp(x, y) == 0;
 }
 
 int main(int argc, char **argv) {
@@ -266,6 +174,8 @@ int main(int argc, char **argv) {
       o.json = next, i++;
     } else if (!strcmp(a, "--candidates")) {
       o.candidates = 1;
+    } else if (!strcmp(a, "--vs-heuristic")) {
+      o.vs_heuristic = 1;
     } else if (!strcmp(a, "--variant") && next) {
       if (o.n_forced == MAX_LIST || fagen_variant_parse(next, &o.forced[o.n_forced]) != FAGEN_OK) {
         fprintf(stderr, "fagen-bench: %s\n", fagen_last_error());
@@ -282,9 +192,16 @@ int main(int argc, char **argv) {
     return 0;
   }
   struct cudaDeviceProp prop;
-  CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+  if (cudaGetDeviceProperties(&prop, 0) != cudaSuccess) return 1;
   fagen_ctx *ctx;
   if (fagen_ctx_create(&ctx) != FAGEN_OK) return 1;
+  fagen_device_class dc, anonymous;
+  if (fagen_device_class_current(ctx, &dc) != FAGEN_OK) {
+    fprintf(stderr, "fagen-bench: %s\n", fagen_errmsg(ctx));
+    return 1;
+  }
+  anonymous = dc;
+  anonymous.name[0] = '\0'; /* matches no table: the heuristic */
   FILE *json = o.json ? fopen(o.json, "w") : NULL;
   if (o.json && !json) {
     perror(o.json);
@@ -295,79 +212,116 @@ int main(int argc, char **argv) {
             o.dtype == FAGEN_DTYPE_BF16 ? "bf16" : "fp16", o.reps);
   printf("fagen-bench on %s, %s, median of %d after %d warm-up\n", prop.name,
          o.dtype == FAGEN_DTYPE_BF16 ? "bf16" : "fp16", o.reps, o.warmup);
-  printf("| d | S | causal | B | H | variant | err | ms | TFLOPS |\n|---|---|---|---|---|---|---|---|---|\n");
+  if (o.vs_heuristic)
+    printf("| d | S | causal | selected (source) | TFLOPS | heuristic | TFLOPS | ratio |\n"
+           "|---|---|---|---|---|---|---|---|\n");
+  else
+    printf("| d | S | causal | B | H | variant | err | ms | TFLOPS |\n"
+           "|---|---|---|---|---|---|---|---|---|\n");
   uint64_t seed = fg_rand_seed(), rng = seed;
-  int first_json = 1, failures = 0;
+  int first_json = 1, failures = 0, n_ratio = 0;
+  double log_ratio = 0;
+  static const char *const sources[] = {"forced", "user table", "shipped table", "heuristic"};
   for (int di = 0; di < o.n_head_dims; di++)
     for (int si = 0; si < o.n_seqlens; si++)
       for (int ci = 0; ci < o.n_causal; ci++) {
-        cell c;
-        memset(&c, 0, sizeof c);
-        c.D = o.head_dims[di];
-        c.S = o.seqlens[si];
-        c.causal = o.causal_modes[ci];
-        c.H = HIDDEN / c.D;
-        c.B = TOKENS / c.S > 0 ? TOKENS / c.S : 1;
-        /* The variants to time in this cell. */
-        fagen_variant runs[64];
+        fg_cell c;
+        fg_cell_standard(&c, o.dtype, o.head_dims[di], o.seqlens[si], o.causal_modes[ci]);
+        fagen_variant runs[MAX_RUNS], sel, heur;
+        fagen_select_info info;
         int nr = 0;
         fagen_attention_args probe;
-        args_for(&c, 0, o.dtype, &probe);
-        fagen_variant sel;
-        if (fagen_attention_select(ctx, &probe, NULL, &sel) != FAGEN_OK) {
+        fg_cell_args(&c, 0, NULL, &probe);
+        if (fagen_attention_select(ctx, &probe, NULL, &sel, &info) != FAGEN_OK ||
+            fagen_attention_select(ctx, &probe, &anonymous, &heur, NULL) != FAGEN_OK) {
           fprintf(stderr, "fagen-bench: %s\n", fagen_errmsg(ctx));
           return 1;
         }
-        for (int f = 0; f < o.n_forced; f++)
+        if (o.vs_heuristic) {
+          runs[nr++] = sel;
+          runs[nr++] = heur;
+        }
+        for (int f = 0; f < o.n_forced && nr < MAX_RUNS; f++)
           if (o.forced[f].head_dim >= c.D && o.forced[f].dtype == o.dtype &&
               o.forced[f].causal == c.causal && o.forced[f].target.arch == sel.target.arch)
             runs[nr++] = o.forced[f];
         if (o.candidates) {
-          fagen_variant cand[64];
+          fagen_variant cand[MAX_RUNS];
           size_t nc = 0;
-          fagen_variant_candidates(&sel, cand, 64, &nc);
-          for (size_t k = 0; k < nc && nr < 64; k++)
+          fagen_variant_candidates(&sel, cand, MAX_RUNS, &nc);
+          for (size_t k = 0; k < nc && nr < MAX_RUNS; k++)
             if (fagen_variant_validate(&cand[k], NULL, 0) == FAGEN_OK) runs[nr++] = cand[k];
-          precompile(ctx, runs, (size_t)nr, o.jobs);
         }
         if (nr == 0) runs[nr++] = sel;
-        cell_alloc(&c, o.dtype, &rng);
-        double flops = 4.0 * c.B * c.H * (double)c.S * c.S * c.D * (c.causal ? 0.5 : 1.0);
-        double best = 0;
+        precompile(ctx, runs, (size_t)nr, o.jobs);
+        char err[1024];
+        if (fg_cell_alloc(&c, &rng, 1, err, sizeof err) != 0) {
+          fprintf(stderr, "fagen-bench: %s\n", err);
+          return 1;
+        }
+        double flops = fg_cell_flops(&c), tol = o.dtype == FAGEN_DTYPE_BF16 ? 1e-2 : 2e-3;
+        double tf[MAX_RUNS], errs[MAX_RUNS], mss[MAX_RUNS], best = 0;
         int best_k = -1;
-        double tf[64], errs[64], mss[64];
         for (int k = 0; k < nr; k++) {
-          errs[k] = check(ctx, &c, o.dtype, &runs[k], &rng);
-          double tol = o.dtype == FAGEN_DTYPE_BF16 ? 1e-2 : 2e-3;
+          tf[k] = mss[k] = 0;
+          errs[k] = check(ctx, &c, &runs[k], &rng);
           if (errs[k] < 0 || !(errs[k] < tol)) {
             failures++;
-            tf[k] = 0, mss[k] = 0;
             continue; /* a wrong kernel is never timed */
           }
-          mss[k] = time_ms(ctx, &c, o.dtype, &runs[k], o.warmup, o.reps);
-          tf[k] = flops / mss[k] * 1e-9;
-          if (tf[k] > best) best = tf[k], best_k = k;
         }
-        for (int k = 0; k < nr; k++) {
-          char name[FAGEN_VARIANT_NAME_MAX];
-          fagen_variant_name(&runs[k], name, sizeof name);
-          int is_sel = memcmp(&runs[k], &sel, sizeof sel) == 0;
-          printf("| %d | %d | %s | %d | %d | %s%s%s | %.1e | %.3f | %.1f |\n", c.D, c.S,
-                 c.causal ? "yes" : "no", c.B, c.H, name, is_sel ? " (default)" : "",
-                 nr > 1 && k == best_k ? " **best**" : "", errs[k], mss[k], tf[k]);
-          if (json) {
-            fprintf(json,
-                    "%s  {\"head_dim\": %d, \"seqlen\": %d, \"causal\": %s, \"batch\": %d, "
-                    "\"heads\": %d, \"variant\": \"%s\", \"default\": %s, \"rel_err\": %.3e, "
-                    "\"ms\": %.5f, \"tflops\": %.2f}",
-                    first_json ? "" : ",\n", c.D, c.S, c.causal ? "true" : "false", c.B, c.H, name,
-                    is_sel ? "true" : "false", errs[k], mss[k], tf[k]);
-            first_json = 0;
+        /* --vs-heuristic: the two interleaved, twice each, best median kept */
+        int rounds = o.vs_heuristic ? 2 : 1;
+        for (int r = 0; r < rounds; r++)
+          for (int k = 0; k < nr; k++) {
+            if (errs[k] < 0 || !(errs[k] < tol)) continue;
+            double ms = fg_cell_time_ms(ctx, &c, &runs[k], o.warmup, o.reps, err, sizeof err);
+            if (ms < 0) {
+              fprintf(stderr, "fagen-bench: %s\n", err);
+              return 1;
+            }
+            if (r == 0 || ms < mss[k]) mss[k] = ms;
+            tf[k] = flops / mss[k] * 1e-9;
+          }
+        for (int k = 0; k < nr; k++)
+          if (tf[k] > best) best = tf[k], best_k = k;
+        if (o.vs_heuristic) {
+          char a[FAGEN_VARIANT_NAME_MAX], b[FAGEN_VARIANT_NAME_MAX];
+          fagen_variant_name(&runs[0], a, sizeof a);
+          fagen_variant_name(&runs[1], b, sizeof b);
+          double ratio = tf[1] > 0 ? tf[0] / tf[1] : 0;
+          if (ratio > 0) log_ratio += log(ratio), n_ratio++;
+          printf("| %d | %d | %s | %s (%s) | %.1f | %s | %.1f | %.3f |\n", c.D, c.Sq,
+                 c.causal ? "yes" : "no", a, sources[info.source], tf[0],
+                 same_variant(&runs[0], &runs[1]) ? "(same)" : b, tf[1], ratio);
+        } else {
+          for (int k = 0; k < nr; k++) {
+            char name[FAGEN_VARIANT_NAME_MAX];
+            fagen_variant_name(&runs[k], name, sizeof name);
+            printf("| %d | %d | %s | %d | %d | %s%s%s | %.1e | %.3f | %.1f |\n", c.D, c.Sq,
+                   c.causal ? "yes" : "no", c.B, c.Hq, name,
+                   same_variant(&runs[k], &sel) ? " (default)" : "",
+                   nr > 1 && k == best_k ? " **best**" : "", errs[k], mss[k], tf[k]);
           }
         }
+        for (int k = 0; json && k < nr; k++) {
+          char name[FAGEN_VARIANT_NAME_MAX];
+          fagen_variant_name(&runs[k], name, sizeof name);
+          fprintf(json,
+                  "%s  {\"head_dim\": %d, \"seqlen\": %d, \"causal\": %s, \"batch\": %d, "
+                  "\"heads\": %d, \"variant\": \"%s\", \"default\": %s, \"rel_err\": %.3e, "
+                  "\"ms\": %.5f, \"tflops\": %.2f}",
+                  first_json ? "" : ",\n", c.D, c.Sq, c.causal ? "true" : "false", c.B, c.Hq,
+                  name, same_variant(&runs[k], &sel) && (!o.vs_heuristic || k == 0) ? "true" : "false",
+                  errs[k], mss[k], tf[k]);
+          first_json = 0;
+        }
         fflush(stdout);
-        cell_free(&c);
+        fg_cell_free(&c);
       }
+  if (o.vs_heuristic && n_ratio)
+    printf("\ngeometric mean of selected / heuristic over %d cells: %.3f\n", n_ratio,
+           exp(log_ratio / n_ratio));
   if (json) {
     fprintf(json, "\n], \"seed\": %llu}\n", (unsigned long long)seed);
     fclose(json);

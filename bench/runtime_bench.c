@@ -130,7 +130,7 @@ int main(int argc, char **argv) {
     a.seqlen_q = a.seqlen_k = 1024;
     a.head_dim = 128;
     a.causal = 1;
-    fagen_target t = {80, 0};
+    fagen_device_class t = {"", {80, 0}, 0}; /* no GPU: the heuristic for sm_80 */
     if (gpu) {
       /* fork before CUDA touches this process: children initialize their own */
       int p[2];
@@ -139,13 +139,13 @@ int main(int argc, char **argv) {
       if (pid == 0) {
         fagen_variant sel;
         cudaFree(0);
-        if (fagen_attention_select(ctx, &a, NULL, &sel) != FAGEN_OK) _exit(1);
+        if (fagen_attention_select(ctx, &a, NULL, &sel, NULL) != FAGEN_OK) _exit(1);
         _exit(write(p[1], &sel, sizeof sel) == sizeof sel ? 0 : 1);
       }
       close(p[1]);
       if (read(p[0], &v, sizeof v) != sizeof v) return 1;
       waitpid(pid, NULL, 0);
-    } else if (fagen_attention_select(ctx, &a, &t, &v) != FAGEN_OK) {
+    } else if (fagen_attention_select(ctx, &a, &t, &v, NULL) != FAGEN_OK) {
       return 1;
     }
     fagen_ctx_destroy(ctx);

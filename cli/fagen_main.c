@@ -4,6 +4,7 @@
 
 #include "cli_cache.h"
 #include "cli_emit.h"
+#include "cli_tune.h"
 #include "cli_util.h"
 #include "fagen.h"
 
@@ -14,6 +15,8 @@ static const char usage_text[] =
     "       fagen compile [-o DIR] [--only GLOB] [--arch LIST] [VARIANT...]\n"
     "       fagen cache ls|info|clear\n"
     "       fagen cache warm [-j N] [--only GLOB] [--arch LIST] [VARIANT...]\n"
+    "       fagen tune show [--head-dim D] [--seqlen S] [--seqlen-q SQ] [--dtype T]\n"
+    "                       [--causal] [--device \"NAME,TARGET,SMS\"]\n"
     "       fagen --help | --version\n";
 
 static const char help_text[] =
@@ -38,6 +41,10 @@ static const char help_text[] =
     "  cache ls       List the compiled kernels in the on-disk cache.\n"
     "  cache info     Show the cache folder, its size and its cap.\n"
     "  cache clear    Remove every cached kernel.\n"
+    "  tune show      Which tuning table and entry (or the heuristic) a call would\n"
+    "                 use on this GPU, or on the --device class given (default call:\n"
+    "                 head_dim 128, seqlen 4096, bf16, not causal).  Tables are made\n"
+    "                 by fagen-autotune.\n"
     "  cache warm     Compile the default set (or the VARIANTs named) into the\n"
     "                 cache with NVRTC, in N threads (-j, default: all CPUs), so\n"
     "                 that first calls need no compilation.  Needs no GPU.\n"
@@ -66,6 +73,7 @@ static const char help_text[] =
     "  FAGEN_NVRTC            the NVRTC library file to use\n"
     "  FAGEN_TEMPLATE_DIR     read templates from this folder instead of the copies\n"
     "                         built into libfagen\n"
+    "  FAGEN_TUNE_DIR         folder of user tuning tables (else CACHE_ROOT/tune)\n"
     "\n"
     "Exit status: 0 success, 1 failure, 2 usage error.\n";
 
@@ -90,6 +98,7 @@ int main(int argc, char **argv) {
   if (strcmp(cmd, "show") == 0) return cli_show(argc, argv);
   if (strcmp(cmd, "compile") == 0) return cli_compile(argc, argv);
   if (strcmp(cmd, "cache") == 0) return cli_cache(argc, argv);
+  if (strcmp(cmd, "tune") == 0) return cli_tune(argc, argv);
   /* Options before --emit, e.g. `fagen -o DIR --emit`. */
   for (int i = 1; i < argc; i++)
     if (strcmp(argv[i], "--emit") == 0) {

@@ -106,7 +106,7 @@ int main(int argc, char **argv) {
   args.q = q, args.k = k, args.v = v, args.o = o;
   fagen_variant chosen;
   char name[FAGEN_VARIANT_NAME_MAX] = "?";
-  if (fagen_attention_select(ctx, &args, NULL, &chosen) == FAGEN_OK)
+  if (fagen_attention_select(ctx, &args, NULL, &chosen, NULL) == FAGEN_OK)
     fagen_variant_name(&chosen, name, sizeof name);
   if (fagen_attention_forward(ctx, &args, NULL) != FAGEN_OK) { /* compiles on first use */
     fprintf(stderr, "fagen-demo: %s\n", fagen_errmsg(ctx));

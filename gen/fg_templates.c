@@ -51,7 +51,7 @@ fagen_status fg_template_read(void *user, const char *name, fg_buf *text, fg_err
     snprintf(path, sizeof path, "%s/%s", dir, name);
     return fg_read_file(path, name, text, err);
   }
-  for (size_t i = 0; i < fg_embedded_template_count; i++)
+  for (size_t i = 0; i < fg_embedded_templates_count; i++)
     if (strcmp(fg_embedded_templates[i].name, name) == 0) {
       fg_buf_append(text, fg_embedded_templates[i].data, fg_embedded_templates[i].size);
       return text->oom ? fg_fail(err, FAGEN_E_NO_MEMORY, "out of memory") : FAGEN_OK;
@@ -93,7 +93,7 @@ static fagen_status fg_templates_hash_compute(char hex[65], fg_err *err) {
   fg_sha256_update(&s, rev, strlen(rev) + 1);
   const char *dir = fg_template_dir();
   if (!dir) {
-    for (size_t i = 0; i < fg_embedded_template_count; i++)
+    for (size_t i = 0; i < fg_embedded_templates_count; i++)
       fg_hash_entry(&s, fg_embedded_templates[i].name, fg_embedded_templates[i].data,
                     fg_embedded_templates[i].size);
   } else {

@@ -9,15 +9,11 @@
 
 #include "fg_base.h"
 
-typedef struct fg_embedded_template {
-  const char *name;
-  const unsigned char *data;
-  size_t size;
-} fg_embedded_template;
+#include "fg_embedded.h"
 
 /* Generated at build time from templates/ (sorted by name). */
-extern const fg_embedded_template fg_embedded_templates[];
-extern const size_t fg_embedded_template_count;
+extern const fg_embedded_file fg_embedded_templates[];
+extern const size_t fg_embedded_templates_count;
 
 /* Reads template `name` (an fg_tpl_loader; user is ignored).  Returns FAGEN_OK,
  * FAGEN_E_TEMPLATE (no such template), FAGEN_E_IO (unreadable file in

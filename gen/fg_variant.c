@@ -165,43 +165,47 @@ static fagen_status fg_check_fwd_sm80(const fagen_variant *v, fg_resources *res,
   return FAGEN_OK;
 }
 
-/* Default tiles of the sm80 family per head_dim and causal: the fastest valid
- * candidates on an H100 (bf16, S = 4096 and 16384, `scripts/gpu-check.sh
- * sweep`), limited to tiles that fit every target's shared memory.  head_dims
- * 32, 96, 160, 192 and 224 were not measured and follow their neighbours.
- * 128-row tiles with 4 warps spill a little (up to ~60 bytes) and are still
- * fastest: at head_dim 128 the spill-free 8-warp tile ran 27% slower.  The
- * first row whose min_arch the target reaches wins: for sm_80..sm_89 (not
- * measured: no A100 here) causal head_dim 64 keeps 64-key tiles, because
- * NVRTC's sm_80 build of the 128x128 causal tile spills 148 bytes (sm_90a: 36);
- * the two-stage tiles for head_dim 64 (1-3% faster on the H100) are likewise
- * kept to sm_90 and newer until an A100 measures them.
- * The autotuner's per-device tables will replace this. */
-static const struct {
-  int head_dim, causal, min_arch, block_q, block_kv, warps, stages;
-} fg_sm80_defaults[] = {
-    {32, 0, 0, 128, 128, 4, 1},  {32, 1, 0, 128, 128, 4, 1},  {64, 0, 90, 256, 128, 8, 2},
-    {64, 0, 0, 128, 128, 4, 1},  {64, 1, 90, 128, 128, 4, 2}, {64, 1, 0, 128, 64, 4, 1},
-    {96, 0, 0, 128, 64, 4, 1},   {96, 1, 0, 128, 64, 4, 1},   {128, 0, 0, 128, 64, 4, 1},
-    {128, 1, 0, 128, 64, 4, 1},  {160, 0, 0, 64, 64, 4, 1},   {160, 1, 0, 64, 64, 4, 1},
-    {192, 0, 0, 64, 64, 4, 1},   {192, 1, 0, 64, 64, 4, 1},   {224, 0, 0, 64, 64, 4, 1},
-    {224, 1, 0, 64, 64, 4, 1},   {256, 0, 0, 64, 64, 4, 1},   {256, 1, 0, 64, 64, 4, 1},
-};
-
+/* The heuristic, used when no tuning table has an entry: FlashAttention-2's
+ * published forward tiles (flash_fwd_launch_template.h; 4 warps unless said,
+ * one K and one V buffer):
+ *   head_dim 32, 64         128 x 128
+ *   head_dim 96             128 x 64; causal 64 x 64 on small-smem parts
+ *   head_dim 128            128 x 64; on small-smem parts 128 x 32, causal 64 x 64
+ *   head_dim 160, 192, 224  128 x 64 with 8 warps (FlashAttention-2 has 192 only)
+ *   head_dim 256            128 x 64 with 8 warps where a block may use 128 KB
+ *                           but an SM has less than 192 KB (sm_80, sm_87: the
+ *                           A100), else 64 x 64
+ * "Small-smem parts" (sm_86, sm_89, sm_120, sm_121: 99 KB per block) stand for
+ * FlashAttention-2's sm8x test.  One deviation: causal head_dim 64 below sm_90
+ * uses 128 x 64, because NVRTC's sm_80 build of our 128 x 128 causal tile
+ * spills 148 bytes.  A choice that does not fit the target falls back to
+ * 64 x 64 with 4 warps (fg_default_tiles).  Measured choices live in the
+ * tuning tables (tables/). */
 static void fg_default_fwd_sm80(fagen_variant *v) {
+  const int d = v->head_dim, causal = v->causal, arch = v->target.arch;
+  const int small_smem = fg_target_smem_limit(&v->target) < 150 * 1024;
   v->warps = 4;
   v->stages = 1;
-  v->block_q = 64;
+  v->block_q = 128;
   v->block_kv = 64;
-  for (size_t i = 0; i < FG_ARRAY_LEN(fg_sm80_defaults); i++)
-    if (fg_sm80_defaults[i].head_dim == v->head_dim && fg_sm80_defaults[i].causal == v->causal &&
-        v->target.arch >= fg_sm80_defaults[i].min_arch) {
-      v->block_q = fg_sm80_defaults[i].block_q;
-      v->block_kv = fg_sm80_defaults[i].block_kv;
-      v->warps = fg_sm80_defaults[i].warps;
-      v->stages = fg_sm80_defaults[i].stages;
-      return;
+  if (d <= 64) {
+    v->block_kv = (causal && arch < 90) ? 64 : 128;
+  } else if (d <= 96) {
+    if (small_smem && causal) v->block_q = 64;
+  } else if (d <= 128) {
+    if (small_smem) {
+      if (causal)
+        v->block_q = 64;
+      else
+        v->block_kv = 32;
     }
+  } else if (d < 256) {
+    v->warps = 8;
+  } else if (!small_smem && (arch == 80 || arch == 87)) {
+    v->warps = 8;
+  } else {
+    v->block_q = 64;
+  }
 }
 
 static const fg_family fg_families[] = {
@@ -402,7 +406,14 @@ FAGEN_API fagen_status fagen_variant_validate(const fagen_variant *v, char *reas
 
 void fg_default_tiles(fagen_variant *v) {
   const fg_family *f = fg_family_of(v->op);
-  if (f) f->default_tiles(v);
+  if (!f) return;
+  f->default_tiles(v);
+  if (fg_variant_check(v, NULL, NULL) != FAGEN_OK) { /* does not fit this target */
+    v->block_q = 64;
+    v->block_kv = 64;
+    v->warps = 4;
+    v->stages = 1;
+  }
 }
 
 int fg_variant_cmp(const fagen_variant *a, const fagen_variant *b) {

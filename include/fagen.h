@@ -27,6 +27,7 @@
  *   FAGEN_LINEINFO=1       compile with line tables (profilers; larger CUBINs)
  *   FAGEN_TEMPLATE_DIR     read templates from this folder instead of the copies
  *                          built into the library (template development)
+ *   FAGEN_TUNE_DIR         folder of user tuning tables (else CACHE_ROOT/tune)
  */
 #ifndef FAGEN_H
 #define FAGEN_H
@@ -310,6 +311,55 @@ FAGEN_API fagen_status fagen_cubin(fagen_ctx *ctx, const fagen_variant *variant,
 FAGEN_API fagen_status fagen_prepare(fagen_ctx *ctx, const fagen_variant *variants, size_t n);
 
 /* ------------------------------------------------------------------------ */
+/* Devices, tuning tables and versions                                      */
+/* ------------------------------------------------------------------------ */
+
+/* The class of a GPU that tuning tables are keyed by. */
+typedef struct fagen_device_class {
+  char name[128];      /* as the driver reports it, e.g. "NVIDIA H100 80GB HBM3";
+                          "" matches no table (heuristic choices only) */
+  fagen_target target; /* the compile target of the device */
+  int sm_count;        /* multiprocessors */
+} fagen_device_class;
+
+/* The class of the device of the current CUDA context (else device 0).
+ * Returns FAGEN_OK, FAGEN_E_NULL_POINTER or the driver statuses.
+ * Thread-safe. */
+FAGEN_API fagen_status fagen_device_class_current(fagen_ctx *ctx, fagen_device_class *out);
+
+/* The file stem of a class's table, e.g. "sm90a-nvidia-h100-80gb-hbm3-132sm":
+ * target, then the name lowercased with runs of other characters as '-',
+ * then the SM count.  Returns FAGEN_OK, FAGEN_E_NULL_POINTER or
+ * FAGEN_E_BUFFER_TOO_SMALL.  Thread-safe. */
+FAGEN_API fagen_status fagen_device_class_slug(const fagen_device_class *dc, char *buf,
+                                               size_t size);
+
+/* Parses "NAME,TARGET,SMS", e.g. "NVIDIA A100-SXM4-80GB,sm_80,108" (the
+ * name may contain commas: the last two fields are the target and the SM
+ * count).  Returns FAGEN_OK, FAGEN_E_NULL_POINTER or FAGEN_E_INVALID_ARGUMENT.
+ * Thread-safe. */
+FAGEN_API fagen_status fagen_device_class_parse(const char *spec, fagen_device_class *out);
+
+/* Where the user tuning table of a class lives:
+ * $FAGEN_TUNE_DIR/SLUG.json, else CACHE_ROOT/tune/SLUG.json (whether or not
+ * it exists).  Returns FAGEN_OK, FAGEN_E_NULL_POINTER, FAGEN_E_NOT_FOUND (no
+ * cache root known) or FAGEN_E_BUFFER_TOO_SMALL.  Thread-safe. */
+FAGEN_API fagen_status fagen_tune_table_path(fagen_ctx *ctx, const fagen_device_class *dc,
+                                             char *buf, size_t size);
+
+/* The hash of the generator and the template set (64 hex digits + NUL),
+ * recorded in tuning tables: a table measured with other templates is not
+ * used.  Returns FAGEN_OK, FAGEN_E_NULL_POINTER or FAGEN_E_IO (an unreadable
+ * FAGEN_TEMPLATE_DIR).  Thread-safe. */
+FAGEN_API fagen_status fagen_template_hash(char out[65]);
+
+/* NVRTC's version (loading NVRTC if needed) and the driver's CUDA version
+ * (e.g. 13000; loading the driver).  Either pointer pair may be NULL.
+ * Returns FAGEN_OK, FAGEN_E_NO_NVRTC or the driver statuses.  Thread-safe. */
+FAGEN_API fagen_status fagen_nvrtc_version(int *major, int *minor);
+FAGEN_API fagen_status fagen_driver_version(int *version);
+
+/* ------------------------------------------------------------------------ */
 /* The on-disk kernel cache                                                 */
 /* ------------------------------------------------------------------------ */
 
@@ -395,14 +445,37 @@ typedef struct fagen_attention_args {
  * default scale, no forced variant.  NULL is harmless. */
 FAGEN_API void fagen_attention_args_init(fagen_attention_args *args);
 
+/* Where a selected variant came from. */
+typedef enum fagen_select_source {
+  FAGEN_SELECT_FORCED = 0,        /* args->variant */
+  FAGEN_SELECT_USER_TABLE = 1,    /* FAGEN_TUNE_DIR or CACHE_ROOT/tune */
+  FAGEN_SELECT_SHIPPED_TABLE = 2, /* a table built into libfagen */
+  FAGEN_SELECT_HEURISTIC = 3      /* no table entry: published tile choices */
+} fagen_select_source;
+
+typedef struct fagen_select_info {
+  fagen_select_source source;
+  char table[1100]; /* the table's path, or "builtin:SLUG.json"; "" otherwise */
+  int bucket;       /* the entry's sequence-length bucket (0: none) */
+  double measured_ms; /* the entry's measured median, 0 if none */
+} fagen_select_info;
+
 /* Chooses the variant that fagen_attention_forward would run for args on a
- * device of the given target (NULL means the device of the current CUDA
- * context).  Pointers in args are not checked.  This is the one answer to both
- * "is this supported?" (FAGEN_OK) and "which kernel?".  Returns FAGEN_OK, the
- * shape statuses of fagen_attention_forward, or (target NULL) the driver
- * statuses.  Thread-safe. */
+ * device of class `device` (NULL: the device of the current CUDA context).
+ * Pointers in args are not checked.  This is the one answer to both "is this
+ * supported?" (FAGEN_OK) and "which kernel?".  Order: a forced variant; the
+ * user table of the class; the table shipped for the class; within a table
+ * the entry of the nearest sequence-length bucket (log2 distance to
+ * seqlen_k, ties to the smaller); else the heuristic.  A table that is
+ * damaged, from another fagen or template version or for another class, and
+ * any entry naming a variant that does not validate for the class, is
+ * reported once per context (log warning) and skipped.  info may be NULL.
+ * Returns FAGEN_OK, the shape statuses of fagen_attention_forward,
+ * FAGEN_E_UNSUPPORTED_ARCH, or (device NULL) the driver statuses.
+ * Thread-safe. */
 FAGEN_API fagen_status fagen_attention_select(fagen_ctx *ctx, const fagen_attention_args *args,
-                                              const fagen_target *target, fagen_variant *out);
+                                              const fagen_device_class *device,
+                                              fagen_variant *out, fagen_select_info *info);
 
 /* O = softmax(scale * Q K^T [+ causal mask]) V, and optionally the LSE, on
  * stream (a CUstream / cudaStream_t; NULL is the legacy default stream).

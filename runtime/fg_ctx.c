@@ -37,11 +37,30 @@ FAGEN_API void fagen_ctx_destroy(fagen_ctx *ctx) {
       CUdevice dev;
       if (cu && cu->device_get(&dev, d) == CUDA_SUCCESS) cu->primary_ctx_release(dev);
     }
+  for (int i = 0; i < ctx->n_tunes; i++) fg_tune_free(&ctx->tunes[i]);
   fg_cache_destroy(&ctx->cache);
   free(ctx->compile_log);
   pthread_cond_destroy(&ctx->loaded);
   pthread_mutex_destroy(&ctx->mu);
   free(ctx);
+}
+
+static int fg_same_class(const fagen_device_class *a, const fagen_device_class *b) {
+  return strcmp(a->name, b->name) == 0 && a->target.arch == b->target.arch &&
+         a->target.arch_specific == b->target.arch_specific && a->sm_count == b->sm_count;
+}
+
+const fg_tune_state *fg_ctx_tune(fagen_ctx *ctx, const fagen_device_class *dc) {
+  pthread_mutex_lock(&ctx->mu);
+  const fg_tune_state *st = NULL;
+  for (int i = 0; i < ctx->n_tunes && !st; i++)
+    if (fg_same_class(&ctx->tunes[i].dc, dc)) st = &ctx->tunes[i];
+  if (!st && ctx->n_tunes < FG_MAX_TUNE) { /* first use: read the tables (once) */
+    fg_tune_load(&ctx->tunes[ctx->n_tunes], dc, &ctx->cache, &ctx->log);
+    st = &ctx->tunes[ctx->n_tunes++];
+  }
+  pthread_mutex_unlock(&ctx->mu);
+  return st;
 }
 
 fagen_status fg_ctx_fail(fagen_ctx *ctx, const fg_err *err) {

@@ -9,9 +9,11 @@
 #include "fg_cache.h"
 #include "fg_cuda.h"
 #include "fg_log.h"
+#include "fg_tune.h"
 
 #define FG_MAX_DEVICES 64
 #define FG_KMAP_BUCKETS 256
+#define FG_MAX_TUNE 8 /* device classes with tables loaded per context */
 
 typedef struct fg_kernel fg_kernel;     /* fg_kernels.c */
 typedef struct fg_memcubin fg_memcubin; /* fg_jit.c */
@@ -28,7 +30,14 @@ struct fagen_ctx {
   CUcontext primary[FG_MAX_DEVICES];     /* retained primary contexts */
   fagen_target targets[FG_MAX_DEVICES];  /* compile target of each device */
   unsigned char target_known[FG_MAX_DEVICES];
+  fg_tune_state tunes[FG_MAX_TUNE];      /* tables per device class, loaded on first use */
+  int n_tunes;
+  unsigned char dev_tune[FG_MAX_DEVICES]; /* 1 + index into tunes, 0: not looked up */
 };
+
+/* The tables of a device class, loaded on first use (NULL past FG_MAX_TUNE
+ * classes: then only the heuristic applies). */
+const fg_tune_state *fg_ctx_tune(fagen_ctx *ctx, const fagen_device_class *dc);
 
 /* Records err as this context's and this thread's last error; returns its status. */
 fagen_status fg_ctx_fail(fagen_ctx *ctx, const fg_err *err);
@@ -48,5 +57,9 @@ typedef struct fg_scope {
 fagen_status fg_scope_enter(fagen_ctx *ctx, const fg_cuda_api *cu, CUstream stream, fg_scope *s,
                             fg_err *err);
 void fg_scope_leave(const fg_cuda_api *cu, fg_scope *s);
+
+/* The class (name, SMs) of device dev whose compile target is t. */
+fagen_status fg_device_class_of(const fg_cuda_api *cu, CUdevice dev, const fagen_target *t,
+                                fagen_device_class *out, fg_err *err);
 
 #endif

@@ -1,6 +1,7 @@
 #include "fg_forward.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -135,11 +136,23 @@ fagen_status fg_fwd_validate(const fagen_attention_args *a, int check_pointers, 
 }
 
 fagen_status fg_fwd_select(const fagen_attention_args *a, const fagen_target *t,
-                           fagen_variant *out, fg_err *err) {
+                           const fg_tune_state *tune, fagen_variant *out, fagen_select_info *info,
+                           fg_err *err) {
+  if (info) memset(info, 0, sizeof *info);
+  if (a->variant) {
+    *out = *a->variant;
+    if (info) info->source = FAGEN_SELECT_FORCED;
+    return FAGEN_OK;
+  }
+  const int head_dim = fg_head_dim_bucket(a->head_dim);
+  if (tune && fg_tune_lookup(tune, FAGEN_OP_FWD, a->dtype, head_dim, a->causal, a->seqlen_k, out,
+                             info))
+    return FAGEN_OK;
+  if (info) info->source = FAGEN_SELECT_HEURISTIC;
   fagen_variant v;
   memset(&v, 0, sizeof v);
   v.op = FAGEN_OP_FWD;
-  v.head_dim = fg_head_dim_bucket(a->head_dim);
+  v.head_dim = head_dim;
   v.dtype = a->dtype;
   v.causal = a->causal;
   v.target = *t;
@@ -188,8 +201,29 @@ void fg_fwd_params_fill(const fagen_attention_args *a, const fagen_variant *v, f
   p->scale_log2 = scale * 1.4426950408889634f;
 }
 
+/* The tables of the device a scope runs on (its class looked up once per
+ * device ordinal). */
+static const fg_tune_state *fg_scope_tune(fagen_ctx *ctx, const fg_cuda_api *cu, const fg_scope *s) {
+  int d = (int)s->dev;
+  pthread_mutex_lock(&ctx->mu);
+  int idx = ctx->dev_tune[d];
+  pthread_mutex_unlock(&ctx->mu);
+  if (idx) return &ctx->tunes[idx - 1];
+  fagen_device_class dc;
+  fg_err err;
+  if (fg_device_class_of(cu, s->dev, &s->target, &dc, &err) != FAGEN_OK) return NULL;
+  const fg_tune_state *st = fg_ctx_tune(ctx, &dc);
+  if (st) {
+    pthread_mutex_lock(&ctx->mu);
+    ctx->dev_tune[d] = (unsigned char)(st - ctx->tunes + 1);
+    pthread_mutex_unlock(&ctx->mu);
+  }
+  return st;
+}
+
 FAGEN_API fagen_status fagen_attention_select(fagen_ctx *ctx, const fagen_attention_args *args,
-                                              const fagen_target *target, fagen_variant *out) {
+                                              const fagen_device_class *device,
+                                              fagen_variant *out, fagen_select_info *info) {
   fg_err err;
   if (!ctx || !args || !out) {
     fg_fail(&err, FAGEN_E_NULL_POINTER, "fagen_attention_select: NULL argument");
@@ -198,26 +232,25 @@ FAGEN_API fagen_status fagen_attention_select(fagen_ctx *ctx, const fagen_attent
   fagen_status st = fg_fwd_validate(args, 0, &err);
   if (st != FAGEN_OK) return fg_ctx_fail(ctx, &err);
   fagen_target t;
-  if (target) {
-    if (!fg_target_supported(target)) {
-      fg_fail(&err, FAGEN_E_UNSUPPORTED_ARCH, "target sm_%d%s is not supported", target->arch,
-              target->arch_specific ? "a" : "");
+  const fg_tune_state *tune = NULL;
+  if (device) {
+    if (!fg_target_supported(&device->target)) {
+      fg_fail(&err, FAGEN_E_UNSUPPORTED_ARCH, "target sm_%d%s is not supported",
+              device->target.arch, device->target.arch_specific ? "a" : "");
       return fg_ctx_fail(ctx, &err);
     }
-    t = *target;
+    t = device->target;
+    tune = fg_ctx_tune(ctx, device);
   } else {
     const fg_cuda_api *cu = fg_cuda(&err);
     if (!cu) return fg_ctx_fail(ctx, &err);
     fg_scope s;
     if (fg_scope_enter(ctx, cu, NULL, &s, &err) != FAGEN_OK) return fg_ctx_fail(ctx, &err);
     t = s.target;
+    tune = fg_scope_tune(ctx, cu, &s);
     fg_scope_leave(cu, &s);
   }
-  if (args->variant) {
-    *out = *args->variant;
-    return FAGEN_OK;
-  }
-  st = fg_fwd_select(args, &t, out, &err);
+  st = fg_fwd_select(args, &t, tune, out, info, &err);
   return st == FAGEN_OK ? FAGEN_OK : fg_ctx_fail(ctx, &err);
 }
 
@@ -236,10 +269,7 @@ FAGEN_API fagen_status fagen_attention_forward(fagen_ctx *ctx, const fagen_atten
   st = fg_scope_enter(ctx, cu, (CUstream)stream, &s, &err);
   if (st != FAGEN_OK) return fg_ctx_fail(ctx, &err);
   fagen_variant v;
-  if (a->variant)
-    v = *a->variant;
-  else
-    st = fg_fwd_select(a, &s.target, &v, &err);
+  st = fg_fwd_select(a, &s.target, a->variant ? NULL : fg_scope_tune(ctx, cu, &s), &v, NULL, &err);
   fg_launchable l;
   if (st == FAGEN_OK) st = fg_kernel_get(ctx, cu, &s, &v, &l, &err);
   if (st == FAGEN_OK) {

@@ -189,6 +189,13 @@ fagen_status fg_nvrtc_load(fg_err *err) {
   return st;
 }
 
+fagen_status fg_nvrtc_version(int *major, int *minor, fg_err *err) {
+  fagen_status st = fg_nvrtc_load(err);
+  if (st != FAGEN_OK) return st;
+  fg_nv.get_version(major, minor);
+  return FAGEN_OK;
+}
+
 static int fg_cmp_opt(const void *a, const void *b) { return strcmp(a, b); }
 
 size_t fg_nvrtc_options(const fagen_target *t, char opts[][64], size_t cap) {

@@ -30,6 +30,9 @@ fagen_status fg_nvrtc_fingerprint(char *out, size_t size, fg_err *err);
 /* Loads NVRTC (once per process).  Returns FAGEN_OK or FAGEN_E_NO_NVRTC. */
 fagen_status fg_nvrtc_load(fg_err *err);
 
+/* NVRTC's version, loading it if needed. */
+fagen_status fg_nvrtc_version(int *major, int *minor, fg_err *err);
+
 /* The compile options for a target, sorted (they are part of cache keys). */
 size_t fg_nvrtc_options(const fagen_target *t, char opts[][64], size_t cap);
 

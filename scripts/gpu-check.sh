@@ -8,6 +8,8 @@
 #   steps: build test demo sanitize bench sweep peers (default: build test demo sanitize bench)
 #   sweep: every valid tile candidate on a few grid cells (choosing defaults)
 #   peers: the whole grid against PyTorch SDPA and JAX cuDNN (bench/peers.py)
+#   tune:  fagen-autotune over the default set: $out/table.json, report.md, tflops.svg
+#   vs:    the standard grid, selected (tables) against heuristic variants, one run
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-$PWD/gpu-logs}"
@@ -65,6 +67,15 @@ for step in $steps; do
       --seqlens "${SWEEP_SEQLENS:-4096,16384}" --reps 10 > "$out/sweep.log" 2>&1
     note "sweep: rc=$?"
     grep -E "best|default" "$out/sweep.log"
+    ;;
+  tune)
+    build-gpu/fagen-autotune --report "$out" --out "$out/table.json" > "$out/tune.log" 2>&1
+    note "tune: rc=$? $(grep -E 'compiled [0-9]|wrote' "$out/tune.log" | tr '\n' ' ')"
+    ;;
+  vs)
+    build-gpu/fagen-bench --vs-heuristic --reps 15 > "$out/vs.log" 2>&1
+    note "vs: rc=$?"
+    sed -n '/^| d | S/,$p' "$out/vs.log"
     ;;
   peers)
     PYTHONUNBUFFERED=1 python3 bench/peers.py --bench build-gpu/fagen-bench --json "$out/peers.json" \

@@ -167,7 +167,7 @@ Test(cli, emit_into_unwritable_dir_fails_cleanly) {
 
 Test(cli, template_error_fails_without_partial_output) {
   char *tdir = fg_test_tmpdir(), *odir = fg_test_tmpdir();
-  for (size_t i = 0; i < fg_embedded_template_count; i++) {
+  for (size_t i = 0; i < fg_embedded_templates_count; i++) {
     char path[2048];
     snprintf(path, sizeof path, "%s/%s", tdir, fg_embedded_templates[i].name);
     fg_test_write(path, fg_embedded_templates[i].data, fg_embedded_templates[i].size);

@@ -243,7 +243,7 @@ Test(forward_gpu, prepare_then_graph_capture, .init = gpu_setup, .fini = gpu_tea
   probe.head_dim = s.head_dim;
   probe.causal = 1;
   fagen_variant v;
-  cr_assert_eq(fagen_attention_select(ctx, &probe, NULL, &v), FAGEN_OK, "%s", fagen_errmsg(ctx));
+  cr_assert_eq(fagen_attention_select(ctx, &probe, NULL, &v, NULL), FAGEN_OK, "%s", fagen_errmsg(ctx));
   cr_assert_eq(fagen_prepare(ctx, &v, 1), FAGEN_OK, "%s", fagen_errmsg(ctx));
 
   size_t n = (size_t)2 * 256 * 4 * 128;
@@ -385,7 +385,7 @@ Test(forward_gpu, every_tile_candidate_agrees, .init = gpu_setup, .fini = gpu_te
       probe.causal = causal;
       fagen_variant base, cand[64];
       size_t nc;
-      cr_assert_eq(fagen_attention_select(ctx, &probe, NULL, &base), FAGEN_OK);
+      cr_assert_eq(fagen_attention_select(ctx, &probe, NULL, &base, NULL), FAGEN_OK);
       fagen_variant_candidates(&base, cand, 64, &nc);
       for (size_t k = 0; k < nc; k++)
         if (fagen_variant_validate(&cand[k], NULL, 0) == FAGEN_OK) all[n++] = cand[k];
@@ -445,7 +445,7 @@ Test(forward_gpu, threads_share_one_context, .init = gpu_setup, .fini = gpu_tear
   probe.head_dim = 96;
   probe.causal = 1;
   fagen_variant v;
-  cr_assert_eq(fagen_attention_select(ctx, &probe, NULL, &v), FAGEN_OK);
+  cr_assert_eq(fagen_attention_select(ctx, &probe, NULL, &v, NULL), FAGEN_OK);
   race r[8];
   pthread_t th[8];
   for (int i = 0; i < 8; i++) {

@@ -95,7 +95,7 @@ Test(generate, invalid_variant_is_refused) {
 /* A template folder holding copies of the built-in templates, one replaced. */
 static char *template_dir_with(const char *name, const char *text) {
   char *dir = fg_test_tmpdir();
-  for (size_t i = 0; i < fg_embedded_template_count; i++) {
+  for (size_t i = 0; i < fg_embedded_templates_count; i++) {
     char path[2048];
     snprintf(path, sizeof path, "%s/%s", dir, fg_embedded_templates[i].name);
     fg_test_write(path, fg_embedded_templates[i].data, fg_embedded_templates[i].size);

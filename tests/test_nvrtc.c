@@ -81,7 +81,7 @@ COMPILE_TEST(256)
 
 Test(nvrtc, compile_error_keeps_the_log, .init = setup, .fini = teardown) {
   char *tdir = fg_test_tmpdir();
-  for (size_t i = 0; i < fg_embedded_template_count; i++) {
+  for (size_t i = 0; i < fg_embedded_templates_count; i++) {
     char path[2048];
     snprintf(path, sizeof path, "%s/%s", tdir, fg_embedded_templates[i].name);
     fg_test_write(path, fg_embedded_templates[i].data, fg_embedded_templates[i].size);

@@ -155,9 +155,12 @@ Test(select, buckets_head_dim_and_keeps_features) {
   a.head_dim = 72;
   a.causal = 1;
   a.dtype = FAGEN_DTYPE_FP16;
-  fagen_target t = {86, 0};
+  fagen_device_class dc = {"", {86, 0}, 0}; /* an anonymous class: the heuristic */
+  fagen_target t = dc.target;
   fagen_variant v;
-  cr_assert_eq(fagen_attention_select(ctx, &a, &t, &v), FAGEN_OK, "%s", fagen_errmsg(ctx));
+  fagen_select_info info;
+  cr_assert_eq(fagen_attention_select(ctx, &a, &dc, &v, &info), FAGEN_OK, "%s", fagen_errmsg(ctx));
+  cr_assert_eq(info.source, FAGEN_SELECT_HEURISTIC);
   /* the default variant of the (d96 bucket, fp16, causal, sm_86) case */
   cr_assert_eq(v.head_dim, 96);
   cr_assert_eq(v.causal, 1);
@@ -170,12 +173,12 @@ Test(select, buckets_head_dim_and_keeps_features) {
   for (size_t i = 0; i < nd; i++) found |= memcmp(&defaults[i], &v, sizeof v) == 0;
   cr_assert(found, "select did not return the default variant of its case");
   a.head_dim = 256;
-  cr_assert_eq(fagen_attention_select(ctx, &a, &t, &v), FAGEN_OK);
+  cr_assert_eq(fagen_attention_select(ctx, &a, &dc, &v, NULL), FAGEN_OK);
   cr_assert_eq(fagen_variant_validate(&v, NULL, 0), FAGEN_OK);
-  t.arch = 61;
-  cr_assert_eq(fagen_attention_select(ctx, &a, &t, &v), FAGEN_E_UNSUPPORTED_ARCH);
+  dc.target.arch = 61;
+  cr_assert_eq(fagen_attention_select(ctx, &a, &dc, &v, NULL), FAGEN_E_UNSUPPORTED_ARCH);
   a.heads_kv = 3;
-  cr_assert_eq(fagen_attention_select(ctx, &a, &t, &v), FAGEN_E_BAD_HEADS);
+  cr_assert_eq(fagen_attention_select(ctx, &a, &dc, &v, NULL), FAGEN_E_BAD_HEADS);
   fagen_ctx_destroy(ctx);
 }
 
@@ -211,7 +214,7 @@ Test(no_driver, gpu_calls_say_why) {
   st = fagen_prepare(ctx, &v, 1);
   cr_assert(st == FAGEN_E_NO_DRIVER || st == FAGEN_E_NO_DEVICE, "%s", fagen_status_name(st));
   fagen_variant out;
-  st = fagen_attention_select(ctx, &a, NULL, &out);
+  st = fagen_attention_select(ctx, &a, NULL, &out, NULL);
   cr_assert(st == FAGEN_E_NO_DRIVER || st == FAGEN_E_NO_DEVICE, "%s", fagen_status_name(st));
   fagen_ctx_destroy(ctx);
 }

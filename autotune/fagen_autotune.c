@@ -1,0 +1,697 @@
+/* fagen-autotune: finds the fastest variant of each case on the GPU at hand
+ * and writes the tuning table that the runtime reads (public API only, plus
+ * the CUDA runtime for buffers and events, and Jansson for the JSON).
+ *
+ * A case is (op, dtype, head_dim, causal, sequence-length bucket), measured on
+ * the standard grid's shape (B*S = 16384 tokens, hidden 2048).  For each
+ * (op, dtype, head_dim, causal) the tile candidates are enumerated and the
+ * invalid ones dropped before compiling (-v says why); the rest are compiled
+ * in parallel threads and each is checked once against the heuristic default
+ * kernel (odd shape, poisoned output) before any of its times is trusted.
+ * Every case then times each candidate with CUDA events (warm-up, median of
+ * repeats, two input sets alternated).  The winner must beat the default by
+ * --margin (2%) to replace it; equal times go to the earlier name, so the same
+ * measurements always give the same table. */
+#include <cuda_runtime.h>
+#include <fnmatch.h>
+#include <jansson.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "fagen.h"
+#include "fg_ref.h"
+#include "fg_timing.h"
+
+#define MAX_LIST 32
+#define MAX_CAND 64
+
+typedef struct opts {
+  int head_dims[MAX_LIST], n_head_dims;
+  int seqlens[MAX_LIST], n_seqlens;
+  int causal_modes[2], n_causal;
+  fagen_dtype dtypes[2];
+  int n_dtypes;
+  const char *cases, *only, *out, *report, *device;
+  double budget, margin;
+  int jobs, reps, warmup, verbose, heuristic_table;
+} opts;
+
+static double now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static void usage(FILE *f) {
+  fprintf(f,
+          "usage: fagen-autotune [--out FILE] [--report DIR] [--budget SECONDS] [--jobs N]\n"
+          "                      [--head-dims LIST] [--seqlens LIST] [--dtypes bf16,fp16]\n"
+          "                      [--causal no|yes|both] [--cases GLOB] [--only GLOB]\n"
+          "                      [--reps N] [--warmup N] [--margin PERCENT] [-v]\n"
+          "       fagen-autotune --heuristic-table --device \"NAME,TARGET,SMS\" --out FILE\n"
+          "\n"
+          "Measures the tile candidates of each case on this GPU and writes its tuning\n"
+          "table (default: the user table libfagen reads for this device,\n"
+          "$FAGEN_TUNE_DIR/SLUG.json or CACHE_ROOT/tune/SLUG.json).\n"
+          "\n"
+          "  --head-dims LIST   head dims (default 32,64,96,128,160,192,224,256)\n"
+          "  --seqlens LIST     sequence-length buckets (default 512,...,16384)\n"
+          "  --dtypes LIST      bf16 and/or fp16 (default both)\n"
+          "  --causal MODE      no, yes or both (default)\n"
+          "  --cases GLOB       keep cases whose name matches, e.g. 'fwd_d128_bf16_*'\n"
+          "                     (names: fwd_dD_DTYPE[_causal]_sSEQ)\n"
+          "  --only GLOB        keep candidate variants whose name matches\n"
+          "  --budget SECONDS   stop measuring after this long; untuned cases keep the\n"
+          "                     heuristic (they get no entry)\n"
+          "  --jobs N           compile threads (default: CPUs)\n"
+          "  --reps N, --warmup N  timed and warm-up calls per candidate (10, 2)\n"
+          "  --margin PERCENT   how much faster than the default a winner must be (2)\n"
+          "  --report DIR       write DIR/report.md (winner and runner-up per case) and\n"
+          "                     DIR/tflops.svg (TFLOPS against sequence length, a panel\n"
+          "                     per head_dim)\n"
+          "  -v                 also list the candidates dropped before compiling, and why\n"
+          "  --heuristic-table  write the heuristic's choices for --device as a table\n"
+          "                     marked \"measured\": false (no GPU needed)\n"
+          "\n"
+          "Exit status: 0 success, 1 failure, 2 usage error.\n");
+}
+
+static int parse_list(const char *s, int *out, int cap) {
+  int n = 0;
+  while (*s && n < cap) {
+    char *end;
+    long v = strtol(s, &end, 10);
+    if (end == s || v <= 0 || (*end && *end != ',')) return -1;
+    out[n++] = (int)v;
+    s = *end == ',' ? end + 1 : end;
+  }
+  return n;
+}
+
+/* One tuned case. */
+typedef struct tcase {
+  fagen_dtype dtype;
+  int head_dim, causal, seqlen;
+  char name[64];
+  int n_cand;
+  fagen_variant cand[MAX_CAND];
+  double ms[MAX_CAND];
+  int winner, runner_up, deflt; /* indices, -1 if none */
+  int done;
+} tcase;
+
+static void case_name(const tcase *c, char *buf, size_t size) {
+  snprintf(buf, size, "fwd_d%d_%s%s_s%d", c->head_dim, c->dtype == FAGEN_DTYPE_BF16 ? "bf16" : "fp16",
+           c->causal ? "_causal" : "", c->seqlen);
+}
+
+static int vname_cmp(const fagen_variant *a, const fagen_variant *b) {
+  char x[FAGEN_VARIANT_NAME_MAX], y[FAGEN_VARIANT_NAME_MAX];
+  fagen_variant_name(a, x, sizeof x);
+  fagen_variant_name(b, y, sizeof y);
+  return strcmp(x, y);
+}
+
+/* Winner: least median, ties to the earlier name; it replaces the default
+ * only if faster by the margin.  Runner-up: the next distinct variant. */
+static void pick(tcase *c, double margin) {
+  c->winner = c->runner_up = -1;
+  for (int k = 0; k < c->n_cand; k++) {
+    if (c->ms[k] <= 0) continue;
+    if (c->winner < 0 || c->ms[k] < c->ms[c->winner] ||
+        (c->ms[k] == c->ms[c->winner] && vname_cmp(&c->cand[k], &c->cand[c->winner]) < 0))
+      c->winner = k;
+  }
+  if (c->winner >= 0 && c->deflt >= 0 && c->ms[c->deflt] > 0 && c->winner != c->deflt &&
+      c->ms[c->deflt] <= c->ms[c->winner] * (1.0 + margin))
+    c->winner = c->deflt;
+  for (int k = 0; k < c->n_cand; k++) {
+    if (k == c->winner || c->ms[k] <= 0) continue;
+    if (c->runner_up < 0 || c->ms[k] < c->ms[c->runner_up] ||
+        (c->ms[k] == c->ms[c->runner_up] && vname_cmp(&c->cand[k], &c->cand[c->runner_up]) < 0))
+      c->runner_up = k;
+  }
+}
+
+/* ---- parallel compile ------------------------------------------------------ */
+
+typedef struct compile_job {
+  fagen_ctx *ctx;
+  fagen_variant *vs;
+  int *ok;
+  size_t n, next, done;
+  pthread_mutex_t mu;
+  int tty;
+  double t0;
+} compile_job;
+
+static void *compile_worker(void *arg) {
+  compile_job *j = arg;
+  for (;;) {
+    pthread_mutex_lock(&j->mu);
+    size_t i = j->next++;
+    pthread_mutex_unlock(&j->mu);
+    if (i >= j->n) return NULL;
+    j->ok[i] = fagen_compile(j->ctx, &j->vs[i], NULL) == FAGEN_OK;
+    pthread_mutex_lock(&j->mu);
+    size_t done = ++j->done;
+    if (!j->ok[i]) {
+      char name[FAGEN_VARIANT_NAME_MAX];
+      fagen_variant_name(&j->vs[i], name, sizeof name);
+      fprintf(stderr, "%sfagen-autotune: %s does not compile (dropped): %s\n", j->tty ? "\n" : "",
+              name, fagen_errmsg(j->ctx));
+    }
+    if (j->tty)
+      fprintf(stderr, "\rcompiling [%zu/%zu] %.0fs ", done, j->n, now() - j->t0);
+    pthread_mutex_unlock(&j->mu);
+  }
+}
+
+/* ---- the table ------------------------------------------------------------- */
+
+static int write_table(const opts *o, const fagen_device_class *dc, int measured,
+                       const tcase *cases, int n, const char *path) {
+  char hash[65], target[16], date[32];
+  if (fagen_template_hash(hash) != FAGEN_OK) {
+    fprintf(stderr, "fagen-autotune: %s\n", fagen_last_error());
+    return -1;
+  }
+  fagen_target_name(&dc->target, 1, target, sizeof target);
+  time_t t = time(NULL);
+  strftime(date, sizeof date, "%Y-%m-%d", gmtime(&t));
+  json_t *root = json_object();
+  json_object_set_new(root, "format", json_string("fagen-tune-table"));
+  json_object_set_new(root, "format_version", json_integer(1));
+  json_object_set_new(root, "fagen_version", json_string(fagen_version()));
+  json_object_set_new(root, "template_hash", json_string(hash));
+  json_t *dev = json_object();
+  json_object_set_new(dev, "name", json_string(dc->name));
+  json_object_set_new(dev, "target", json_string(target));
+  json_object_set_new(dev, "sm_count", json_integer(dc->sm_count));
+  json_object_set_new(root, "device", dev);
+  json_object_set_new(root, "measured", json_boolean(measured));
+  int maj = 0, min = 0, drv = 0;
+  if (fagen_nvrtc_version(&maj, &min) == FAGEN_OK) {
+    char v[32];
+    snprintf(v, sizeof v, "%d.%d", maj, min);
+    json_object_set_new(root, "nvrtc", json_string(v));
+  }
+  if (measured && fagen_driver_version(&drv) == FAGEN_OK)
+    json_object_set_new(root, "driver", json_integer(drv));
+  json_object_set_new(root, "date", json_string(date));
+  json_t *pol = json_object();
+  if (measured) {
+    json_object_set_new(pol, "statistic", json_string("median of CUDA-event times"));
+    json_object_set_new(pol, "warmup", json_integer(o->warmup));
+    json_object_set_new(pol, "repeats", json_integer(o->reps));
+    json_object_set_new(pol, "input_sets", json_integer(2));
+    json_object_set_new(pol, "margin", json_real(o->margin));
+    json_object_set_new(pol, "shape", json_string("B*S = 16384 tokens, hidden 2048, seqlen_q = seqlen_k"));
+    json_object_set_new(pol, "check", json_string("each candidate against the heuristic default, odd shape"));
+  } else {
+    json_object_set_new(pol, "source", json_string("heuristic: FlashAttention-2's published tiles, not measured"));
+  }
+  json_object_set_new(root, "policy", pol);
+  json_t *entries = json_array();
+  for (int i = 0; i < n; i++) {
+    const tcase *c = &cases[i];
+    if (!c->done || c->winner < 0) continue;
+    char name[FAGEN_VARIANT_NAME_MAX];
+    json_t *e = json_object();
+    json_object_set_new(e, "op", json_string("fwd"));
+    json_object_set_new(e, "dtype", json_string(c->dtype == FAGEN_DTYPE_BF16 ? "bf16" : "fp16"));
+    json_object_set_new(e, "head_dim", json_integer(c->head_dim));
+    json_object_set_new(e, "causal", json_boolean(c->causal));
+    json_object_set_new(e, "seqlen", json_integer(c->seqlen));
+    fagen_variant_name(&c->cand[c->winner], name, sizeof name);
+    json_object_set_new(e, "variant", json_string(name));
+    if (measured) {
+      json_object_set_new(e, "ms", json_real(c->ms[c->winner]));
+      if (c->runner_up >= 0) {
+        fagen_variant_name(&c->cand[c->runner_up], name, sizeof name);
+        json_object_set_new(e, "runner_up", json_string(name));
+        json_object_set_new(e, "runner_up_ms", json_real(c->ms[c->runner_up]));
+      }
+    }
+    json_array_append_new(entries, e);
+  }
+  json_object_set_new(root, "entries", entries);
+  char tmp[1400];
+  snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
+  int rc = json_dump_file(root, tmp, JSON_INDENT(1) | JSON_PRESERVE_ORDER);
+  json_decref(root);
+  if (rc != 0 || rename(tmp, path) != 0) {
+    perror(path);
+    unlink(tmp);
+    return -1;
+  }
+  return 0;
+}
+
+/* ---- the report ------------------------------------------------------------ */
+
+static double tflops_of(const tcase *c, double ms) {
+  fg_cell cell;
+  fg_cell_standard(&cell, c->dtype, c->head_dim, c->seqlen, c->causal);
+  return ms > 0 ? fg_cell_flops(&cell) / ms * 1e-9 : 0;
+}
+
+static int write_report(const opts *o, const tcase *cases, int n, const fagen_device_class *dc) {
+  mkdir(o->report, 0777);
+  char path[1400];
+  snprintf(path, sizeof path, "%s/report.md", o->report);
+  FILE *f = fopen(path, "w");
+  if (!f) {
+    perror(path);
+    return -1;
+  }
+  fprintf(f, "# fagen-autotune on %s (%d SMs)\n\n", dc->name, dc->sm_count);
+  fprintf(f, "| case | winner | TFLOPS | runner-up | TFLOPS | default | TFLOPS | gain |\n");
+  fprintf(f, "|---|---|---|---|---|---|---|---|\n");
+  for (int i = 0; i < n; i++) {
+    const tcase *c = &cases[i];
+    if (!c->done || c->winner < 0) continue;
+    char w[FAGEN_VARIANT_NAME_MAX], r[FAGEN_VARIANT_NAME_MAX] = "-", d[FAGEN_VARIANT_NAME_MAX] = "-";
+    fagen_variant_name(&c->cand[c->winner], w, sizeof w);
+    if (c->runner_up >= 0) fagen_variant_name(&c->cand[c->runner_up], r, sizeof r);
+    if (c->deflt >= 0) fagen_variant_name(&c->cand[c->deflt], d, sizeof d);
+    double tw = tflops_of(c, c->ms[c->winner]);
+    double tr = c->runner_up >= 0 ? tflops_of(c, c->ms[c->runner_up]) : 0;
+    double td = c->deflt >= 0 ? tflops_of(c, c->ms[c->deflt]) : 0;
+    fprintf(f, "| %s | %s | %.1f | %s | %.1f | %s | %.1f | %.3f |\n", c->name, w, tw, r, tr, d, td,
+            td > 0 ? tw / td : 0);
+  }
+  fclose(f);
+  /* One SVG, a panel per head_dim: TFLOPS of the winner (solid) and of the
+     heuristic default (dashed) against sequence length, a line per dtype x
+     causal. */
+  static const char *const colors[4] = {"#1f77b4", "#d62728", "#2ca02c", "#9467bd"};
+  const double PW = 420, PH = 260, L = 50, R = 20, T = 30, B = 40, LEG = 30;
+  const int cols = 2, rows = (o->n_head_dims + 1) / 2;
+  snprintf(path, sizeof path, "%s/tflops.svg", o->report);
+  f = fopen(path, "w");
+  if (!f) {
+    perror(path);
+    return -1;
+  }
+  fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
+             "font-family=\"sans-serif\" font-size=\"11\">\n<rect width=\"100%%\" "
+             "height=\"100%%\" fill=\"white\"/>\n",
+          cols * PW, rows * PH + LEG + 20);
+  fprintf(f, "<text x=\"10\" y=\"18\" font-size=\"14\">fagen-autotune on %s: TFLOPS against "
+             "sequence length (tuned solid, heuristic dashed)</text>\n", dc->name);
+  int line = 0;
+  for (int ti = 0; ti < o->n_dtypes; ti++)
+    for (int ci = 0; ci < o->n_causal; ci++, line++)
+      fprintf(f, "<text x=\"%.0f\" y=\"%.0f\" fill=\"%s\">%s%s</text>\n", 10 + 120.0 * line,
+              rows * PH + LEG + 12, colors[line % 4], o->dtypes[ti] == FAGEN_DTYPE_BF16 ? "bf16" : "fp16",
+              o->causal_modes[ci] ? " causal" : "");
+  double lmin = log2(o->seqlens[0]), lmax = log2(o->seqlens[o->n_seqlens - 1]);
+  if (lmax <= lmin) lmax = lmin + 1;
+  for (int di = 0; di < o->n_head_dims; di++) {
+    int d = o->head_dims[di];
+    double ox = (di % cols) * PW, oy = 20 + (di / cols) * PH, ymax = 1;
+    for (int i = 0; i < n; i++)
+      if (cases[i].head_dim == d && cases[i].done && cases[i].winner >= 0)
+        ymax = fmax(ymax, tflops_of(&cases[i], cases[i].ms[cases[i].winner]));
+    ymax = ceil(ymax / 100.0) * 100.0;
+#define XS(s) (ox + L + (log2(s) - lmin) / (lmax - lmin) * (PW - L - R))
+#define YS(t) (oy + PH - B - (t) / ymax * (PH - T - B))
+    fprintf(f, "<text x=\"%.0f\" y=\"%.0f\" font-size=\"12\">head_dim %d</text>\n", ox + L,
+            oy + T - 8, d);
+    for (int k = 0; k <= 4; k++) {
+      double t = ymax * k / 4;
+      fprintf(f, "<line x1=\"%.0f\" x2=\"%.0f\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"#ddd\"/>"
+                 "<text x=\"%.0f\" y=\"%.1f\" text-anchor=\"end\">%.0f</text>\n",
+              ox + L, ox + PW - R, YS(t), YS(t), ox + L - 4, YS(t) + 4, t);
+    }
+    for (int si = 0; si < o->n_seqlens; si++)
+      fprintf(f, "<text x=\"%.1f\" y=\"%.0f\" text-anchor=\"middle\">%d</text>\n",
+              XS(o->seqlens[si]), oy + PH - B + 14, o->seqlens[si]);
+    line = 0;
+    for (int ti = 0; ti < o->n_dtypes; ti++)
+      for (int ci = 0; ci < o->n_causal; ci++, line++)
+        for (int pass = 0; pass < 2; pass++) { /* 0: winner, 1: default */
+          fprintf(f, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2\"%s points=\"",
+                  colors[line % 4], pass ? " stroke-dasharray=\"5,4\"" : "");
+          for (int i = 0; i < n; i++) {
+            const tcase *c = &cases[i];
+            if (c->head_dim != d || c->dtype != o->dtypes[ti] || c->causal != o->causal_modes[ci] ||
+                !c->done || c->winner < 0)
+              continue;
+            int k = pass ? c->deflt : c->winner;
+            if (k >= 0 && c->ms[k] > 0) fprintf(f, "%.1f,%.1f ", XS(c->seqlen), YS(tflops_of(c, c->ms[k])));
+          }
+          fprintf(f, "\"/>\n");
+        }
+#undef XS
+#undef YS
+  }
+  fprintf(f, "</svg>\n");
+  fclose(f);
+  fprintf(stderr, "fagen-autotune: report in %s\n", o->report);
+  return 0;
+}
+
+/* ---- modes ----------------------------------------------------------------- */
+
+static int build_cases(const opts *o, tcase **out) {
+  int cap = o->n_dtypes * o->n_head_dims * o->n_causal * o->n_seqlens, n = 0;
+  tcase *cs = calloc((size_t)(cap ? cap : 1), sizeof *cs);
+  for (int ti = 0; ti < o->n_dtypes; ti++)
+    for (int di = 0; di < o->n_head_dims; di++)
+      for (int ci = 0; ci < o->n_causal; ci++)
+        for (int si = 0; si < o->n_seqlens; si++) {
+          tcase *c = &cs[n];
+          memset(c, 0, sizeof *c);
+          c->dtype = o->dtypes[ti];
+          c->head_dim = o->head_dims[di];
+          c->causal = o->causal_modes[ci];
+          c->seqlen = o->seqlens[si];
+          c->winner = c->runner_up = c->deflt = -1;
+          case_name(c, c->name, sizeof c->name);
+          if (o->cases && fnmatch(o->cases, c->name, 0) != 0) continue;
+          n++;
+        }
+  *out = cs;
+  return n;
+}
+
+/* The heuristic's variant for a case on a device class (anonymous: no table). */
+static int heuristic_of(fagen_ctx *ctx, const fagen_device_class *dc, const tcase *c,
+                        fagen_variant *out) {
+  fagen_device_class anon = *dc;
+  anon.name[0] = '\0';
+  fg_cell cell;
+  fg_cell_standard(&cell, c->dtype, c->head_dim, c->seqlen, c->causal);
+  fagen_attention_args a;
+  fg_cell_args(&cell, 0, NULL, &a);
+  return fagen_attention_select(ctx, &a, &anon, out, NULL) == FAGEN_OK ? 0 : -1;
+}
+
+static int heuristic_table(const opts *o, fagen_ctx *ctx) {
+  fagen_device_class dc;
+  if (!o->device || fagen_device_class_parse(o->device, &dc) != FAGEN_OK) {
+    fprintf(stderr, "fagen-autotune: --heuristic-table needs --device \"NAME,TARGET,SMS\", e.g. "
+                    "\"NVIDIA A100-SXM4-80GB,sm_80,108\"\n");
+    return 2;
+  }
+  if (!o->out) {
+    fprintf(stderr, "fagen-autotune: --heuristic-table needs --out FILE\n");
+    return 2;
+  }
+  tcase *cs;
+  int n = build_cases(o, &cs);
+  for (int i = 0; i < n; i++) {
+    if (heuristic_of(ctx, &dc, &cs[i], &cs[i].cand[0]) != 0) {
+      fprintf(stderr, "fagen-autotune: %s: %s\n", cs[i].name, fagen_errmsg(ctx));
+      free(cs);
+      return 1;
+    }
+    cs[i].n_cand = 1;
+    cs[i].winner = cs[i].deflt = 0;
+    cs[i].runner_up = -1;
+    cs[i].done = 1;
+  }
+  int rc = write_table(o, &dc, 0, cs, n, o->out) == 0 ? 0 : 1;
+  if (!rc) fprintf(stderr, "fagen-autotune: wrote %d heuristic entries (not measured) to %s\n", n, o->out);
+  free(cs);
+  return rc;
+}
+
+/* Each candidate of a group is checked once against the default's output on an
+ * odd shape (ragged tiles, GQA); returns 1 if it agrees. */
+static int agrees(fagen_ctx *ctx, const fagen_variant *v, const uint16_t *ref, fg_cell *cell,
+                  uint16_t *o) {
+  char err[1024];
+  if (fg_cell_run(ctx, cell, v, o, err, sizeof err) != 0) return 0;
+  double num = 0, den = 0;
+  for (size_t i = 0; i < cell->nq; i++) {
+    double a = fg_elem_to_float(cell->dtype, o[i]), b = fg_elem_to_float(cell->dtype, ref[i]);
+    if (isnan(a)) return 0;
+    num += (a - b) * (a - b);
+    den += b * b;
+  }
+  double tol = cell->dtype == FAGEN_DTYPE_BF16 ? 2e-2 : 4e-3;
+  return sqrt(num / den) < tol;
+}
+
+static int tune(const opts *o, fagen_ctx *ctx) {
+  int ndev = 0;
+  if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev == 0) {
+    fprintf(stderr, "fagen-autotune: no GPU here: tuning measures kernels on the GPU it tunes "
+                    "for (--heuristic-table needs none)\n");
+    return 1;
+  }
+  fagen_device_class dc;
+  if (fagen_device_class_current(ctx, &dc) != FAGEN_OK) {
+    fprintf(stderr, "fagen-autotune: %s\n", fagen_errmsg(ctx));
+    return 1;
+  }
+  char out[1400], slug[200];
+  fagen_device_class_slug(&dc, slug, sizeof slug);
+  if (o->out)
+    snprintf(out, sizeof out, "%s", o->out);
+  else if (fagen_tune_table_path(ctx, &dc, out, sizeof out) != FAGEN_OK) {
+    fprintf(stderr, "fagen-autotune: %s (or give --out)\n", fagen_errmsg(ctx));
+    return 1;
+  }
+  const int tty = isatty(2);
+  const double t0 = now();
+  tcase *cs;
+  int n = build_cases(o, &cs);
+  if (n == 0) {
+    fprintf(stderr, "fagen-autotune: no case matches --cases %s\n", o->cases ? o->cases : "");
+    free(cs);
+    return 1;
+  }
+  fprintf(stderr, "fagen-autotune: %s (%s), %d cases, table %s\n", dc.name, slug, n, out);
+  /* Candidates per case; compile every distinct one once. */
+  fagen_variant *all = calloc((size_t)n * MAX_CAND, sizeof *all);
+  int *ok = calloc((size_t)n * MAX_CAND, sizeof *ok);
+  size_t n_all = 0, culled = 0;
+  for (int i = 0; i < n; i++) {
+    tcase *c = &cs[i];
+    fagen_variant base, cand[MAX_CAND];
+    size_t nc = 0;
+    if (heuristic_of(ctx, &dc, c, &base) != 0) {
+      fprintf(stderr, "fagen-autotune: %s: %s\n", c->name, fagen_errmsg(ctx));
+      return 1;
+    }
+    fagen_variant_candidates(&base, cand, MAX_CAND, &nc);
+    c->cand[c->n_cand++] = base; /* the default is always a candidate */
+    c->deflt = 0;
+    for (size_t k = 0; k < nc && c->n_cand < MAX_CAND; k++) {
+      char name[FAGEN_VARIANT_NAME_MAX], why[512];
+      fagen_variant_name(&cand[k], name, sizeof name);
+      if (vname_cmp(&cand[k], &base) == 0) continue;
+      if (o->only && fnmatch(o->only, name, 0) != 0) continue;
+      if (fagen_variant_validate(&cand[k], why, sizeof why) != FAGEN_OK) {
+        if (o->verbose && c->seqlen == o->seqlens[0]) printf("# culled %s: %s\n", name, why);
+        culled++;
+        continue;
+      }
+      c->cand[c->n_cand++] = cand[k];
+    }
+    for (int k = 0; k < c->n_cand; k++) {
+      size_t j = 0;
+      while (j < n_all && vname_cmp(&all[j], &c->cand[k]) != 0) j++;
+      if (j == n_all) all[n_all++] = c->cand[k];
+    }
+  }
+  fprintf(stderr, "fagen-autotune: %zu distinct candidates to compile (%zu dropped before "
+                  "compiling%s)\n", n_all, culled, o->verbose ? "" : "; -v says why");
+  compile_job job = {ctx, all, ok, n_all, 0, 0, PTHREAD_MUTEX_INITIALIZER, tty, now()};
+  int jobs = o->jobs > 0 ? o->jobs : (int)sysconf(_SC_NPROCESSORS_ONLN);
+  if (jobs > 64) jobs = 64;
+  pthread_t th[64];
+  for (int t = 0; t < jobs; t++) pthread_create(&th[t], NULL, compile_worker, &job);
+  for (int t = 0; t < jobs; t++) pthread_join(th[t], NULL);
+  fprintf(stderr, "%scompiled %zu candidates in %.0f s with %d threads\n", tty ? "\n" : "", n_all,
+          now() - job.t0, jobs);
+  /* Check each compiled candidate once, per (dtype, head_dim, causal). */
+  uint64_t rng = fg_rand_seed();
+  int *agree = calloc(n_all, sizeof *agree);
+  for (size_t j = 0; j < n_all; j++) agree[j] = -1; /* not checked yet */
+  for (int i = 0; i < n; i++) {
+    tcase *c = &cs[i];
+    fg_cell cell;
+    memset(&cell, 0, sizeof cell);
+    cell.dtype = c->dtype;
+    cell.B = 2, cell.Sq = 333, cell.Sk = 257, cell.Hq = 4, cell.Hkv = 2;
+    cell.D = c->head_dim, cell.causal = c->causal;
+    int need = 0;
+    for (int k = 0; k < c->n_cand; k++) {
+      size_t j = 0;
+      while (vname_cmp(&all[j], &c->cand[k]) != 0) j++;
+      need |= agree[j] < 0 && ok[j];
+    }
+    if (!need) continue;
+    char err[1024];
+    if (fg_cell_alloc(&cell, &rng, 0, err, sizeof err) != 0) {
+      fprintf(stderr, "fagen-autotune: %s\n", err);
+      return 1;
+    }
+    uint16_t *ref = malloc(cell.nq * 2), *o16 = malloc(cell.nq * 2);
+    if (fg_cell_run(ctx, &cell, &c->cand[c->deflt], ref, err, sizeof err) != 0) {
+      fprintf(stderr, "fagen-autotune: the default of %s fails: %s\n", c->name, err);
+      return 1;
+    }
+    for (int k = 0; k < c->n_cand; k++) {
+      size_t j = 0;
+      while (vname_cmp(&all[j], &c->cand[k]) != 0) j++;
+      if (agree[j] >= 0 || !ok[j]) continue;
+      agree[j] = agrees(ctx, &c->cand[k], ref, &cell, o16);
+      if (!agree[j]) {
+        char name[FAGEN_VARIANT_NAME_MAX];
+        fagen_variant_name(&c->cand[k], name, sizeof name);
+        fprintf(stderr, "fagen-autotune: %s disagrees with the default kernel: not used\n", name);
+      }
+    }
+    free(ref), free(o16);
+    fg_cell_free(&cell);
+  }
+  /* Measure. */
+  int measured = 0, skipped = 0;
+  for (int i = 0; i < n; i++) {
+    tcase *c = &cs[i];
+    if (o->budget > 0 && now() - t0 > o->budget) {
+      skipped = n - i;
+      break;
+    }
+    fg_cell cell;
+    char err[1024];
+    fg_cell_standard(&cell, c->dtype, c->head_dim, c->seqlen, c->causal);
+    if (fg_cell_alloc(&cell, &rng, 0, err, sizeof err) != 0) {
+      fprintf(stderr, "fagen-autotune: %s: %s\n", c->name, err);
+      return 1;
+    }
+    for (int k = 0; k < c->n_cand; k++) {
+      size_t j = 0;
+      while (vname_cmp(&all[j], &c->cand[k]) != 0) j++;
+      c->ms[k] = -1;
+      if (!ok[j] || agree[j] != 1) continue;
+      c->ms[k] = fg_cell_time_ms(ctx, &cell, &c->cand[k], o->warmup, o->reps, err, sizeof err);
+      if (c->ms[k] < 0) fprintf(stderr, "fagen-autotune: %s: %s\n", c->name, err);
+    }
+    fg_cell_free(&cell);
+    pick(c, o->margin);
+    c->done = 1;
+    measured++;
+    double el = now() - t0, eta = el / (i + 1) * (n - i - 1);
+    char w[FAGEN_VARIANT_NAME_MAX] = "-";
+    if (c->winner >= 0) fagen_variant_name(&c->cand[c->winner], w, sizeof w);
+    double gain = c->winner >= 0 && c->ms[c->deflt] > 0 ? c->ms[c->deflt] / c->ms[c->winner] : 0;
+    if (tty)
+      fprintf(stderr, "\r[%3d/%d] %-26s %2d candidates  %-44s x%.3f  %3.0fs, ~%3.0fs left ",
+              i + 1, n, c->name, c->n_cand, w, gain, el, eta);
+    else
+      fprintf(stderr, "[%d/%d] %s: %d candidates, winner %s (x%.3f over the default)\n", i + 1, n,
+              c->name, c->n_cand, w, gain);
+  }
+  if (tty) fputc('\n', stderr);
+  int rc = write_table(o, &dc, 1, cs, n, out) == 0 ? 0 : 1;
+  if (!rc)
+    fprintf(stderr, "fagen-autotune: wrote %d entries to %s in %.0f s%s\n", measured, out,
+            now() - t0, skipped ? " (--budget reached: the rest keep the heuristic)" : "");
+  if (skipped) fprintf(stderr, "fagen-autotune: %d cases not measured\n", skipped);
+  if (!rc && o->report) rc = write_report(o, cs, n, &dc) == 0 ? 0 : 1;
+  free(all), free(ok), free(agree), free(cs);
+  return rc;
+}
+
+int main(int argc, char **argv) {
+  opts o;
+  memset(&o, 0, sizeof o);
+  const int dflt_d[] = {32, 64, 96, 128, 160, 192, 224, 256};
+  const int dflt_s[] = {512, 1024, 2048, 4096, 8192, 16384};
+  memcpy(o.head_dims, dflt_d, sizeof dflt_d);
+  o.n_head_dims = 8;
+  memcpy(o.seqlens, dflt_s, sizeof dflt_s);
+  o.n_seqlens = 6;
+  o.causal_modes[0] = 0, o.causal_modes[1] = 1, o.n_causal = 2;
+  o.dtypes[0] = FAGEN_DTYPE_BF16, o.dtypes[1] = FAGEN_DTYPE_FP16, o.n_dtypes = 2;
+  o.reps = 10, o.warmup = 2, o.margin = 0.02;
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i], *next = i + 1 < argc ? argv[i + 1] : NULL;
+#define TAKE(var) (next ? ((var) = next, i++, 1) : 0)
+    if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+      usage(stdout);
+      return 0;
+    } else if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) {
+      o.verbose = 1;
+    } else if (!strcmp(a, "--heuristic-table")) {
+      o.heuristic_table = 1;
+    } else if (!strcmp(a, "--out")) {
+      if (!TAKE(o.out)) goto bad;
+    } else if (!strcmp(a, "--report")) {
+      if (!TAKE(o.report)) goto bad;
+    } else if (!strcmp(a, "--device")) {
+      if (!TAKE(o.device)) goto bad;
+    } else if (!strcmp(a, "--cases")) {
+      if (!TAKE(o.cases)) goto bad;
+    } else if (!strcmp(a, "--only")) {
+      if (!TAKE(o.only)) goto bad;
+    } else if (!strcmp(a, "--head-dims") && next) {
+      if ((o.n_head_dims = parse_list(next, o.head_dims, MAX_LIST)) <= 0) goto bad;
+      i++;
+    } else if (!strcmp(a, "--seqlens") && next) {
+      if ((o.n_seqlens = parse_list(next, o.seqlens, MAX_LIST)) <= 0) goto bad;
+      i++;
+    } else if (!strcmp(a, "--dtypes") && next) {
+      o.n_dtypes = 0;
+      if (strstr(next, "bf16")) o.dtypes[o.n_dtypes++] = FAGEN_DTYPE_BF16;
+      if (strstr(next, "fp16")) o.dtypes[o.n_dtypes++] = FAGEN_DTYPE_FP16;
+      if (!o.n_dtypes) goto bad;
+      i++;
+    } else if (!strcmp(a, "--causal") && next) {
+      if (!strcmp(next, "no")) o.causal_modes[0] = 0, o.n_causal = 1;
+      else if (!strcmp(next, "yes")) o.causal_modes[0] = 1, o.n_causal = 1;
+      else if (strcmp(next, "both") != 0) goto bad;
+      i++;
+    } else if (!strcmp(a, "--budget") && next) {
+      o.budget = atof(next), i++;
+      if (o.budget <= 0) goto bad;
+    } else if (!strcmp(a, "--margin") && next) {
+      o.margin = atof(next) / 100.0, i++;
+      if (o.margin < 0 || o.margin > 1) goto bad;
+    } else if (!strcmp(a, "--jobs") && next) {
+      o.jobs = atoi(next), i++;
+      if (o.jobs < 1) goto bad;
+    } else if (!strcmp(a, "--reps") && next) {
+      o.reps = atoi(next), i++;
+      if (o.reps < 1 || o.reps > 1000) goto bad;
+    } else if (!strcmp(a, "--warmup") && next) {
+      o.warmup = atoi(next), i++;
+      if (o.warmup < 0 || o.warmup > 100) goto bad;
+    } else {
+      fprintf(stderr, "fagen-autotune: unknown or incomplete option '%s'\n", a);
+      goto bad;
+    }
+#undef TAKE
+  }
+  /* sequence lengths ascending, for buckets and charts */
+  for (int i = 1; i < o.n_seqlens; i++)
+    for (int j = i; j > 0 && o.seqlens[j] < o.seqlens[j - 1]; j--) {
+      int t = o.seqlens[j];
+      o.seqlens[j] = o.seqlens[j - 1];
+      o.seqlens[j - 1] = t;
+    }
+  fagen_ctx *ctx;
+  if (fagen_ctx_create(&ctx) != FAGEN_OK) {
+    fprintf(stderr, "fagen-autotune: %s\n", fagen_last_error());
+    return 1;
+  }
+  int rc = o.heuristic_table ? heuristic_table(&o, ctx) : tune(&o, ctx);
+  fagen_ctx_destroy(ctx);
+  return rc;
+bad:
+  usage(stderr);
+  return 2;
+}

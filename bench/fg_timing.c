@@ -1,0 +1,140 @@
+#include "fg_timing.h"
+
+#include <cuda_runtime.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fg_ref.h"
+
+#define FG_CU(call)                                                                   \
+  do {                                                                                \
+    cudaError_t e_ = (call);                                                          \
+    if (e_ != cudaSuccess) {                                                          \
+      snprintf(err, errsize, "%s failed: %s", #call, cudaGetErrorString(e_));          \
+      return -1;                                                                      \
+    }                                                                                 \
+  } while (0)
+
+void fg_cell_standard(fg_cell *c, fagen_dtype dtype, int head_dim, int seqlen, int causal) {
+  memset(c, 0, sizeof *c);
+  c->dtype = dtype;
+  c->D = head_dim;
+  c->Sq = c->Sk = seqlen;
+  c->Hq = c->Hkv = 2048 / head_dim > 0 ? 2048 / head_dim : 1;
+  c->B = 16384 / seqlen > 0 ? 16384 / seqlen : 1;
+  c->causal = causal;
+}
+
+int fg_cell_alloc(fg_cell *c, uint64_t *rng, int keep_host, char *err, size_t errsize) {
+  c->nq = (size_t)c->B * c->Sq * c->Hq * c->D;
+  c->nk = (size_t)c->B * c->Sk * c->Hkv * c->D;
+  size_t nmax = c->nq > c->nk ? c->nq : c->nk;
+  uint16_t *tmp = malloc(nmax * 2);
+  if (!tmp) {
+    snprintf(err, errsize, "out of host memory");
+    return -1;
+  }
+  for (int set = 0; set < 2; set++)
+    for (int t = 0; t < 3; t++) {
+      size_t n = t == 0 ? c->nq : c->nk;
+      float amp = t == 0 ? 2.0f : 1.0f;
+      for (size_t i = 0; i < n; i++) tmp[i] = fg_elem_from_float(c->dtype, amp * fg_rand_uniform(rng));
+      cudaError_t e = cudaMalloc(&c->dev[set][t], n * 2);
+      if (e == cudaSuccess) e = cudaMemcpy(c->dev[set][t], tmp, n * 2, cudaMemcpyHostToDevice);
+      if (e != cudaSuccess) {
+        snprintf(err, errsize, "device memory: %s", cudaGetErrorString(e));
+        free(tmp);
+        return -1;
+      }
+      if (set == 0 && keep_host) {
+        c->host[t] = malloc(n * 2);
+        if (c->host[t]) memcpy(c->host[t], tmp, n * 2);
+      }
+    }
+  free(tmp);
+  FG_CU(cudaMalloc(&c->o, c->nq * 2));
+  return 0;
+}
+
+void fg_cell_free(fg_cell *c) {
+  for (int set = 0; set < 2; set++)
+    for (int t = 0; t < 3; t++) cudaFree(c->dev[set][t]);
+  for (int t = 0; t < 3; t++) free(c->host[t]);
+  cudaFree(c->o);
+  memset(c->dev, 0, sizeof c->dev);
+  memset(c->host, 0, sizeof c->host);
+  c->o = NULL;
+}
+
+void fg_cell_args(const fg_cell *c, int set, const fagen_variant *variant, fagen_attention_args *a) {
+  fagen_attention_args_init(a);
+  a->dtype = c->dtype;
+  a->batch = c->B;
+  a->seqlen_q = c->Sq;
+  a->seqlen_k = c->Sk;
+  a->heads_q = c->Hq;
+  a->heads_kv = c->Hkv;
+  a->head_dim = c->D;
+  a->causal = c->causal;
+  a->q = c->dev[set][0];
+  a->k = c->dev[set][1];
+  a->v = c->dev[set][2];
+  a->o = c->o;
+  a->variant = variant;
+}
+
+static int fg_cmp_float(const void *a, const void *b) {
+  float x = *(const float *)a, y = *(const float *)b;
+  return (x > y) - (x < y);
+}
+
+double fg_cell_time_ms(fagen_ctx *ctx, const fg_cell *c, const fagen_variant *variant, int warmup,
+                       int reps, char *err, size_t errsize) {
+  cudaEvent_t e0, e1;
+  FG_CU(cudaEventCreate(&e0));
+  FG_CU(cudaEventCreate(&e1));
+  float *ms = malloc(sizeof(float) * (size_t)(reps > 0 ? reps : 1));
+  fagen_attention_args a[2];
+  fg_cell_args(c, 0, variant, &a[0]);
+  fg_cell_args(c, 1, variant, &a[1]);
+  double result = -1;
+  for (int it = -warmup; it < reps; it++) {
+    if (cudaEventRecord(e0, 0) != cudaSuccess) goto done;
+    if (fagen_attention_forward(ctx, &a[(it + warmup) & 1], NULL) != FAGEN_OK) {
+      snprintf(err, errsize, "%s", fagen_errmsg(ctx));
+      goto done;
+    }
+    if (cudaEventRecord(e1, 0) != cudaSuccess || cudaEventSynchronize(e1) != cudaSuccess) {
+      snprintf(err, errsize, "kernel failed: %s", cudaGetErrorString(cudaGetLastError()));
+      goto done;
+    }
+    if (it >= 0 && cudaEventElapsedTime(&ms[it], e0, e1) != cudaSuccess) goto done;
+  }
+  qsort(ms, (size_t)reps, sizeof *ms, fg_cmp_float);
+  result = reps % 2 ? ms[reps / 2] : 0.5 * (ms[reps / 2 - 1] + ms[reps / 2]);
+done:
+  free(ms);
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  return result;
+}
+
+int fg_cell_run(fagen_ctx *ctx, const fg_cell *c, const fagen_variant *variant, uint16_t *o_host,
+                char *err, size_t errsize) {
+  fagen_attention_args a;
+  fg_cell_args(c, 0, variant, &a);
+  FG_CU(cudaMemset(c->o, 0xff, c->nq * 2)); /* poison: NaN in fp16 and bf16 */
+  if (fagen_attention_forward(ctx, &a, NULL) != FAGEN_OK) {
+    snprintf(err, errsize, "%s", fagen_errmsg(ctx));
+    return -1;
+  }
+  FG_CU(cudaDeviceSynchronize());
+  FG_CU(cudaMemcpy(o_host, c->o, c->nq * 2, cudaMemcpyDeviceToHost));
+  return 0;
+}
+
+double fg_cell_flops(const fg_cell *c) {
+  double f = 4.0 * c->B * c->Hq * (double)c->Sq * c->Sk * c->D;
+  return c->causal && c->Sq == c->Sk ? f / 2 : f;
+}

@@ -1,0 +1,46 @@
+/* fg_timing: measuring forward attention the same way in fagen-bench and
+ * fagen-autotune — a grid cell's buffers (two input sets, alternated so that
+ * no run finds its inputs in L2), CUDA-event timing (warm-up, median), and
+ * output comparisons.  Uses the CUDA runtime and the public fagen API. */
+#ifndef FG_TIMING_H
+#define FG_TIMING_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "fagen.h"
+
+typedef struct fg_cell {
+  fagen_dtype dtype;
+  int B, Sq, Sk, Hq, Hkv, D, causal;
+  size_t nq, nk;
+  void *dev[2][3]; /* [input set][q, k, v] */
+  void *o;
+  uint16_t *host[3]; /* input set 0, kept when asked for (references) */
+} fg_cell;
+
+/* The standard grid's cell: B*S = 16384 tokens, hidden 2048. */
+void fg_cell_standard(fg_cell *c, fagen_dtype dtype, int head_dim, int seqlen, int causal);
+
+/* Allocates and fills the inputs at random (q drawn twice as wide, so rows
+ * are peaked).  Returns 0, or -1 with a message in err. */
+int fg_cell_alloc(fg_cell *c, uint64_t *rng, int keep_host, char *err, size_t errsize);
+void fg_cell_free(fg_cell *c);
+
+/* Arguments for input set `set`, forcing `variant` when not NULL. */
+void fg_cell_args(const fg_cell *c, int set, const fagen_variant *variant, fagen_attention_args *a);
+
+/* Median milliseconds of one call after `warmup` calls, over `reps` calls,
+ * each timed with CUDA events.  Returns -1 (message in err) on failure. */
+double fg_cell_time_ms(fagen_ctx *ctx, const fg_cell *c, const fagen_variant *variant, int warmup,
+                       int reps, char *err, size_t errsize);
+
+/* Runs `variant` on input set 0 and copies O to host (n = B*Sq*Hq*D
+ * elements); O is poisoned first.  Returns 0 or -1. */
+int fg_cell_run(fagen_ctx *ctx, const fg_cell *c, const fagen_variant *variant, uint16_t *o_host,
+                char *err, size_t errsize);
+
+/* FLOPs of the cell (4 B H Sq Sk d, halved when causal and square). */
+double fg_cell_flops(const fg_cell *c);
+
+#endif

@@ -1,0 +1,218 @@
+#include "fg_tune.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fg_embedded.h"
+#include "fg_templates.h"
+#include "fg_variant.h"
+
+extern const fg_embedded_file fg_embedded_tables[];
+extern const size_t fg_embedded_tables_count;
+
+#define FG_TUNE_FORMAT "fagen-tune-table"
+#define FG_TUNE_FORMAT_VERSION 1
+
+static const char *fg_str(json_t *o, const char *key) {
+  json_t *v = json_object_get(o, key);
+  return json_is_string(v) ? json_string_value(v) : NULL;
+}
+
+int fg_tune_parse(const char *text, size_t len, const char *source, const fagen_device_class *dc,
+                  const char *template_hash, fg_tune_table *out, const fg_log *log) {
+  memset(out, 0, sizeof *out);
+  fg_strlcpy(out->source, source, sizeof out->source);
+  json_error_t jerr;
+  json_t *root = json_loadb(text, len, 0, &jerr);
+  if (!root) {
+    fg_logf(log, FAGEN_LOG_WARN, "tuning table %s ignored: not valid JSON (line %d: %s)", source,
+            jerr.line, jerr.text);
+    return 0;
+  }
+  const char *why = NULL;
+  char whybuf[512];
+  json_t *dev = json_object_get(root, "device");
+  json_t *entries = json_object_get(root, "entries");
+  const char *fmt = fg_str(root, "format");
+  json_t *fv = json_object_get(root, "format_version");
+  const char *ver = fg_str(root, "fagen_version"), *th = fg_str(root, "template_hash");
+  if (!json_is_object(root) || !fmt || strcmp(fmt, FG_TUNE_FORMAT) != 0 || !json_is_integer(fv)) {
+    why = "not a fagen tuning table";
+  } else if (json_integer_value(fv) != FG_TUNE_FORMAT_VERSION) {
+    snprintf(whybuf, sizeof whybuf, "format version %lld, this fagen reads %d",
+             (long long)json_integer_value(fv), FG_TUNE_FORMAT_VERSION);
+    why = whybuf;
+  } else if (!ver || strcmp(ver, FAGEN_VERSION_STRING) != 0) {
+    snprintf(whybuf, sizeof whybuf, "made by fagen %s, this is %s", ver ? ver : "?",
+             FAGEN_VERSION_STRING);
+    why = whybuf;
+  } else if (!th || strcmp(th, template_hash) != 0) {
+    why = "measured with other templates (template hash differs): re-run fagen-autotune";
+  } else if (!json_is_object(dev) || !json_is_array(entries)) {
+    why = "no device or entries";
+  } else {
+    const char *name = fg_str(dev, "name"), *target = fg_str(dev, "target");
+    json_t *sms = json_object_get(dev, "sm_count");
+    fagen_target t;
+    if (!name || !target || !json_is_integer(sms) || fagen_target_parse(target, &t) != FAGEN_OK) {
+      why = "malformed device";
+    } else if (strcmp(name, dc->name) != 0 || t.arch != dc->target.arch ||
+               t.arch_specific != dc->target.arch_specific ||
+               json_integer_value(sms) != dc->sm_count) {
+      snprintf(whybuf, sizeof whybuf, "for %s (%s, %lld SMs), not this device", name, target,
+               (long long)json_integer_value(sms));
+      why = whybuf;
+    }
+  }
+  if (why) {
+    fg_logf(log, FAGEN_LOG_WARN, "tuning table %s ignored: %s", source, why);
+    json_decref(root);
+    return 0;
+  }
+  size_t n = json_array_size(entries), kept = 0;
+  out->e = calloc(n ? n : 1, sizeof *out->e);
+  if (!out->e) {
+    json_decref(root);
+    return 0;
+  }
+  for (size_t i = 0; i < n; i++) {
+    json_t *e = json_array_get(entries, i);
+    const char *op = fg_str(e, "op"), *dt = fg_str(e, "dtype"), *name = fg_str(e, "variant");
+    json_t *hd = json_object_get(e, "head_dim"), *causal = json_object_get(e, "causal");
+    json_t *seq = json_object_get(e, "seqlen"), *ms = json_object_get(e, "ms");
+    fg_tune_entry te;
+    memset(&te, 0, sizeof te);
+    char reason[512] = "";
+    if (!op || !dt || !name || !json_is_integer(hd) || !json_is_boolean(causal) ||
+        !json_is_integer(seq) || json_integer_value(seq) <= 0 || json_integer_value(seq) > (1 << 30))
+      snprintf(reason, sizeof reason, "malformed");
+    else if (fagen_variant_parse(name, &te.v) != FAGEN_OK)
+      snprintf(reason, sizeof reason, "'%s' is not a variant name", name);
+    else if (fg_variant_check(&te.v, NULL, NULL) != FAGEN_OK) {
+      fg_err verr;
+      fg_variant_check(&te.v, NULL, &verr);
+      snprintf(reason, sizeof reason, "%s does not validate: %.300s", name, verr.msg);
+    } else if (!fg_op_token(te.v.op) || strcmp(fg_op_token(te.v.op), op) != 0 ||
+               strcmp(fg_dtype_token(te.v.dtype), dt) != 0 ||
+               te.v.head_dim != (int)json_integer_value(hd) ||
+               te.v.causal != (json_is_true(causal) ? 1 : 0))
+      snprintf(reason, sizeof reason, "%s does not fit its case", name);
+    else if (te.v.target.arch != dc->target.arch ||
+             te.v.target.arch_specific != dc->target.arch_specific)
+      snprintf(reason, sizeof reason, "%s is for another target", name);
+    if (reason[0]) {
+      fg_logf(log, FAGEN_LOG_WARN, "tuning table %s: entry %zu ignored: %s", source, i, reason);
+      continue;
+    }
+    te.bucket = (int)json_integer_value(seq);
+    te.ms = json_is_number(ms) ? json_number_value(ms) : 0;
+    out->e[kept++] = te;
+  }
+  out->n = kept;
+  out->present = 1;
+  json_decref(root);
+  return 1;
+}
+
+static void fg_tune_read_file(const char *path, const fagen_device_class *dc, const char *hash,
+                              fg_tune_table *out, const fg_log *log) {
+  FILE *f = fopen(path, "rb");
+  if (!f) return; /* no user table: not an error */
+  fg_buf b;
+  fg_buf_init(&b);
+  char chunk[8192];
+  size_t n;
+  while ((n = fread(chunk, 1, sizeof chunk, f)) > 0 && b.len < (64u << 20)) fg_buf_append(&b, chunk, n);
+  int bad = ferror(f);
+  fclose(f);
+  if (bad || b.oom)
+    fg_logf(log, FAGEN_LOG_WARN, "tuning table %s ignored: cannot read it", path);
+  else
+    fg_tune_parse(b.data ? b.data : "", b.len, path, dc, hash, out, log);
+  fg_buf_free(&b);
+}
+
+int fg_tune_user_path(const fagen_device_class *dc, const fg_cache *cache, char *buf, size_t size) {
+  char slug[200];
+  if (fagen_device_class_slug(dc, slug, sizeof slug) != FAGEN_OK) return 0;
+  const char *dir = getenv("FAGEN_TUNE_DIR");
+  int n;
+  if (dir && *dir)
+    n = snprintf(buf, size, "%s/%s.json", dir, slug);
+  else if (cache->root[0])
+    n = snprintf(buf, size, "%s/tune/%s.json", cache->root, slug);
+  else
+    return 0;
+  return n > 0 && (size_t)n < size;
+}
+
+void fg_tune_load(fg_tune_state *st, const fagen_device_class *dc, const fg_cache *cache,
+                  const fg_log *log) {
+  memset(st, 0, sizeof *st);
+  st->dc = *dc;
+  if (!dc->name[0]) return; /* an anonymous class has no tables */
+  fagen_device_class_slug(dc, st->slug, sizeof st->slug);
+  char hash[65];
+  fg_err err;
+  if (fg_templates_hash(hash, &err) != FAGEN_OK) {
+    fg_logf(log, FAGEN_LOG_WARN, "tuning tables not used: %s", err.msg);
+    return;
+  }
+  char path[1400];
+  if (fg_tune_user_path(dc, cache, path, sizeof path)) fg_tune_read_file(path, dc, hash, &st->user, log);
+  char file[220];
+  snprintf(file, sizeof file, "%s.json", st->slug);
+  for (size_t i = 0; i < fg_embedded_tables_count; i++)
+    if (strcmp(fg_embedded_tables[i].name, file) == 0) {
+      char source[240];
+      snprintf(source, sizeof source, "builtin:%s", file);
+      fg_tune_parse((const char *)fg_embedded_tables[i].data, fg_embedded_tables[i].size, source, dc,
+                    hash, &st->shipped, log);
+    }
+}
+
+void fg_tune_free(fg_tune_state *st) {
+  free(st->user.e);
+  free(st->shipped.e);
+  memset(st, 0, sizeof *st);
+}
+
+static int fg_tune_find(const fg_tune_table *t, fagen_op op, fagen_dtype dtype, int head_dim,
+                        int causal, int seqlen, const fg_tune_entry **hit) {
+  if (!t->present) return 0;
+  double best = INFINITY;
+  *hit = NULL;
+  double ls = log2((double)(seqlen > 0 ? seqlen : 1));
+  for (size_t i = 0; i < t->n; i++) {
+    const fg_tune_entry *e = &t->e[i];
+    if (e->v.op != op || e->v.dtype != dtype || e->v.head_dim != head_dim || e->v.causal != causal)
+      continue;
+    double d = fabs(log2((double)e->bucket) - ls);
+    if (d < best - 1e-9 || (fabs(d - best) <= 1e-9 && *hit && e->bucket < (*hit)->bucket)) {
+      best = d;
+      *hit = e;
+    }
+  }
+  return *hit != NULL;
+}
+
+int fg_tune_lookup(const fg_tune_state *st, fagen_op op, fagen_dtype dtype, int head_dim,
+                   int causal, int seqlen, fagen_variant *out, fagen_select_info *info) {
+  const fg_tune_entry *e;
+  const fg_tune_table *tables[2] = {&st->user, &st->shipped};
+  for (int k = 0; k < 2; k++)
+    if (fg_tune_find(tables[k], op, dtype, head_dim, causal, seqlen, &e)) {
+      *out = e->v;
+      if (info) {
+        info->source = k == 0 ? FAGEN_SELECT_USER_TABLE : FAGEN_SELECT_SHIPPED_TABLE;
+        fg_strlcpy(info->table, tables[k]->source, sizeof info->table);
+        info->bucket = e->bucket;
+        info->measured_ms = e->ms;
+      }
+      return 1;
+    }
+  return 0;
+}

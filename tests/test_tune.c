@@ -1,0 +1,323 @@
+/* Tuning tables: device classes, the heuristic, table lookup and precedence,
+ * and bad tables (reported once, skipped, never a crash or a wrong kernel). */
+#include <criterion/criterion.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fagen.h"
+#include "fg_test.h"
+
+static char *dir;
+static const fagen_device_class TEST_GPU = {"Test GPU 9000", {90, 1}, 7};
+
+static void setup(void) {
+  dir = fg_test_tmpdir();
+  setenv("FAGEN_TUNE_DIR", dir, 1);
+  setenv("FAGEN_CACHE_DIR", dir, 1);
+}
+
+static void teardown(void) {
+  fg_test_rmrf(dir);
+  free(dir);
+}
+
+typedef struct warn_count {
+  int warnings;
+  char last[1024];
+} warn_count;
+
+static void count_warnings(void *user, fagen_log_level level, const char *msg) {
+  warn_count *w = user;
+  if (level == FAGEN_LOG_WARN) {
+    w->warnings++;
+    snprintf(w->last, sizeof w->last, "%s", msg);
+  }
+}
+
+static fagen_attention_args call(int head_dim, int seqlen, int causal) {
+  fagen_attention_args a;
+  fagen_attention_args_init(&a);
+  a.dtype = FAGEN_DTYPE_BF16;
+  a.batch = a.heads_q = a.heads_kv = 1;
+  a.seqlen_q = a.seqlen_k = seqlen;
+  a.head_dim = head_dim;
+  a.causal = causal;
+  return a;
+}
+
+/* Writes a table for TEST_GPU to the user dir; `entries` is a JSON array. */
+static void write_table(const char *entries, const char *version, const char *hash_override,
+                        const char *device_name) {
+  char hash[65], slug[200], path[1400];
+  cr_assert_eq(fagen_template_hash(hash), FAGEN_OK);
+  fagen_device_class_slug(&TEST_GPU, slug, sizeof slug);
+  snprintf(path, sizeof path, "%s/%s.json", dir, slug);
+  FILE *f = fopen(path, "w");
+  fprintf(f,
+          "{\"format\": \"fagen-tune-table\", \"format_version\": 1, \"fagen_version\": \"%s\", "
+          "\"template_hash\": \"%s\", \"device\": {\"name\": \"%s\", \"target\": \"sm_90a\", "
+          "\"sm_count\": 7}, \"measured\": true, \"entries\": %s}",
+          version ? version : FAGEN_VERSION_STRING, hash_override ? hash_override : hash,
+          device_name ? device_name : TEST_GPU.name, entries);
+  fclose(f);
+}
+
+static const char *ENTRY_FMT = "{\"op\": \"fwd\", \"dtype\": \"bf16\", \"head_dim\": 128, "
+                               "\"causal\": false, \"seqlen\": %d, \"variant\": \"%s\", \"ms\": 1.5}";
+
+Test(tune, slug_and_parse) {
+  char slug[200];
+  fagen_device_class h100 = {"NVIDIA H100 80GB HBM3", {90, 1}, 132};
+  cr_assert_eq(fagen_device_class_slug(&h100, slug, sizeof slug), FAGEN_OK);
+  cr_assert_str_eq(slug, "sm90a-nvidia-h100-80gb-hbm3-132sm");
+  fagen_device_class dc;
+  cr_assert_eq(fagen_device_class_parse("NVIDIA A100-SXM4-80GB,sm_80,108", &dc), FAGEN_OK);
+  cr_assert_str_eq(dc.name, "NVIDIA A100-SXM4-80GB");
+  cr_assert(dc.target.arch == 80 && dc.sm_count == 108);
+  cr_assert_eq(fagen_device_class_parse("A, weird, name,sm_90a,132", &dc), FAGEN_OK);
+  cr_assert_str_eq(dc.name, "A, weird, name");
+  const char *bad[] = {"", "name", "name,sm_80", ",sm_80,108", "x,sm_75,10", "x,sm_80,0", "x,sm_80,12a"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+    cr_assert_eq(fagen_device_class_parse(bad[i], &dc), FAGEN_E_INVALID_ARGUMENT, "%s", bad[i]);
+  cr_assert_eq(fagen_device_class_slug(&h100, slug, 10), FAGEN_E_BUFFER_TOO_SMALL);
+}
+
+/* The heuristic: FlashAttention-2's published tiles, per target. */
+static void expect_heuristic(int arch, int specific, int d, int causal, const char *want) {
+  fagen_ctx *ctx;
+  fagen_ctx_create(&ctx);
+  fagen_device_class anon = {"", {arch, specific}, 0};
+  fagen_attention_args a = call(d, 2048, causal);
+  fagen_variant v;
+  fagen_select_info info;
+  cr_assert_eq(fagen_attention_select(ctx, &a, &anon, &v, &info), FAGEN_OK, "%s", fagen_errmsg(ctx));
+  cr_assert_eq(info.source, FAGEN_SELECT_HEURISTIC);
+  char name[FAGEN_VARIANT_NAME_MAX];
+  fagen_variant_name(&v, name, sizeof name);
+  cr_assert_str_eq(name, want);
+  fagen_ctx_destroy(ctx);
+}
+
+Test(tune, heuristic_is_flashattention2s_published_tiles) {
+  expect_heuristic(80, 0, 64, 0, "fwd_d64_bq128_bk128_w4_s1_bf16_sm80");
+  expect_heuristic(80, 0, 64, 1, "fwd_d64_bq128_bk64_w4_s1_causal_bf16_sm80"); /* the deviation */
+  expect_heuristic(90, 1, 64, 1, "fwd_d64_bq128_bk128_w4_s1_causal_bf16_sm90a");
+  expect_heuristic(80, 0, 128, 0, "fwd_d128_bq128_bk64_w4_s1_bf16_sm80");
+  expect_heuristic(86, 0, 128, 0, "fwd_d128_bq128_bk32_w4_s1_bf16_sm86");
+  expect_heuristic(86, 0, 128, 1, "fwd_d128_bq64_bk64_w4_s1_causal_bf16_sm86");
+  expect_heuristic(86, 0, 96, 1, "fwd_d96_bq64_bk64_w4_s1_causal_bf16_sm86");
+  expect_heuristic(80, 0, 192, 0, "fwd_d192_bq128_bk64_w8_s1_bf16_sm80");
+  expect_heuristic(80, 0, 256, 0, "fwd_d256_bq128_bk64_w8_s1_bf16_sm80"); /* A100: 2 x 64 KB */
+  expect_heuristic(90, 1, 256, 0, "fwd_d256_bq64_bk64_w4_s1_bf16_sm90a"); /* H100 */
+  expect_heuristic(86, 0, 224, 0, "fwd_d224_bq64_bk64_w4_s1_bf16_sm86");  /* 128x64x8 does not fit */
+}
+
+Test(tune, user_table_entry_and_nearest_bucket, .init = setup, .fini = teardown) {
+  char entries[1024], e1[300], e2[300];
+  snprintf(e1, sizeof e1, ENTRY_FMT, 1024, "fwd_d128_bq64_bk32_w4_s2_bf16_sm90a");
+  snprintf(e2, sizeof e2, ENTRY_FMT, 8192, "fwd_d128_bq256_bk64_w8_s2_bf16_sm90a");
+  snprintf(entries, sizeof entries, "[%s, %s]", e1, e2);
+  write_table(entries, NULL, NULL, NULL);
+  fagen_ctx *ctx;
+  fagen_ctx_create(&ctx);
+  warn_count w = {0, ""};
+  fagen_set_log_callback(ctx, count_warnings, &w, FAGEN_LOG_WARN);
+  const struct {
+    int seqlen;
+    const char *want;
+    int bucket;
+  } cases[] = {{512, "fwd_d128_bq64_bk32_w4_s2_bf16_sm90a", 1024},
+               {2896, "fwd_d128_bq64_bk32_w4_s2_bf16_sm90a", 1024}, /* just under 2^11.5: nearer 1024 */
+               {3000, "fwd_d128_bq256_bk64_w8_s2_bf16_sm90a", 8192},
+               {65536, "fwd_d128_bq256_bk64_w8_s2_bf16_sm90a", 8192}};
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    fagen_attention_args a = call(120, cases[i].seqlen, 0); /* 120 runs as 128 */
+    fagen_variant v;
+    fagen_select_info info;
+    cr_assert_eq(fagen_attention_select(ctx, &a, &TEST_GPU, &v, &info), FAGEN_OK, "%s",
+                 fagen_errmsg(ctx));
+    char name[FAGEN_VARIANT_NAME_MAX];
+    fagen_variant_name(&v, name, sizeof name);
+    cr_assert_str_eq(name, cases[i].want, "seqlen %d", cases[i].seqlen);
+    cr_assert_eq(info.source, FAGEN_SELECT_USER_TABLE);
+    cr_assert_eq(info.bucket, cases[i].bucket);
+    cr_assert(strstr(info.table, dir), "%s", info.table);
+    cr_assert_float_eq(info.measured_ms, 1.5, 1e-9);
+  }
+  /* A case the table does not have: the heuristic. */
+  fagen_attention_args a = call(64, 1024, 1);
+  fagen_variant v;
+  fagen_select_info info;
+  cr_assert_eq(fagen_attention_select(ctx, &a, &TEST_GPU, &v, &info), FAGEN_OK);
+  cr_assert_eq(info.source, FAGEN_SELECT_HEURISTIC);
+  cr_assert_eq(w.warnings, 0, "%s", w.last);
+  fagen_ctx_destroy(ctx);
+}
+
+/* A bad table: one warning per context, the heuristic, no crash. */
+static void bad_table(const char *needle) {
+  fagen_ctx *ctx;
+  fagen_ctx_create(&ctx);
+  warn_count w = {0, ""};
+  fagen_set_log_callback(ctx, count_warnings, &w, FAGEN_LOG_WARN);
+  for (int i = 0; i < 3; i++) {
+    fagen_attention_args a = call(128, 1024 << i, 0);
+    fagen_variant v;
+    fagen_select_info info;
+    cr_assert_eq(fagen_attention_select(ctx, &a, &TEST_GPU, &v, &info), FAGEN_OK);
+    cr_assert_eq(info.source, FAGEN_SELECT_HEURISTIC);
+    cr_assert_eq(fagen_variant_validate(&v, NULL, 0), FAGEN_OK);
+  }
+  cr_assert_eq(w.warnings, 1, "%d warnings; last: %s", w.warnings, w.last);
+  cr_assert(strstr(w.last, needle), "'%s' lacks '%s'", w.last, needle);
+  fagen_ctx_destroy(ctx);
+}
+
+Test(tune, corrupt_table, .init = setup, .fini = teardown) {
+  write_table("[{\"op\": ", NULL, NULL, NULL); /* truncated JSON */
+  bad_table("not valid JSON");
+}
+
+Test(tune, table_from_another_fagen, .init = setup, .fini = teardown) {
+  write_table("[]", "0.0.1", NULL, NULL);
+  bad_table("made by fagen 0.0.1");
+}
+
+Test(tune, table_from_other_templates, .init = setup, .fini = teardown) {
+  write_table("[]", NULL, "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", NULL);
+  bad_table("template hash differs");
+}
+
+Test(tune, table_for_another_device, .init = setup, .fini = teardown) {
+  write_table("[]", NULL, NULL, "Some Other GPU");
+  bad_table("not this device");
+}
+
+Test(tune, entries_that_do_not_validate, .init = setup, .fini = teardown) {
+  char entries[1024], e1[300];
+  /* bq16 is not a block_q of this kernel family */
+  snprintf(e1, sizeof e1, ENTRY_FMT, 4096, "fwd_d128_bq16_bk64_w4_s1_bf16_sm90a");
+  snprintf(entries, sizeof entries, "[%s]", e1);
+  write_table(entries, NULL, NULL, NULL);
+  bad_table("does not validate");
+}
+
+Test(tune, entries_for_another_case_or_target, .init = setup, .fini = teardown) {
+  char entries[1024], e1[300];
+  snprintf(e1, sizeof e1, ENTRY_FMT, 4096, "fwd_d128_bq128_bk64_w4_s1_bf16_sm80");
+  snprintf(entries, sizeof entries, "[%s]", e1);
+  write_table(entries, NULL, NULL, NULL);
+  bad_table("another target");
+  snprintf(e1, sizeof e1, ENTRY_FMT, 4096, "fwd_d64_bq128_bk64_w4_s1_bf16_sm90a");
+  snprintf(entries, sizeof entries, "[%s]", e1);
+  write_table(entries, NULL, NULL, NULL);
+  bad_table("does not fit its case");
+}
+
+Test(tune, shipped_tables_are_current_and_user_tables_come_first, .init = setup, .fini = teardown) {
+  /* Every table in tables/ is built in and must load cleanly against the
+     current templates; if this fails after a template change, re-run
+     fagen-autotune (or scripts/heuristic-tables.sh) and replace the table. */
+  fagen_device_class a100;
+  fagen_device_class_parse("NVIDIA A100-SXM4-80GB,sm_80,108", &a100);
+  fagen_ctx *ctx;
+  fagen_ctx_create(&ctx);
+  warn_count w = {0, ""};
+  fagen_set_log_callback(ctx, count_warnings, &w, FAGEN_LOG_WARN);
+  fagen_attention_args a = call(128, 4096, 0);
+  fagen_variant v;
+  fagen_select_info info;
+  cr_assert_eq(fagen_attention_select(ctx, &a, &a100, &v, &info), FAGEN_OK);
+  cr_assert_eq(w.warnings, 0, "the shipped table is stale: %s", w.last);
+  cr_assert_eq(info.source, FAGEN_SELECT_SHIPPED_TABLE);
+  cr_assert_str_eq(info.table, "builtin:sm80-nvidia-a100-sxm4-80gb-108sm.json");
+  fagen_ctx_destroy(ctx);
+  /* A user table for the same class wins. */
+  char hash[65], path[1400];
+  fagen_template_hash(hash);
+  snprintf(path, sizeof path, "%s/sm80-nvidia-a100-sxm4-80gb-108sm.json", dir);
+  FILE *f = fopen(path, "w");
+  fprintf(f,
+          "{\"format\": \"fagen-tune-table\", \"format_version\": 1, \"fagen_version\": \"%s\", "
+          "\"template_hash\": \"%s\", \"device\": {\"name\": \"NVIDIA A100-SXM4-80GB\", "
+          "\"target\": \"sm_80\", \"sm_count\": 108}, \"entries\": [{\"op\": \"fwd\", "
+          "\"dtype\": \"bf16\", \"head_dim\": 128, \"causal\": false, \"seqlen\": 4096, "
+          "\"variant\": \"fwd_d128_bq64_bk64_w4_s2_bf16_sm80\", \"ms\": 2.0}]}",
+          FAGEN_VERSION_STRING, hash);
+  fclose(f);
+  fagen_ctx_create(&ctx);
+  cr_assert_eq(fagen_attention_select(ctx, &a, &a100, &v, &info), FAGEN_OK);
+  cr_assert_eq(info.source, FAGEN_SELECT_USER_TABLE);
+  char name[FAGEN_VARIANT_NAME_MAX];
+  fagen_variant_name(&v, name, sizeof name);
+  cr_assert_str_eq(name, "fwd_d128_bq64_bk64_w4_s2_bf16_sm80");
+  fagen_ctx_destroy(ctx);
+}
+
+static int run(const char *prog, const char *const *args, char **out, char **err) {
+  const char *argv[24] = {prog};
+  size_t n = 1;
+  for (size_t i = 0; args[i]; i++) argv[n++] = args[i];
+  argv[n] = NULL;
+  return fg_test_run(argv, NULL, out, err);
+}
+
+Test(tune, cli_tune_show, .init = setup, .fini = teardown) {
+  char *out, *err;
+  cr_assert_eq(run(FAGEN_CLI, (const char *[]){"tune", "show", "--device", "NVIDIA A100-SXM4-80GB,sm_80,108",
+                                               "--head-dim", "64", "--seqlen", "3000", "--causal", NULL},
+                   &out, &err),
+               0, "%s", err);
+  cr_assert(strstr(out, "sm80-nvidia-a100-sxm4-80gb-108sm"), "%s", out);
+  cr_assert(strstr(out, "user table: "), "%s", out);
+  cr_assert(strstr(out, "selected:   fwd_d64_"), "%s", out);
+  cr_assert(strstr(out, "shipped table builtin:sm80-nvidia-a100-sxm4-80gb-108sm.json"), "%s", out);
+  free(out), free(err);
+  cr_assert_eq(run(FAGEN_CLI, (const char *[]){"tune", "show", "--head-dim", "x", NULL}, &out, &err), 2);
+  free(out), free(err);
+  cr_assert_eq(run(FAGEN_CLI, (const char *[]){"tune", "list", NULL}, &out, &err), 2);
+  free(out), free(err);
+}
+
+Test(tune, autotune_cli, .init = setup, .fini = teardown) {
+  char *out, *err;
+  cr_assert_eq(run(FAGEN_AUTOTUNE, (const char *[]){"--help", NULL}, &out, &err), 0);
+  cr_assert(strstr(out, "--budget SECONDS"), "%s", out);
+  free(out), free(err);
+  cr_assert_eq(run(FAGEN_AUTOTUNE, (const char *[]){"--frobnicate", NULL}, &out, &err), 2);
+  free(out), free(err);
+  cr_assert_eq(run(FAGEN_AUTOTUNE, (const char *[]){"--heuristic-table", NULL}, &out, &err), 2);
+  cr_assert(strstr(err, "--device"), "%s", err);
+  free(out), free(err);
+  /* The heuristic table it writes is one the runtime accepts. */
+  char slug[200], path[1400];
+  fagen_device_class_slug(&TEST_GPU, slug, sizeof slug);
+  snprintf(path, sizeof path, "%s/%s.json", dir, slug);
+  cr_assert_eq(run(FAGEN_AUTOTUNE, (const char *[]){"--heuristic-table", "--device", "Test GPU 9000,sm_90a,7",
+                                                    "--head-dims", "64,128", "--seqlens", "2048",
+                                                    "--out", path, NULL},
+                   &out, &err),
+               0, "%s", err);
+  free(out), free(err);
+  fagen_ctx *ctx;
+  fagen_ctx_create(&ctx);
+  warn_count w = {0, ""};
+  fagen_set_log_callback(ctx, count_warnings, &w, FAGEN_LOG_WARN);
+  fagen_attention_args a = call(64, 8192, 1);
+  fagen_variant v;
+  fagen_select_info info;
+  cr_assert_eq(fagen_attention_select(ctx, &a, &TEST_GPU, &v, &info), FAGEN_OK);
+  cr_assert_eq(info.source, FAGEN_SELECT_USER_TABLE, "%s", w.last);
+  cr_assert_eq(info.bucket, 2048);
+  cr_assert_eq(w.warnings, 0, "%s", w.last);
+  fagen_ctx_destroy(ctx);
+  const fagen_device_class *none = NULL;
+  (void)none;
+  if (!fg_test_gpu_available(NULL)) {
+    cr_assert_eq(run(FAGEN_AUTOTUNE, (const char *[]){"--seqlens", "512", NULL}, &out, &err), 1);
+    cr_assert(strstr(err, "no GPU"), "%s", err);
+    free(out), free(err);
+  }
+}
