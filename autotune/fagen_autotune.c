@@ -557,8 +557,11 @@ static int tune(const opts *o, fagen_ctx *ctx) {
     free(ref), free(o16);
     fg_cell_free(&cell);
   }
-  /* Measure. */
+  /* Measure.  Every standard-grid cell has 16384 tokens x hidden 2048
+     elements per tensor: one set of random inputs per dtype serves all. */
   int measured = 0, skipped = 0;
+  fg_buffers bufs[2];
+  memset(bufs, 0, sizeof bufs);
   for (int i = 0; i < n; i++) {
     tcase *c = &cs[i];
     if (o->budget > 0 && now() - t0 > o->budget) {
@@ -568,8 +571,13 @@ static int tune(const opts *o, fagen_ctx *ctx) {
     fg_cell cell;
     char err[1024];
     fg_cell_standard(&cell, c->dtype, c->head_dim, c->seqlen, c->causal);
-    if (fg_cell_alloc(&cell, &rng, 0, err, sizeof err) != 0) {
-      fprintf(stderr, "fagen-autotune: %s: %s\n", c->name, err);
+    fg_buffers *b = &bufs[c->dtype == FAGEN_DTYPE_BF16 ? 0 : 1];
+    if (!b->n && fg_buffers_alloc(b, c->dtype, (size_t)16384 * 2048, &rng, err, sizeof err) != 0) {
+      fprintf(stderr, "fagen-autotune: %s\n", err);
+      return 1;
+    }
+    if (fg_cell_use(&cell, b) != 0) {
+      fprintf(stderr, "fagen-autotune: %s does not fit the shared buffers\n", c->name);
       return 1;
     }
     for (int k = 0; k < c->n_cand; k++) {
@@ -580,10 +588,11 @@ static int tune(const opts *o, fagen_ctx *ctx) {
       c->ms[k] = fg_cell_time_ms(ctx, &cell, &c->cand[k], o->warmup, o->reps, err, sizeof err);
       if (c->ms[k] < 0) fprintf(stderr, "fagen-autotune: %s: %s\n", c->name, err);
     }
-    fg_cell_free(&cell);
     pick(c, o->margin);
     c->done = 1;
     measured++;
+    /* The table so far, so that an interrupted run keeps what it measured. */
+    if (write_table(o, &dc, 1, cs, n, out) != 0) return 1;
     double el = now() - t0, eta = el / (i + 1) * (n - i - 1);
     char w[FAGEN_VARIANT_NAME_MAX] = "-";
     if (c->winner >= 0) fagen_variant_name(&c->cand[c->winner], w, sizeof w);
@@ -596,6 +605,8 @@ static int tune(const opts *o, fagen_ctx *ctx) {
               c->name, c->n_cand, w, gain);
   }
   if (tty) fputc('\n', stderr);
+  fg_buffers_free(&bufs[0]);
+  fg_buffers_free(&bufs[1]);
   int rc = write_table(o, &dc, 1, cs, n, out) == 0 ? 0 : 1;
   if (!rc)
     fprintf(stderr, "fagen-autotune: wrote %d entries to %s in %.0f s%s\n", measured, out,

@@ -57,6 +57,50 @@ int fg_cell_alloc(fg_cell *c, uint64_t *rng, int keep_host, char *err, size_t er
   return 0;
 }
 
+int fg_buffers_alloc(fg_buffers *b, fagen_dtype dtype, size_t n, uint64_t *rng, char *err,
+                     size_t errsize) {
+  memset(b, 0, sizeof *b);
+  b->dtype = dtype;
+  b->n = n;
+  uint16_t *tmp = malloc(n * 2);
+  if (!tmp) {
+    snprintf(err, errsize, "out of host memory");
+    return -1;
+  }
+  for (int set = 0; set < 2; set++)
+    for (int t = 0; t < 3; t++) {
+      float amp = t == 0 ? 2.0f : 1.0f;
+      for (size_t i = 0; i < n; i++) tmp[i] = fg_elem_from_float(dtype, amp * fg_rand_uniform(rng));
+      cudaError_t e = cudaMalloc(&b->dev[set][t], n * 2);
+      if (e == cudaSuccess) e = cudaMemcpy(b->dev[set][t], tmp, n * 2, cudaMemcpyHostToDevice);
+      if (e != cudaSuccess) {
+        snprintf(err, errsize, "device memory: %s", cudaGetErrorString(e));
+        free(tmp);
+        return -1;
+      }
+    }
+  free(tmp);
+  FG_CU(cudaMalloc(&b->o, n * 2));
+  return 0;
+}
+
+void fg_buffers_free(fg_buffers *b) {
+  for (int set = 0; set < 2; set++)
+    for (int t = 0; t < 3; t++) cudaFree(b->dev[set][t]);
+  cudaFree(b->o);
+  memset(b, 0, sizeof *b);
+}
+
+int fg_cell_use(fg_cell *c, const fg_buffers *b) {
+  c->nq = (size_t)c->B * c->Sq * c->Hq * c->D;
+  c->nk = (size_t)c->B * c->Sk * c->Hkv * c->D;
+  if (c->dtype != b->dtype || c->nq > b->n || c->nk > b->n) return -1;
+  memcpy(c->dev, b->dev, sizeof c->dev);
+  c->o = b->o;
+  memset(c->host, 0, sizeof c->host);
+  return 0;
+}
+
 void fg_cell_free(fg_cell *c) {
   for (int set = 0; set < 2; set++)
     for (int t = 0; t < 3; t++) cudaFree(c->dev[set][t]);

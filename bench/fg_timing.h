@@ -22,6 +22,23 @@ typedef struct fg_cell {
 /* The standard grid's cell: B*S = 16384 tokens, hidden 2048. */
 void fg_cell_standard(fg_cell *c, fagen_dtype dtype, int head_dim, int seqlen, int causal);
 
+/* Inputs shared by many cells: two sets of q, k, v and an output of n
+ * elements each, filled once.  Every cell of the standard grid has the same
+ * element count (16384 tokens x hidden 2048), so one fill serves them all. */
+typedef struct fg_buffers {
+  fagen_dtype dtype;
+  size_t n;
+  void *dev[2][3];
+  void *o;
+} fg_buffers;
+
+int fg_buffers_alloc(fg_buffers *b, fagen_dtype dtype, size_t n, uint64_t *rng, char *err,
+                     size_t errsize);
+void fg_buffers_free(fg_buffers *b);
+/* Points cell c at b's memory (c must need no more than b->n elements per
+ * tensor; its dtype must be b's).  Returns 0, or -1 if it does not fit. */
+int fg_cell_use(fg_cell *c, const fg_buffers *b);
+
 /* Allocates and fills the inputs at random (q drawn twice as wide, so rows
  * are peaked).  Returns 0, or -1 with a message in err. */
 int fg_cell_alloc(fg_cell *c, uint64_t *rng, int keep_host, char *err, size_t errsize);

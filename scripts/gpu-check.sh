@@ -8,7 +8,7 @@
 #   steps: build test demo sanitize bench sweep peers (default: build test demo sanitize bench)
 #   sweep: every valid tile candidate on a few grid cells (choosing defaults)
 #   peers: the whole grid against PyTorch SDPA and JAX cuDNN (bench/peers.py)
-#   tune:  fagen-autotune over the default set: $out/table.json, report.md, tflops.svg
+#   tune:  fagen-autotune over the default set: $out/tune/SLUG.json, report.md, tflops.svg
 #   vs:    the standard grid, selected (tables) against heuristic variants, one run
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -69,7 +69,10 @@ for step in $steps; do
     grep -E "best|default" "$out/sweep.log"
     ;;
   tune)
-    build-gpu/fagen-autotune --report "$out" --out "$out/table.json" > "$out/tune.log" 2>&1
+    # The user table goes to $out/tune/SLUG.json, where the vs step reads it.
+    export FAGEN_TUNE_DIR="$out/tune"
+    mkdir -p "$FAGEN_TUNE_DIR"
+    build-gpu/fagen-autotune --report "$out" ${TUNE_ARGS:-} > "$out/tune.log" 2>&1
     note "tune: rc=$? $(grep -E 'compiled [0-9]|wrote' "$out/tune.log" | tr '\n' ' ')"
     ;;
   vs)
