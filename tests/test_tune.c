@@ -7,7 +7,11 @@
 #include <string.h>
 
 #include "fagen.h"
+#include "fg_embedded.h"
 #include "fg_test.h"
+
+extern const fg_embedded_file fg_embedded_tables[];
+extern const size_t fg_embedded_tables_count;
 
 static char *dir;
 static const fagen_device_class TEST_GPU = {"Test GPU 9000", {90, 1}, 7};
@@ -262,6 +266,49 @@ static int run(const char *prog, const char *const *args, char **out, char **err
   for (size_t i = 0; args[i]; i++) argv[n++] = args[i];
   argv[n] = NULL;
   return fg_test_run(argv, NULL, out, err);
+}
+
+/* Every built-in table loads without a warning for its own device class: a
+ * template change makes them stale (re-run fagen-autotune on that GPU, or
+ * scripts/heuristic-tables.sh for the unmeasured ones). */
+Test(tune, every_shipped_table_is_current, .init = setup, .fini = teardown) {
+  cr_assert_geq(fg_embedded_tables_count, 1);
+  for (size_t i = 0; i < fg_embedded_tables_count; i++) {
+    json_error_t jerr;
+    json_t *root = json_loadb((const char *)fg_embedded_tables[i].data, fg_embedded_tables[i].size, 0, &jerr);
+    cr_assert_not_null(root, "%s: %s", fg_embedded_tables[i].name, jerr.text);
+    json_t *dev = json_object_get(root, "device");
+    char spec[300];
+    snprintf(spec, sizeof spec, "%s,%s,%lld", json_string_value(json_object_get(dev, "name")),
+             json_string_value(json_object_get(dev, "target")),
+             (long long)json_integer_value(json_object_get(dev, "sm_count")));
+    fagen_device_class dc;
+    cr_assert_eq(fagen_device_class_parse(spec, &dc), FAGEN_OK, "%s", spec);
+    char slug[200], file[220];
+    fagen_device_class_slug(&dc, slug, sizeof slug);
+    snprintf(file, sizeof file, "%s.json", slug);
+    cr_assert_str_eq(fg_embedded_tables[i].name, file, "a table's file name must be its class's slug");
+    fagen_ctx *ctx;
+    fagen_ctx_create(&ctx);
+    warn_count w = {0, ""};
+    fagen_set_log_callback(ctx, count_warnings, &w, FAGEN_LOG_WARN);
+    json_t *e0 = json_array_get(json_object_get(root, "entries"), 0);
+    fagen_attention_args a = call((int)json_integer_value(json_object_get(e0, "head_dim")),
+                                  (int)json_integer_value(json_object_get(e0, "seqlen")),
+                                  json_is_true(json_object_get(e0, "causal")));
+    a.dtype = strcmp(json_string_value(json_object_get(e0, "dtype")), "bf16") == 0 ? FAGEN_DTYPE_BF16
+                                                                                  : FAGEN_DTYPE_FP16;
+    fagen_variant v;
+    fagen_select_info info;
+    cr_assert_eq(fagen_attention_select(ctx, &a, &dc, &v, &info), FAGEN_OK);
+    cr_assert_eq(w.warnings, 0, "%s: %s", file, w.last);
+    cr_assert_eq(info.source, FAGEN_SELECT_SHIPPED_TABLE, "%s", file);
+    char name[FAGEN_VARIANT_NAME_MAX];
+    fagen_variant_name(&v, name, sizeof name);
+    cr_assert_str_eq(name, json_string_value(json_object_get(e0, "variant")), "%s", file);
+    fagen_ctx_destroy(ctx);
+    json_decref(root);
+  }
 }
 
 Test(tune, cli_tune_show, .init = setup, .fini = teardown) {
