@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Installs what fagen builds with (Debian/Ubuntu): a C compiler, CMake,
-# pkg-config, Lua 5.4 and Criterion.  The CUDA toolkit (headers, NVRTC, nvcc)
+# pkg-config, Lua 5.4, Jansson (tuning tables) and Criterion.  The CUDA toolkit (headers, NVRTC, nvcc)
 # must already be installed: it is checked, not installed (it is large and
 # comes from NVIDIA's repositories).
 set -euo pipefail
-pkgs="build-essential cmake pkg-config liblua5.4-dev libcriterion-dev"
+pkgs="build-essential cmake pkg-config liblua5.4-dev libcriterion-dev libjansson-dev"
 missing=""
 for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then
