@@ -83,7 +83,12 @@ int main(int argc, char **argv) {
     return CLI_USAGE;
   }
   const char *cmd = argv[1];
-  if (strcmp(cmd, "-h") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "help") == 0) {
+  /* `fagen list --help`, `fagen tune show -h`: help wherever it is asked for
+     (no option takes "-h" or "--help" as its value). */
+  int want_help = strcmp(cmd, "help") == 0;
+  for (int i = 1; i < argc; i++)
+    if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) want_help = 1;
+  if (want_help) {
     fputs(usage_text, stdout);
     fputc('\n', stdout);
     fputs(help_text, stdout);

@@ -26,6 +26,14 @@ Test(cli, help_and_version) {
   cr_assert(strstr(out, "Exit status"));
   cr_assert(strstr(out, "FAGEN_CACHE_DIR"));
   free(out), free(err);
+  /* Help after a command, too (it used to be an unknown option). */
+  const char *after[][4] = {{"list", "--help", NULL}, {"tune", "show", "-h", NULL},
+                            {"cache", "warm", "--help", NULL}, {"--emit", "-h", NULL}, {NULL}};
+  for (size_t i = 0; after[i][0]; i++) {
+    cr_assert_eq(fagen(after[i], NULL, &out, &err), 0, "'%s ... help': %s", after[i][0], err);
+    cr_assert(strstr(out, "Exit status"), "no help for '%s'", after[i][0]);
+    free(out), free(err);
+  }
   cr_assert_eq(fagen((const char *[]){"--version", NULL}, NULL, &out, &err), 0);
   cr_assert_str_eq(out, "fagen " FAGEN_VERSION_STRING "\n");
   free(out), free(err);
