@@ -16,7 +16,6 @@
 #include <fnmatch.h>
 #include <jansson.h>
 #include <math.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +26,7 @@
 #include "fagen.h"
 #include "fg_ref.h"
 #include "fg_timing.h"
+#include "fg_tool_util.h"
 
 #define MAX_LIST 32
 #define MAX_CAND 64
@@ -82,18 +82,6 @@ static void usage(FILE *f) {
           "Exit status: 0 success, 1 failure, 2 usage error.\n");
 }
 
-static int parse_list(const char *s, int *out, int cap) {
-  int n = 0;
-  while (*s && n < cap) {
-    char *end;
-    long v = strtol(s, &end, 10);
-    if (end == s || v <= 0 || (*end && *end != ',')) return -1;
-    out[n++] = (int)v;
-    s = *end == ',' ? end + 1 : end;
-  }
-  return n;
-}
-
 /* One tuned case. */
 typedef struct tcase {
   fagen_dtype dtype;
@@ -111,13 +99,6 @@ static void case_name(const tcase *c, char *buf, size_t size) {
            c->causal ? "_causal" : "", c->seqlen);
 }
 
-static int vname_cmp(const fagen_variant *a, const fagen_variant *b) {
-  char x[FAGEN_VARIANT_NAME_MAX], y[FAGEN_VARIANT_NAME_MAX];
-  fagen_variant_name(a, x, sizeof x);
-  fagen_variant_name(b, y, sizeof y);
-  return strcmp(x, y);
-}
-
 /* Winner: least median, ties to the earlier name; it replaces the default
  * only if faster by the margin.  Runner-up: the next distinct variant. */
 static void pick(tcase *c, double margin) {
@@ -125,7 +106,7 @@ static void pick(tcase *c, double margin) {
   for (int k = 0; k < c->n_cand; k++) {
     if (c->ms[k] <= 0) continue;
     if (c->winner < 0 || c->ms[k] < c->ms[c->winner] ||
-        (c->ms[k] == c->ms[c->winner] && vname_cmp(&c->cand[k], &c->cand[c->winner]) < 0))
+        (c->ms[k] == c->ms[c->winner] && fg_variant_name_cmp(&c->cand[k], &c->cand[c->winner]) < 0))
       c->winner = k;
   }
   if (c->winner >= 0 && c->deflt >= 0 && c->ms[c->deflt] > 0 && c->winner != c->deflt &&
@@ -134,43 +115,33 @@ static void pick(tcase *c, double margin) {
   for (int k = 0; k < c->n_cand; k++) {
     if (k == c->winner || c->ms[k] <= 0) continue;
     if (c->runner_up < 0 || c->ms[k] < c->ms[c->runner_up] ||
-        (c->ms[k] == c->ms[c->runner_up] && vname_cmp(&c->cand[k], &c->cand[c->runner_up]) < 0))
+        (c->ms[k] == c->ms[c->runner_up] && fg_variant_name_cmp(&c->cand[k], &c->cand[c->runner_up]) < 0))
       c->runner_up = k;
   }
 }
 
 /* ---- parallel compile ------------------------------------------------------ */
 
-typedef struct compile_job {
+/* Progress of the parallel compile: which candidates compiled. */
+typedef struct compile_progress {
   fagen_ctx *ctx;
-  fagen_variant *vs;
+  const fagen_variant *vs;
   int *ok;
-  size_t n, next, done;
-  pthread_mutex_t mu;
+  size_t n;
   int tty;
   double t0;
-} compile_job;
+} compile_progress;
 
-static void *compile_worker(void *arg) {
-  compile_job *j = arg;
-  for (;;) {
-    pthread_mutex_lock(&j->mu);
-    size_t i = j->next++;
-    pthread_mutex_unlock(&j->mu);
-    if (i >= j->n) return NULL;
-    j->ok[i] = fagen_compile(j->ctx, &j->vs[i], NULL) == FAGEN_OK;
-    pthread_mutex_lock(&j->mu);
-    size_t done = ++j->done;
-    if (!j->ok[i]) {
-      char name[FAGEN_VARIANT_NAME_MAX];
-      fagen_variant_name(&j->vs[i], name, sizeof name);
-      fprintf(stderr, "%sfagen-autotune: %s does not compile (dropped): %s\n", j->tty ? "\n" : "",
-              name, fagen_errmsg(j->ctx));
-    }
-    if (j->tty)
-      fprintf(stderr, "\rcompiling [%zu/%zu] %.0fs ", done, j->n, now() - j->t0);
-    pthread_mutex_unlock(&j->mu);
+static void on_compiled(void *user, size_t i, fagen_status st, size_t done) {
+  compile_progress *p = user;
+  p->ok[i] = st == FAGEN_OK;
+  if (!p->ok[i]) {
+    char name[FAGEN_VARIANT_NAME_MAX];
+    fagen_variant_name(&p->vs[i], name, sizeof name);
+    fprintf(stderr, "%sfagen-autotune: %s does not compile (dropped): %s\n", p->tty ? "\n" : "",
+            name, fagen_errmsg(p->ctx));
   }
+  if (p->tty) fprintf(stderr, "\rcompiling [%zu/%zu] %.0fs ", done, p->n, now() - p->t0);
 }
 
 /* ---- the table ------------------------------------------------------------- */
@@ -490,7 +461,7 @@ static int tune(const opts *o, fagen_ctx *ctx) {
     for (size_t k = 0; k < nc && c->n_cand < MAX_CAND; k++) {
       char name[FAGEN_VARIANT_NAME_MAX], why[512];
       fagen_variant_name(&cand[k], name, sizeof name);
-      if (vname_cmp(&cand[k], &base) == 0) continue;
+      if (fg_variant_name_cmp(&cand[k], &base) == 0) continue;
       if (o->only && fnmatch(o->only, name, 0) != 0) continue;
       if (fagen_variant_validate(&cand[k], why, sizeof why) != FAGEN_OK) {
         if (o->verbose && c->seqlen == o->seqlens[0]) printf("# culled %s: %s\n", name, why);
@@ -501,20 +472,16 @@ static int tune(const opts *o, fagen_ctx *ctx) {
     }
     for (int k = 0; k < c->n_cand; k++) {
       size_t j = 0;
-      while (j < n_all && vname_cmp(&all[j], &c->cand[k]) != 0) j++;
+      while (j < n_all && fg_variant_name_cmp(&all[j], &c->cand[k]) != 0) j++;
       if (j == n_all) all[n_all++] = c->cand[k];
     }
   }
   fprintf(stderr, "fagen-autotune: %zu distinct candidates to compile (%zu dropped before "
                   "compiling%s)\n", n_all, culled, o->verbose ? "" : "; -v says why");
-  compile_job job = {ctx, all, ok, n_all, 0, 0, PTHREAD_MUTEX_INITIALIZER, tty, now()};
-  int jobs = o->jobs > 0 ? o->jobs : (int)sysconf(_SC_NPROCESSORS_ONLN);
-  if (jobs > 64) jobs = 64;
-  pthread_t th[64];
-  for (int t = 0; t < jobs; t++) pthread_create(&th[t], NULL, compile_worker, &job);
-  for (int t = 0; t < jobs; t++) pthread_join(th[t], NULL);
+  compile_progress prog = {ctx, all, ok, n_all, tty, now()};
+  int jobs = fg_compile_all(ctx, all, n_all, o->jobs, on_compiled, &prog);
   fprintf(stderr, "%scompiled %zu candidates in %.0f s with %d threads\n", tty ? "\n" : "", n_all,
-          now() - job.t0, jobs);
+          now() - prog.t0, jobs);
   /* Check each compiled candidate once, per (dtype, head_dim, causal). */
   uint64_t rng = fg_rand_seed();
   int *agree = calloc(n_all, sizeof *agree);
@@ -529,7 +496,7 @@ static int tune(const opts *o, fagen_ctx *ctx) {
     int need = 0;
     for (int k = 0; k < c->n_cand; k++) {
       size_t j = 0;
-      while (vname_cmp(&all[j], &c->cand[k]) != 0) j++;
+      while (fg_variant_name_cmp(&all[j], &c->cand[k]) != 0) j++;
       need |= agree[j] < 0 && ok[j];
     }
     if (!need) continue;
@@ -545,7 +512,7 @@ static int tune(const opts *o, fagen_ctx *ctx) {
     }
     for (int k = 0; k < c->n_cand; k++) {
       size_t j = 0;
-      while (vname_cmp(&all[j], &c->cand[k]) != 0) j++;
+      while (fg_variant_name_cmp(&all[j], &c->cand[k]) != 0) j++;
       if (agree[j] >= 0 || !ok[j]) continue;
       agree[j] = agrees(ctx, &c->cand[k], ref, &cell, o16);
       if (!agree[j]) {
@@ -582,7 +549,7 @@ static int tune(const opts *o, fagen_ctx *ctx) {
     }
     for (int k = 0; k < c->n_cand; k++) {
       size_t j = 0;
-      while (vname_cmp(&all[j], &c->cand[k]) != 0) j++;
+      while (fg_variant_name_cmp(&all[j], &c->cand[k]) != 0) j++;
       c->ms[k] = -1;
       if (!ok[j] || agree[j] != 1) continue;
       c->ms[k] = fg_cell_time_ms(ctx, &cell, &c->cand[k], o->warmup, o->reps, err, sizeof err);
@@ -650,10 +617,10 @@ int main(int argc, char **argv) {
     } else if (!strcmp(a, "--only")) {
       if (!TAKE(o.only)) goto bad;
     } else if (!strcmp(a, "--head-dims") && next) {
-      if ((o.n_head_dims = parse_list(next, o.head_dims, MAX_LIST)) <= 0) goto bad;
+      if ((o.n_head_dims = fg_parse_int_list(next, o.head_dims, MAX_LIST)) <= 0) goto bad;
       i++;
     } else if (!strcmp(a, "--seqlens") && next) {
-      if ((o.n_seqlens = parse_list(next, o.seqlens, MAX_LIST)) <= 0) goto bad;
+      if ((o.n_seqlens = fg_parse_int_list(next, o.seqlens, MAX_LIST)) <= 0) goto bad;
       i++;
     } else if (!strcmp(a, "--dtypes") && next) {
       o.n_dtypes = 0;

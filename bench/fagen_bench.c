@@ -20,7 +20,6 @@
  * interleaved, and prints their ratio and its geometric mean. */
 #include <cuda_runtime.h>
 #include <math.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +27,7 @@
 #include "fagen.h"
 #include "fg_ref.h"
 #include "fg_timing.h"
+#include "fg_tool_util.h"
 
 #define MAX_LIST 32
 #define MAX_RUNS 64
@@ -42,18 +42,6 @@ typedef struct opts {
   fagen_variant forced[MAX_LIST];
   int n_forced;
 } opts;
-
-static int parse_list(const char *s, int *out, int cap) {
-  int n = 0;
-  while (*s && n < cap) {
-    char *end;
-    long v = strtol(s, &end, 10);
-    if (end == s || v <= 0 || (*end && *end != ',')) return -1;
-    out[n++] = (int)v;
-    s = *end == ',' ? end + 1 : end;
-  }
-  return n;
-}
 
 static void usage(FILE *f) {
   fprintf(f,
@@ -98,40 +86,6 @@ static double check(fagen_ctx *ctx, const fg_cell *c, const fagen_variant *v, ui
   return sqrt(num / den);
 }
 
-/* Parallel precompile of the variants to time. */
-typedef struct compile_job {
-  fagen_ctx *ctx;
-  const fagen_variant *vs;
-  size_t n, next;
-  pthread_mutex_t mu;
-} compile_job;
-
-static void *compile_worker(void *arg) {
-  compile_job *j = arg;
-  for (;;) {
-    pthread_mutex_lock(&j->mu);
-    size_t i = j->next++;
-    pthread_mutex_unlock(&j->mu);
-    if (i >= j->n) return NULL;
-    fagen_compile(j->ctx, &j->vs[i], NULL);
-  }
-}
-
-static void precompile(fagen_ctx *ctx, const fagen_variant *vs, size_t n, int jobs) {
-  compile_job j = {ctx, vs, n, 0, PTHREAD_MUTEX_INITIALIZER};
-  pthread_t th[64];
-  if (jobs > 64) jobs = 64;
-  for (int t = 0; t < jobs; t++) pthread_create(&th[t], NULL, compile_worker, &j);
-  for (int t = 0; t < jobs; t++) pthread_join(th[t], NULL);
-}
-
-static int same_variant(const fagen_variant *a, const fagen_variant *b) {
-  char x[FAGEN_VARIANT_NAME_MAX], y[FAGEN_VARIANT_NAME_MAX];
-  fagen_variant_name(a, x, sizeof x);
-  fagen_variant_name(b, y, sizeof y);
-  return strcmp(x, y) == 0;
-}
-
 int main(int argc, char **argv) {
   opts o;
   memset(&o, 0, sizeof o);
@@ -149,10 +103,10 @@ int main(int argc, char **argv) {
       usage(stdout);
       return 0;
     } else if (!strcmp(a, "--head-dims") && next) {
-      if ((o.n_head_dims = parse_list(next, o.head_dims, MAX_LIST)) <= 0) goto bad;
+      if ((o.n_head_dims = fg_parse_int_list(next, o.head_dims, MAX_LIST)) <= 0) goto bad;
       i++;
     } else if (!strcmp(a, "--seqlens") && next) {
-      if ((o.n_seqlens = parse_list(next, o.seqlens, MAX_LIST)) <= 0) goto bad;
+      if ((o.n_seqlens = fg_parse_int_list(next, o.seqlens, MAX_LIST)) <= 0) goto bad;
       i++;
     } else if (!strcmp(a, "--causal") && next) {
       if (!strcmp(next, "no")) o.causal_modes[0] = 0, o.n_causal = 1;
@@ -253,7 +207,7 @@ int main(int argc, char **argv) {
             if (fagen_variant_validate(&cand[k], NULL, 0) == FAGEN_OK) runs[nr++] = cand[k];
         }
         if (nr == 0) runs[nr++] = sel;
-        precompile(ctx, runs, (size_t)nr, o.jobs);
+        fg_compile_all(ctx, runs, (size_t)nr, o.jobs, NULL, NULL);
         char err[1024];
         if (fg_cell_alloc(&c, &rng, 1, err, sizeof err) != 0) {
           fprintf(stderr, "fagen-bench: %s\n", err);
@@ -293,14 +247,14 @@ int main(int argc, char **argv) {
           if (ratio > 0) log_ratio += log(ratio), n_ratio++;
           printf("| %d | %d | %s | %s (%s) | %.1f | %s | %.1f | %.3f |\n", c.D, c.Sq,
                  c.causal ? "yes" : "no", a, sources[info.source], tf[0],
-                 same_variant(&runs[0], &runs[1]) ? "(same)" : b, tf[1], ratio);
+                 fg_variant_name_cmp(&runs[0], &runs[1]) == 0 ? "(same)" : b, tf[1], ratio);
         } else {
           for (int k = 0; k < nr; k++) {
             char name[FAGEN_VARIANT_NAME_MAX];
             fagen_variant_name(&runs[k], name, sizeof name);
             printf("| %d | %d | %s | %d | %d | %s%s%s | %.1e | %.3f | %.1f |\n", c.D, c.Sq,
                    c.causal ? "yes" : "no", c.B, c.Hq, name,
-                   same_variant(&runs[k], &sel) ? " (default)" : "",
+                   fg_variant_name_cmp(&runs[k], &sel) == 0 ? " (default)" : "",
                    nr > 1 && k == best_k ? " **best**" : "", errs[k], mss[k], tf[k]);
           }
         }
@@ -312,7 +266,7 @@ int main(int argc, char **argv) {
                   "\"heads\": %d, \"variant\": \"%s\", \"default\": %s, \"rel_err\": %.3e, "
                   "\"ms\": %.5f, \"tflops\": %.2f}",
                   first_json ? "" : ",\n", c.D, c.Sq, c.causal ? "true" : "false", c.B, c.Hq,
-                  name, same_variant(&runs[k], &sel) && (!o.vs_heuristic || k == 0) ? "true" : "false",
+                  name, fg_variant_name_cmp(&runs[k], &sel) == 0 && (!o.vs_heuristic || k == 0) ? "true" : "false",
                   errs[k], mss[k], tf[k]);
           first_json = 0;
         }
