@@ -208,3 +208,65 @@ void fg_ref_row(const fg_ref_args *a, int b, int h, int i, double *o_row, double
   *lse = m + log(sum);
   free(s);
 }
+
+void fg_ref_attention_bwd(const fg_ref_args *a, const uint16_t *dout, fagen_strides dos,
+                          double *dq, double *dk, double *dv) {
+  const int B = a->batch, Sq = a->seqlen_q, Sk = a->seqlen_k, Hq = a->heads_q, Hk = a->heads_kv;
+  const int D = a->head_dim, group = Hq / Hk;
+  double *q = fg_ref_unpack(a->dtype, a->q, a->qs, B, Sq, Hq, D);
+  double *k = fg_ref_unpack(a->dtype, a->k, a->ks, B, Sk, Hk, D);
+  double *v = fg_ref_unpack(a->dtype, a->v, a->vs, B, Sk, Hk, D);
+  double *g = fg_ref_unpack(a->dtype, dout, dos, B, Sq, Hq, D);
+  memset(dq, 0, sizeof(double) * (size_t)B * Sq * Hq * D);
+  memset(dk, 0, sizeof(double) * (size_t)B * Sk * Hk * D);
+  memset(dv, 0, sizeof(double) * (size_t)B * Sk * Hk * D);
+  double *p = malloc(sizeof(double) * (size_t)Sk), *o = malloc(sizeof(double) * (size_t)D);
+/* unpacked inputs are [B][H][S][D]; the gradients [B][S][H][D] */
+#define FG_IN(t, b, s, h, S, H) ((t) + ((((size_t)(b) * (H) + (h)) * (S) + (s)) * D))
+#define FG_AT(t, b, s, h, S, H) ((t) + ((((size_t)(b) * (S) + (s)) * (H) + (h)) * D))
+  for (int b = 0; b < B; b++)
+    for (int h = 0; h < Hq; h++) {
+      const int hk = h / group;
+      for (int i = 0; i < Sq; i++) {
+        const double *qi = FG_IN(q, b, i, h, Sq, Hq), *gi = FG_IN(g, b, i, h, Sq, Hq);
+        double m = -INFINITY;
+        for (int j = 0; j < Sk; j++) {
+          p[j] = -INFINITY;
+          if (a->causal && j > i + Sk - Sq) continue;
+          const double *kj = FG_IN(k, b, j, hk, Sk, Hk);
+          double dot = 0;
+          for (int d = 0; d < D; d++) dot += qi[d] * kj[d];
+          p[j] = dot * a->scale;
+          if (p[j] > m) m = p[j];
+        }
+        if (m == -INFINITY) continue; /* a row that sees no key: no gradient */
+        double sum = 0;
+        for (int j = 0; j < Sk; j++) sum += p[j] == -INFINITY ? 0 : exp(p[j] - m);
+        for (int d = 0; d < D; d++) o[d] = 0;
+        for (int j = 0; j < Sk; j++) {
+          p[j] = p[j] == -INFINITY ? 0 : exp(p[j] - m) / sum;
+          const double *vj = FG_IN(v, b, j, hk, Sk, Hk);
+          for (int d = 0; d < D; d++) o[d] += p[j] * vj[d];
+        }
+        double di = 0; /* D_i = dO_i . O_i */
+        for (int d = 0; d < D; d++) di += gi[d] * o[d];
+        double *dqi = FG_AT(dq, b, i, h, Sq, Hq);
+        for (int j = 0; j < Sk; j++) {
+          if (p[j] == 0) continue;
+          const double *kj = FG_IN(k, b, j, hk, Sk, Hk), *vj = FG_IN(v, b, j, hk, Sk, Hk);
+          double dp = 0;
+          for (int d = 0; d < D; d++) dp += gi[d] * vj[d];
+          const double ds = p[j] * (dp - di) * a->scale;
+          double *dkj = FG_AT(dk, b, j, hk, Sk, Hk), *dvj = FG_AT(dv, b, j, hk, Sk, Hk);
+          for (int d = 0; d < D; d++) {
+            dqi[d] += ds * kj[d];
+            dkj[d] += ds * qi[d];
+            dvj[d] += p[j] * gi[d];
+          }
+        }
+      }
+    }
+#undef FG_AT
+#undef FG_IN
+  free(q), free(k), free(v), free(g), free(p), free(o);
+}

@@ -35,4 +35,11 @@ void fg_ref_attention(const fg_ref_args *a, double *o, double *lse);
 /* The reference for a single query row (b, h, i): o_row[D] and its lse. */
 void fg_ref_row(const fg_ref_args *a, int b, int h, int i, double *o_row, double *lse);
 
+/* float64 reference gradients of the attention of a for the output
+ * gradient dout (16-bit, strides dos): dq [B, Sq, Hq, D], dk and dv
+ * [B, Sk, Hkv, D], contiguous doubles; dk and dv sum over each query-head
+ * group.  Rows that see no key contribute nothing. */
+void fg_ref_attention_bwd(const fg_ref_args *a, const uint16_t *dout, fagen_strides dos,
+                          double *dq, double *dk, double *dv);
+
 #endif

@@ -35,9 +35,11 @@ fagen_status fg_gen_source(const fagen_variant *v, fg_buf *out, fg_err *err) {
                 v->block_kv, v->warps, v->stages, v->causal, dtype, target, res.threads,
                 res.smem_bytes);
 
-  fg_buf abi;
+  fg_buf abi, abi_bwd;
   fg_buf_init(&abi);
+  fg_buf_init(&abi_bwd);
   fg_abi_fwd_struct(&abi);
+  fg_abi_bwd_struct(&abi_bwd);
   const fg_tpl_param params[] = {
       FG_STR("name", name),
       FG_STR("op", op),
@@ -56,10 +58,19 @@ fagen_status fg_gen_source(const fagen_variant *v, fg_buf *out, fg_err *err) {
       FG_STR("version", FAGEN_VERSION_STRING),
       FG_INT("abi_fwd_size", sizeof(fg_fwd_params)),
       FG_STR("abi_fwd_struct", abi.data ? abi.data : ""),
+      FG_INT("abi_bwd_size", sizeof(fg_bwd_params)),
+      FG_STR("abi_bwd_struct", abi_bwd.data ? abi_bwd.data : ""),
+      FG_INT("bwd_s_wm", res.bwd_s_wm),
+      FG_INT("bwd_kv_wm", res.bwd_kv_wm),
+      FG_INT("bwd_q_wm", res.bwd_q_wm),
+      FG_INT("bwd_dq_stages", res.bwd_dq_stages),
+      FG_INT("bwd_dq_smem", res.bwd_dq_smem),
+      FG_INT("bwd_aux_threads", res.aux_threads),
   };
-  st = abi.oom ? fg_fail(err, FAGEN_E_NO_MEMORY, "out of memory")
+  st = abi.oom || abi_bwd.oom ? fg_fail(err, FAGEN_E_NO_MEMORY, "out of memory")
                : fg_tpl_render(tpl, params, FG_ARRAY_LEN(params), fg_template_read, NULL, out, err);
   fg_buf_free(&abi);
+  fg_buf_free(&abi_bwd);
   if (st == FAGEN_OK && out->oom) st = fg_fail(err, FAGEN_E_NO_MEMORY, "out of memory");
   return st;
 }

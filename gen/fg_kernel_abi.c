@@ -7,3 +7,11 @@ void fg_abi_fwd_struct(fg_buf *out) {
 #undef FG_ABI_CUDA_FIELD_
   fg_buf_puts(out, "};");
 }
+
+void fg_abi_bwd_struct(fg_buf *out) {
+  fg_buf_puts(out, "struct fg_bwd_params {\n");
+#define FG_ABI_CUDA_FIELD_(ctype, cudatype, name) fg_buf_printf(out, "  %s %s;\n", cudatype, #name);
+  FG_BWD_PARAMS_FIELDS(FG_ABI_CUDA_FIELD_)
+#undef FG_ABI_CUDA_FIELD_
+  fg_buf_puts(out, "};");
+}

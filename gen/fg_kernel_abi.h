@@ -50,4 +50,54 @@ typedef struct fg_fwd_params {
 /* Appends the CUDA definition of struct fg_fwd_params. */
 void fg_abi_fwd_struct(fg_buf *out);
 
+/* The backward kernels' block (templates/bwd_sm80.cu.tpl).  dsum and dq_acc
+ * point into the workspace: D = rowsum(dO * O) as fp32 [batch, heads_q,
+ * seqlen_q], and (atomic mode) the fp32 dQ accumulator [batch, heads_q,
+ * seqlen_q, compiled head_dim]. */
+#define FG_BWD_STRIDES_(X, t)                                                \
+  X(int64_t, "fg_i64", t##_stride_b)                                         \
+  X(int64_t, "fg_i64", t##_stride_s)                                         \
+  X(int64_t, "fg_i64", t##_stride_h)
+#define FG_BWD_PARAMS_FIELDS(X)                                              \
+  X(const void *, "const void *", q)                                         \
+  X(const void *, "const void *", k)                                         \
+  X(const void *, "const void *", v)                                         \
+  X(const void *, "const void *", o)                                         \
+  X(const void *, "const void *", dout)                                      \
+  X(const float *, "const float *", lse)                                     \
+  X(void *, "void *", dq)                                                    \
+  X(void *, "void *", dk)                                                    \
+  X(void *, "void *", dv)                                                    \
+  X(float *, "float *", dsum)                                                \
+  X(float *, "float *", dq_acc) /* NULL in the deterministic mode */         \
+  FG_BWD_STRIDES_(X, q)                                                      \
+  FG_BWD_STRIDES_(X, k)                                                      \
+  FG_BWD_STRIDES_(X, v)                                                      \
+  FG_BWD_STRIDES_(X, o)                                                      \
+  FG_BWD_STRIDES_(X, do)                                                     \
+  FG_BWD_STRIDES_(X, dq)                                                     \
+  FG_BWD_STRIDES_(X, dk)                                                     \
+  FG_BWD_STRIDES_(X, dv)                                                     \
+  X(int32_t, "int", batch)                                                   \
+  X(int32_t, "int", heads_q)                                                 \
+  X(int32_t, "int", heads_kv)                                                \
+  X(int32_t, "int", seqlen_q)                                                \
+  X(int32_t, "int", seqlen_k)                                                \
+  X(int32_t, "int", head_dim)                                                \
+  X(int32_t, "int", group)     /* heads_q / heads_kv */                      \
+  X(int32_t, "int", q_blocks)  /* ceil(seqlen_q / block_q) */               \
+  X(int32_t, "int", kv_blocks) /* ceil(seqlen_k / block_kv) */              \
+  X(float, "float", scale_log2) /* softmax scale * log2(e) */                \
+  X(float, "float", scale)                                                   \
+  X(int32_t, "int", reserved)
+
+#define FG_ABI_C_FIELD_(ctype, cudatype, name) ctype name;
+typedef struct fg_bwd_params {
+  FG_BWD_PARAMS_FIELDS(FG_ABI_C_FIELD_)
+} fg_bwd_params;
+#undef FG_ABI_C_FIELD_
+
+/* Appends the CUDA definition of struct fg_bwd_params. */
+void fg_abi_bwd_struct(fg_buf *out);
+
 #endif

@@ -59,10 +59,6 @@ fagen_status fg_template_read(void *user, const char *name, fg_buf *text, fg_err
   return fg_fail(err, FAGEN_E_TEMPLATE, "no template named '%s' is built into fagen", name);
 }
 
-static int fg_name_cmp(const void *a, const void *b) {
-  return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
 static void fg_hash_entry(fg_sha256 *s, const char *name, const void *data, size_t n) {
   unsigned char len[8];
   for (int i = 0; i < 8; i++) len[i] = (unsigned char)((unsigned long long)n >> (8 * i));
@@ -85,57 +81,28 @@ fagen_status fg_templates_hash(char hex[65], fg_err *err) {
   return FAGEN_OK;
 }
 
+/* The templates the forward kernels are generated from, sorted by name.
+ * Tuning tables hold forward entries, so this is the set whose change makes
+ * a table stale; templates of other kernels (the backward's) may change
+ * without invalidating measured forward tables.  test_generate checks that
+ * the forward's sources include exactly these. */
+const char *const fg_table_templates[] = {"common.cuh.tpl", "fwd_params.cuh.tpl",
+                                          "fwd_sm80.cu.tpl", "sm80_mma.cuh.tpl"};
+const size_t fg_table_templates_count = FG_ARRAY_LEN(fg_table_templates);
+
 static fagen_status fg_templates_hash_compute(char hex[65], fg_err *err) {
   fg_sha256 s;
   fg_sha256_init(&s);
   char rev[64];
   snprintf(rev, sizeof rev, "fagen-generator %s rev %d", FAGEN_VERSION_STRING, FG_GEN_REVISION);
   fg_sha256_update(&s, rev, strlen(rev) + 1);
-  const char *dir = fg_template_dir();
-  if (!dir) {
-    for (size_t i = 0; i < fg_embedded_templates_count; i++)
-      fg_hash_entry(&s, fg_embedded_templates[i].name, fg_embedded_templates[i].data,
-                    fg_embedded_templates[i].size);
-  } else {
-    DIR *d = opendir(dir);
-    if (!d) return fg_fail(err, FAGEN_E_IO, "cannot list FAGEN_TEMPLATE_DIR %s: %s", dir,
-                           strerror(errno));
-    char **names = NULL;
-    size_t n = 0, cap = 0;
-    struct dirent *e;
-    fagen_status st = FAGEN_OK;
-    while ((e = readdir(d)) != NULL) {
-      size_t l = strlen(e->d_name);
-      if (l < 5 || strcmp(e->d_name + l - 4, ".tpl") != 0 || !fg_tpl_name_ok(e->d_name)) continue;
-      if (n == cap) {
-        cap = cap ? 2 * cap : 16;
-        char **p = realloc(names, cap * sizeof *p);
-        if (!p) {
-          st = fg_fail(err, FAGEN_E_NO_MEMORY, "out of memory");
-          break;
-        }
-        names = p;
-      }
-      if (!(names[n] = fg_strdup(e->d_name))) {
-        st = fg_fail(err, FAGEN_E_NO_MEMORY, "out of memory");
-        break;
-      }
-      n++;
-    }
-    closedir(d);
-    if (st == FAGEN_OK) {
-      qsort(names, n, sizeof *names, fg_name_cmp);
-      for (size_t i = 0; i < n && st == FAGEN_OK; i++) {
-        fg_buf text;
-        fg_buf_init(&text);
-        st = fg_template_read(NULL, names[i], &text, err);
-        if (st == FAGEN_OK) fg_hash_entry(&s, names[i], text.data ? text.data : "", text.len);
-        fg_buf_free(&text);
-      }
-    }
-    for (size_t i = 0; i < n; i++) free(names[i]);
-    free(names);
-    if (st != FAGEN_OK) return st;
+  for (size_t i = 0; i < fg_table_templates_count; i++) {
+    fg_buf text;
+    fg_buf_init(&text);
+    fagen_status st = fg_template_read(NULL, fg_table_templates[i], &text, err);
+    if (st == FAGEN_OK) fg_hash_entry(&s, fg_table_templates[i], text.data ? text.data : "", text.len);
+    fg_buf_free(&text);
+    if (st != FAGEN_OK) return st == FAGEN_E_TEMPLATE ? FAGEN_E_IO : st;
   }
   unsigned char digest[32];
   fg_sha256_final(&s, digest);

@@ -20,9 +20,12 @@ extern const size_t fg_embedded_templates_count;
  * FAGEN_TEMPLATE_DIR) or FAGEN_E_NO_MEMORY. */
 fagen_status fg_template_read(void *user, const char *name, fg_buf *text, fg_err *err);
 
-/* SHA-256 (hex) over the generator revision and every template of the active
- * set (name and bytes): changes whenever anything that shapes generated
- * sources changes.  Returns FAGEN_OK or FAGEN_E_IO. */
+/* SHA-256 (hex) over the generator revision and the templates of the forward
+ * kernels (fg_table_templates: name and bytes), the hash tuning tables
+ * record: it changes whenever anything that shapes a forward kernel changes.
+ * Returns FAGEN_OK or FAGEN_E_IO (a template of the set unreadable). */
+extern const char *const fg_table_templates[];
+extern const size_t fg_table_templates_count;
 fagen_status fg_templates_hash(char hex[65], fg_err *err);
 
 #endif

@@ -208,9 +208,97 @@ static void fg_default_fwd_sm80(fagen_variant *v) {
   }
 }
 
+/* Warps along M of a warp layout of an [m][n] product over w warps: each warp
+ * tile must be whole 16 x 16 blocks; of the layouts that fit, the one whose
+ * warp tile is closest to square (fewest ldmatrix loads per mma), ties to
+ * fewer warps along M.  0 if none fits. */
+static int fg_bwd_wm(int w, int m, int n) {
+  int best = 0, best_cost = 0;
+  for (int wm = 1; wm <= w; wm++) {
+    if (w % wm != 0) continue;
+    int wn = w / wm;
+    if (m % (16 * wm) != 0 || n % (16 * wn) != 0) continue;
+    int cost = m / wm / 16 + n / wn / 16;
+    if (!best || cost < best_cost) {
+      best = wm;
+      best_cost = cost;
+    }
+  }
+  return best;
+}
+
+/* bwd_sm80.cu.tpl (mma.sync, FlashAttention-2 scheme; see the template).
+ * Main kernel, per CTA: K and V tiles [block_kv][head_dim], `stages` buffers
+ * each of Q and dO [block_q][head_dim] and of the rows' LSE and D (fp32),
+ * P and dS [block_q][block_kv].
+ * Registers: the dK and dV accumulators (2 x block_kv x head_dim / threads),
+ * S and dP (2 x block_q x block_kv / threads) and ~40 for fragments,
+ * addresses and row state.  The deterministic dQ kernel is fixed (4 warps,
+ * 64 rows, K/V tiles of 64 keys up to head_dim 128, else 32) and takes two
+ * K/V buffers where they fit. */
+static fagen_status fg_check_bwd_sm80(const fagen_variant *v, fg_resources *res, fg_err *err) {
+  const int d = v->head_dim, bq = v->block_q, bk = v->block_kv, w = v->warps;
+  if (w != 4 && w != 8)
+    return fg_fail(err, FAGEN_E_INVALID_VARIANT, "warps=%d: the sm80 backward kernel uses 4 or 8",
+                   w);
+  if (bq % 16 != 0 || bq < 16 || bq > 128)
+    return fg_fail(err, FAGEN_E_INVALID_VARIANT, "block_q=%d is not a multiple of 16 in [16, 128]",
+                   bq);
+  if (bk % 32 != 0 || bk < 32 || bk > 128)
+    return fg_fail(err, FAGEN_E_INVALID_VARIANT, "block_kv=%d is not a multiple of 32 in [32, 128]",
+                   bk);
+  if (v->stages != 1 && v->stages != 2)
+    return fg_fail(err, FAGEN_E_INVALID_VARIANT,
+                   "stages=%d: the sm80 backward kernel has 1 or 2 Q/dO buffers", v->stages);
+  int s_wm = fg_bwd_wm(w, bq, bk), kv_wm = fg_bwd_wm(w, bk, d), q_wm = fg_bwd_wm(w, bq, d);
+  if (!s_wm || !kv_wm || !q_wm)
+    return fg_fail(err, FAGEN_E_INVALID_VARIANT,
+                   "%d warps cannot tile [%d x %d], [%d x %d] and [%d x %d] in 16 x 16 blocks", w,
+                   bq, bk, bk, d, bq, d);
+  long smem = 2L * bk * d * 2 + 2L * v->stages * bq * d * 2 + 2L * bq * bk * 2 +
+              2L * v->stages * bq * 4;
+  int threads = 32 * w;
+  int regs = 2 * bk * d / threads + 2 * bq * bk / threads + 40;
+  int dq_bk = d <= 128 ? 64 : 32;
+  int dq_fixed = 2 * FG_BWD_DQ_ROWS * d * 2, dq_tile = 2 * dq_bk * d * 2;
+  int dq_stages = dq_fixed + 2 * dq_tile <= fg_target_smem_limit(&v->target) ? 2 : 1;
+  if (v->op == FAGEN_OP_BWD_DET && dq_fixed + dq_tile > fg_target_smem_limit(&v->target))
+    return fg_fail(err, FAGEN_E_INVALID_VARIANT,
+                   "the deterministic dQ kernel needs %d bytes of shared memory", dq_fixed + dq_tile);
+  if (res) {
+    res->threads = threads;
+    res->smem_bytes = (int)smem;
+    res->regs_estimate = regs;
+    res->bwd_s_wm = s_wm;
+    res->bwd_kv_wm = kv_wm;
+    res->bwd_q_wm = q_wm;
+    res->bwd_dq_stages = dq_stages;
+    res->bwd_dq_smem = dq_fixed + dq_stages * dq_tile;
+    res->aux_threads = FG_BWD_AUX_THREADS;
+  }
+  return FAGEN_OK;
+}
+
+/* Backward heuristic: FlashAttention-2's published backward tiles for sm_80
+ * and sm_90 (flash_bwd_launch_template.h; 8 warps): head_dim <= 64 128 x 128,
+ * 96 and 128 64 x 128, above 64 x 64.  Two Q/dO buffers where they fit the
+ * target, else one; the candidates search covers the rest. */
+static void fg_default_bwd_sm80(fagen_variant *v) {
+  const int d = v->head_dim;
+  v->warps = 8;
+  v->block_q = d <= 64 ? 128 : 64;
+  v->block_kv = d <= 128 ? 128 : 64;
+  v->stages = 2;
+  if (fg_variant_check(v, NULL, NULL) != FAGEN_OK) v->stages = 1;
+}
+
 static const fg_family fg_families[] = {
     {FAGEN_OP_FWD, "fwd", "fwd_sm80.cu.tpl", {64, 128, 256}, {32, 64, 128}, {4, 8}, {1, 2},
      fg_check_fwd_sm80, fg_default_fwd_sm80},
+    {FAGEN_OP_BWD, "bwd", "bwd_sm80.cu.tpl", {32, 64, 128}, {32, 64, 128}, {4, 8}, {1, 2},
+     fg_check_bwd_sm80, fg_default_bwd_sm80},
+    {FAGEN_OP_BWD_DET, "bwddet", "bwd_sm80.cu.tpl", {32, 64, 128}, {32, 64, 128}, {4, 8}, {1, 2},
+     fg_check_bwd_sm80, fg_default_bwd_sm80},
 };
 
 static const fg_family *fg_family_of(fagen_op op) {
@@ -369,6 +457,7 @@ fagen_status fg_variant_check(const fagen_variant *v, fg_resources *res, fg_err 
   if (v->stages < 1 || v->stages > 8)
     return fg_fail(err, FAGEN_E_INVALID_VARIANT, "stages=%d must be in [1, 8]", v->stages);
   fg_resources r;
+  memset(&r, 0, sizeof r);
   fagen_status st = fam->check(v, &r, err);
   if (st != FAGEN_OK) return st;
   int limit = fg_target_smem_limit(&v->target);

@@ -14,7 +14,19 @@ typedef struct fg_resources {
   int threads;       /* threads per block */
   int smem_bytes;    /* dynamic shared memory per block */
   int regs_estimate; /* registers per thread the budget check assumed */
+  /* Backward only (templates/bwd_sm80.cu.tpl): warps along M of the warp
+   * layouts of S/dP [block_q][block_kv], dK/dV [block_kv][head_dim] and
+   * dQ [block_q][head_dim]; the deterministic dQ kernel's K/V buffers and
+   * dynamic shared memory; threads of the pre/post kernels. */
+  int bwd_s_wm, bwd_kv_wm, bwd_q_wm;
+  int bwd_dq_stages, bwd_dq_smem;
+  int aux_threads;
 } fg_resources;
+
+/* Launch shape of the backward's helper kernels (fixed by the template). */
+#define FG_BWD_AUX_THREADS 256
+#define FG_BWD_DQ_THREADS 128
+#define FG_BWD_DQ_ROWS 64
 
 /* The one validity predicate.  res may be NULL.  Returns FAGEN_OK or
  * FAGEN_E_INVALID_VARIANT (or FAGEN_E_NULL_POINTER) with the reason in err. */

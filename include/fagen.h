@@ -114,7 +114,11 @@ FAGEN_API const char *fagen_last_error(void);
 
 /* What a kernel computes. */
 typedef enum fagen_op {
-  FAGEN_OP_FWD = 0 /* attention forward: O and the log-sum-exp */
+  FAGEN_OP_FWD = 0,    /* attention forward: O and the log-sum-exp */
+  FAGEN_OP_BWD = 1,    /* attention backward: dQ, dK, dV; dQ summed with fp32
+                          atomics (name token "bwd") */
+  FAGEN_OP_BWD_DET = 2 /* attention backward with no unordered reductions:
+                          bitwise reproducible, slower ("bwddet") */
 } fagen_op;
 
 typedef enum fagen_dtype {
@@ -499,6 +503,106 @@ FAGEN_API fagen_status fagen_attention_select(fagen_ctx *ctx, const fagen_attent
  * Thread-safe. */
 FAGEN_API fagen_status fagen_attention_forward(fagen_ctx *ctx, const fagen_attention_args *args,
                                                void *stream);
+
+
+/* ------------------------------------------------------------------------ */
+/* Attention backward                                                       */
+/* ------------------------------------------------------------------------ */
+
+/* The gradients of O = attention(Q, K, V) for a loss L, given dO = dL/dO.
+ * The sizes, causal flag and scale are those of the forward call; lse is the
+ * forward's LSE output (fagen_attention_forward with args.lse set).  GQA/MQA:
+ * dK and dV of a kv head sum the contributions of every query head of its
+ * group.  Layouts and stride rules are the forward's. */
+typedef struct fagen_attention_bwd_args {
+  fagen_dtype dtype;
+  int batch;
+  int seqlen_q;
+  int seqlen_k;
+  int heads_q;
+  int heads_kv;
+  int head_dim;
+  int causal;
+  float softmax_scale; /* 0 means 1/sqrt(head_dim) */
+  /* Inputs (device pointers, 16-byte aligned). */
+  const void *q, *k, *v, *o, *dout;
+  const float *lse; /* required: [batch, heads_q, seqlen_q] contiguous, 4-byte aligned */
+  /* Outputs (device pointers, 16-byte aligned); dq has q's shape, dk and dv k's. */
+  void *dq, *dk, *dv;
+  fagen_strides q_strides, k_strides, v_strides, o_strides, dout_strides;
+  fagen_strides dq_strides, dk_strides, dv_strides;
+  /* 1: bitwise reproducible gradients (no unordered atomics): dQ is computed
+     by a second kernel that recomputes the attention scores, about 1.4x the
+     work of the default.  0 (default): dQ is summed with fp32 atomics, so its
+     last bits may differ from run to run (dK and dV never do). */
+  int deterministic;
+  /* fp32 scratch of fagen_attention_backward_workspace() bytes, 16-byte
+     aligned, owned by the caller and not used by another call until this one
+     has finished on stream.  NULL with workspace_bytes 0: the call allocates
+     it on stream (cuMemAllocAsync, stream-ordered from the device's default
+     pool) and frees it behind its kernels; that works under graph capture but
+     costs an allocation per call. */
+  void *workspace;
+  size_t workspace_bytes;
+  /* Optional: run exactly this backward variant (op FAGEN_OP_BWD, or
+     FAGEN_OP_BWD_DET when deterministic); the autotuner uses this. */
+  const fagen_variant *variant;
+} fagen_attention_bwd_args;
+
+/* Fills args with the defaults: zero sizes and pointers, contiguous strides,
+ * default scale, bf16, atomic dQ, no workspace, no forced variant.  NULL is
+ * harmless. */
+FAGEN_API void fagen_attention_bwd_args_init(fagen_attention_bwd_args *args);
+
+/* The workspace fagen_attention_backward needs for args, in bytes:
+ * 4 * batch * heads_q * seqlen_q for D = rowsum(dO * O) (rounded up to a
+ * multiple of 16), plus, unless
+ * deterministic, 4 * batch * heads_q * seqlen_q * H for the dQ accumulator,
+ * where H is head_dim rounded up to the next compiled size (32, 64, 96, ...,
+ * 256).  Only sizes are read (pointers may be NULL).  Returns FAGEN_OK,
+ * FAGEN_E_NULL_POINTER or the shape statuses of fagen_attention_backward.
+ * Thread-safe. */
+FAGEN_API fagen_status fagen_attention_backward_workspace(fagen_ctx *ctx,
+                                                          const fagen_attention_bwd_args *args,
+                                                          size_t *bytes);
+
+/* Chooses the backward variant that fagen_attention_backward would run (see
+ * fagen_attention_select; the same order of tables and heuristic).  Pointers
+ * are not checked.  Returns FAGEN_OK, the shape statuses of
+ * fagen_attention_backward, FAGEN_E_UNSUPPORTED_ARCH or (device NULL) the
+ * driver statuses.  Thread-safe. */
+FAGEN_API fagen_status fagen_attention_backward_select(fagen_ctx *ctx,
+                                                       const fagen_attention_bwd_args *args,
+                                                       const fagen_device_class *device,
+                                                       fagen_variant *out,
+                                                       fagen_select_info *info);
+
+/* Writes dq, dk and dv on stream: three kernel launches (D and workspace
+ * preparation, dK/dV with dQ, dQ conversion), all queued before the call
+ * returns.  Arguments are validated before anything is launched; on failure
+ * nothing is launched and nothing is written.  Returns FAGEN_OK or:
+ *   FAGEN_E_NULL_POINTER      ctx, args, a tensor pointer or lse is NULL
+ *                             ("lse is required")
+ *   FAGEN_E_MISALIGNED        a tensor not 16-byte aligned, lse not 4-byte,
+ *                             the workspace not 16-byte aligned
+ *   FAGEN_E_BAD_STRIDE        as the forward, for each of the eight tensors
+ *   FAGEN_E_BAD_SHAPE         as the forward
+ *   FAGEN_E_BAD_HEADS, FAGEN_E_UNSUPPORTED_DTYPE, FAGEN_E_UNSUPPORTED_HEAD_DIM
+ *   FAGEN_E_INVALID_ARGUMENT  causal not 0/1, deterministic not 0/1, scale
+ *                             not finite or negative, a forced variant that
+ *                             does not fit
+ *   FAGEN_E_BUFFER_TOO_SMALL  a workspace smaller than
+ *                             fagen_attention_backward_workspace() (or a
+ *                             size without a pointer)
+ *   FAGEN_E_NO_DRIVER, FAGEN_E_NO_DEVICE, FAGEN_E_CUDA (including a failed
+ *   workspace allocation), FAGEN_E_UNSUPPORTED_ARCH and the statuses of
+ *   fagen_compile.
+ * O, dO and LSE share q's sizes by construction of this struct: shapes are
+ * given once, and every tensor is read with those sizes and its own strides.
+ * Thread-safe. */
+FAGEN_API fagen_status fagen_attention_backward(fagen_ctx *ctx,
+                                                const fagen_attention_bwd_args *args,
+                                                void *stream);
 
 #ifdef __cplusplus
 }

@@ -53,6 +53,8 @@
   X(launch_kernel, cuLaunchKernel)                        \
   X(mem_alloc, cuMemAlloc)                                \
   X(mem_free, cuMemFree)                                  \
+  X(mem_alloc_async, cuMemAllocAsync)                     \
+  X(mem_free_async, cuMemFreeAsync)                       \
   X(memcpy_htod, cuMemcpyHtoD)                            \
   X(memcpy_dtoh, cuMemcpyDtoH)                            \
   X(memset_d8, cuMemsetD8)                                \

@@ -16,7 +16,7 @@ FAGEN_API void fagen_attention_args_init(fagen_attention_args *a) {
 }
 
 /* The strides of a tensor as used: all zero means contiguous [B, S, H, D]. */
-static fagen_strides fg_effective(fagen_strides s, int seqlen, int heads, int head_dim) {
+fagen_strides fg_effective(fagen_strides s, int seqlen, int heads, int head_dim) {
   if (s.batch == 0 && s.seq == 0 && s.head == 0) {
     s.head = head_dim;
     s.seq = (int64_t)heads * head_dim;
@@ -25,7 +25,7 @@ static fagen_strides fg_effective(fagen_strides s, int seqlen, int heads, int he
   return s;
 }
 
-static fagen_status fg_check_strides(const char *what, fagen_strides given, int batch, int seqlen,
+fagen_status fg_check_strides(const char *what, fagen_strides given, int batch, int seqlen,
                                      int heads, int head_dim, int is_output, fg_err *err) {
   fagen_strides s = fg_effective(given, seqlen, heads, head_dim);
   const int64_t st[3] = {s.batch, s.seq, s.head};
@@ -56,7 +56,7 @@ static fagen_status fg_check_strides(const char *what, fagen_strides given, int 
   return FAGEN_OK;
 }
 
-static int fg_aligned(const void *p, uintptr_t a) { return ((uintptr_t)p & (a - 1)) == 0; }
+int fg_aligned(const void *p, uintptr_t a) { return ((uintptr_t)p & (a - 1)) == 0; }
 
 fagen_status fg_fwd_validate(const fagen_attention_args *a, int check_pointers, fg_err *err) {
   if (a->dtype != FAGEN_DTYPE_FP16 && a->dtype != FAGEN_DTYPE_BF16)
@@ -138,6 +138,12 @@ fagen_status fg_fwd_validate(const fagen_attention_args *a, int check_pointers, 
 fagen_status fg_fwd_select(const fagen_attention_args *a, const fagen_target *t,
                            const fg_tune_state *tune, fagen_variant *out, fagen_select_info *info,
                            fg_err *err) {
+  return fg_op_select(FAGEN_OP_FWD, a, t, tune, out, info, err);
+}
+
+fagen_status fg_op_select(fagen_op op, const fagen_attention_args *a, const fagen_target *t,
+                          const fg_tune_state *tune, fagen_variant *out, fagen_select_info *info,
+                          fg_err *err) {
   if (info) memset(info, 0, sizeof *info);
   if (a->variant) {
     *out = *a->variant;
@@ -145,13 +151,12 @@ fagen_status fg_fwd_select(const fagen_attention_args *a, const fagen_target *t,
     return FAGEN_OK;
   }
   const int head_dim = fg_head_dim_bucket(a->head_dim);
-  if (tune && fg_tune_lookup(tune, FAGEN_OP_FWD, a->dtype, head_dim, a->causal, a->seqlen_k, out,
-                             info))
+  if (tune && fg_tune_lookup(tune, op, a->dtype, head_dim, a->causal, a->seqlen_k, out, info))
     return FAGEN_OK;
   if (info) info->source = FAGEN_SELECT_HEURISTIC;
   fagen_variant v;
   memset(&v, 0, sizeof v);
-  v.op = FAGEN_OP_FWD;
+  v.op = op;
   v.head_dim = head_dim;
   v.dtype = a->dtype;
   v.causal = a->causal;
@@ -169,9 +174,8 @@ fagen_status fg_fwd_select(const fagen_attention_args *a, const fagen_target *t,
       *out = cand[i];
       return FAGEN_OK;
     }
-  return fg_fail(err, FAGEN_E_UNSUPPORTED_ARCH,
-                 "no forward kernel for head_dim %d fits sm_%d%s", a->head_dim, t->arch,
-                 t->arch_specific ? "a" : "");
+  return fg_fail(err, FAGEN_E_UNSUPPORTED_ARCH, "no %s kernel for head_dim %d fits sm_%d%s",
+                 fg_op_token(op), a->head_dim, t->arch, t->arch_specific ? "a" : "");
 }
 
 void fg_fwd_params_fill(const fagen_attention_args *a, const fagen_variant *v, fg_fwd_params *p) {
@@ -203,7 +207,7 @@ void fg_fwd_params_fill(const fagen_attention_args *a, const fagen_variant *v, f
 
 /* The tables of the device a scope runs on (its class looked up once per
  * device ordinal). */
-static const fg_tune_state *fg_scope_tune(fagen_ctx *ctx, const fg_cuda_api *cu, const fg_scope *s) {
+const fg_tune_state *fg_scope_tune(fagen_ctx *ctx, const fg_cuda_api *cu, const fg_scope *s) {
   int d = (int)s->dev;
   pthread_mutex_lock(&ctx->mu);
   int idx = ctx->dev_tune[d];
@@ -221,6 +225,29 @@ static const fg_tune_state *fg_scope_tune(fagen_ctx *ctx, const fg_cuda_api *cu,
   return st;
 }
 
+/* The target and tables a select call uses: the device class given, else
+ * the device of the current CUDA context. */
+fagen_status fg_select_target(fagen_ctx *ctx, const fagen_device_class *device, fagen_target *t,
+                              const fg_tune_state **tune, fg_err *err) {
+  if (device) {
+    if (!fg_target_supported(&device->target))
+      return fg_fail(err, FAGEN_E_UNSUPPORTED_ARCH, "target sm_%d%s is not supported",
+                     device->target.arch, device->target.arch_specific ? "a" : "");
+    *t = device->target;
+    *tune = fg_ctx_tune(ctx, device);
+    return FAGEN_OK;
+  }
+  const fg_cuda_api *cu = fg_cuda(err);
+  if (!cu) return err->status;
+  fg_scope s;
+  fagen_status st = fg_scope_enter(ctx, cu, NULL, &s, err);
+  if (st != FAGEN_OK) return st;
+  *t = s.target;
+  *tune = fg_scope_tune(ctx, cu, &s);
+  fg_scope_leave(cu, &s);
+  return FAGEN_OK;
+}
+
 FAGEN_API fagen_status fagen_attention_select(fagen_ctx *ctx, const fagen_attention_args *args,
                                               const fagen_device_class *device,
                                               fagen_variant *out, fagen_select_info *info) {
@@ -233,23 +260,7 @@ FAGEN_API fagen_status fagen_attention_select(fagen_ctx *ctx, const fagen_attent
   if (st != FAGEN_OK) return fg_ctx_fail(ctx, &err);
   fagen_target t;
   const fg_tune_state *tune = NULL;
-  if (device) {
-    if (!fg_target_supported(&device->target)) {
-      fg_fail(&err, FAGEN_E_UNSUPPORTED_ARCH, "target sm_%d%s is not supported",
-              device->target.arch, device->target.arch_specific ? "a" : "");
-      return fg_ctx_fail(ctx, &err);
-    }
-    t = device->target;
-    tune = fg_ctx_tune(ctx, device);
-  } else {
-    const fg_cuda_api *cu = fg_cuda(&err);
-    if (!cu) return fg_ctx_fail(ctx, &err);
-    fg_scope s;
-    if (fg_scope_enter(ctx, cu, NULL, &s, &err) != FAGEN_OK) return fg_ctx_fail(ctx, &err);
-    t = s.target;
-    tune = fg_scope_tune(ctx, cu, &s);
-    fg_scope_leave(cu, &s);
-  }
+  if (fg_select_target(ctx, device, &t, &tune, &err) != FAGEN_OK) return fg_ctx_fail(ctx, &err);
   st = fg_fwd_select(args, &t, tune, out, info, &err);
   return st == FAGEN_OK ? FAGEN_OK : fg_ctx_fail(ctx, &err);
 }

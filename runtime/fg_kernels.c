@@ -1,9 +1,11 @@
 #include "fg_kernels.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "fg_jit.h"
+#include "fg_variant.h"
 
 #define FG_FN_PER_KERNEL 8
 #define FG_SMEM_DEFAULT_LIMIT (48 * 1024)
@@ -15,14 +17,16 @@ struct fg_kernel {
   fagen_variant v;
   int state;
   CUlibrary lib;
-  CUkernel kern;
-  int threads, smem;
+  CUkernel kern[FG_KFN]; /* NULL where the module has no such kernel */
+  int threads[FG_KFN], smem[FG_KFN];
   int nfn;
   struct {
     CUcontext cuctx;
-    CUfunction fn;
+    CUfunction fn[FG_KFN];
   } fns[FG_FN_PER_KERNEL];
 };
+
+static const char *const fg_kfn_suffix[FG_KFN] = {"", "_pre", "_post", "_dq"};
 
 static unsigned fg_variant_hash(const fagen_variant *v) {
   const int f[] = {(int)v->op,  v->head_dim, v->block_q, v->block_kv,      v->warps,
@@ -53,39 +57,67 @@ static fagen_status fg_kernel_load(fagen_ctx *ctx, const fg_cuda_api *cu, fg_ker
     fg_cache_blob_free(&blob);
     return fg_cuda_fail(err, rc, "cuLibraryLoadData");
   }
-  rc = cu->library_get_kernel(&k->kern, k->lib, blob.meta.name);
+  rc = cu->library_get_kernel(&k->kern[FG_KFN_MAIN], k->lib, blob.meta.name);
   if (rc != CUDA_SUCCESS) {
     cu->library_unload(k->lib);
     k->lib = NULL;
     fg_cache_blob_free(&blob);
     return fg_cuda_fail(err, rc, "cuLibraryGetKernel");
   }
-  k->threads = blob.meta.threads;
-  k->smem = blob.meta.dynamic_smem;
+  k->threads[FG_KFN_MAIN] = blob.meta.threads;
+  k->smem[FG_KFN_MAIN] = blob.meta.dynamic_smem;
+  if (k->v.op == FAGEN_OP_BWD || k->v.op == FAGEN_OP_BWD_DET) {
+    /* The backward's helpers; their launch shapes come from the resource
+     * model that the template checks against. */
+    fg_resources res;
+    fagen_status hst = fg_variant_check(&k->v, &res, err);
+    const int need[FG_KFN] = {1, 1, k->v.op == FAGEN_OP_BWD, k->v.op == FAGEN_OP_BWD_DET};
+    const int threads[FG_KFN] = {0, res.aux_threads, res.aux_threads, FG_BWD_DQ_THREADS};
+    const int smem[FG_KFN] = {0, 0, 0, res.bwd_dq_smem};
+    for (int i = 1; hst == FAGEN_OK && i < FG_KFN; i++) {
+      if (!need[i]) continue;
+      char sym[FAGEN_VARIANT_NAME_MAX + 8];
+      snprintf(sym, sizeof sym, "%s%s", blob.meta.name, fg_kfn_suffix[i]);
+      rc = cu->library_get_kernel(&k->kern[i], k->lib, sym);
+      if (rc != CUDA_SUCCESS) hst = fg_cuda_fail(err, rc, "cuLibraryGetKernel (backward helper)");
+      k->threads[i] = threads[i];
+      k->smem[i] = smem[i];
+    }
+    if (hst != FAGEN_OK) {
+      cu->library_unload(k->lib);
+      k->lib = NULL;
+      fg_cache_blob_free(&blob);
+      return hst;
+    }
+  }
   fg_cache_blob_free(&blob);
   return FAGEN_OK;
 }
 
-/* The function of a ready kernel in cuctx; called with ctx->mu held. */
+/* The functions of a ready kernel in cuctx; called with ctx->mu held. */
 static fagen_status fg_kernel_function(const fg_cuda_api *cu, fg_kernel *k, CUcontext cuctx,
-                                       CUfunction *fn, fg_err *err) {
+                                       CUfunction fn[FG_KFN], fg_err *err) {
   for (int i = 0; i < k->nfn; i++)
     if (k->fns[i].cuctx == cuctx) {
-      *fn = k->fns[i].fn;
+      memcpy(fn, k->fns[i].fn, sizeof k->fns[i].fn);
       return FAGEN_OK;
     }
-  CUfunction f;
-  FG_CU_TRY(cu, err, cu->kernel_get_function(&f, k->kern), "cuKernelGetFunction");
-  if (k->smem > FG_SMEM_DEFAULT_LIMIT)
-    FG_CU_TRY(cu, err,
-              cu->func_set_attribute(f, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, k->smem),
-              "cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES)");
+  CUfunction f[FG_KFN] = {NULL};
+  for (int i = 0; i < FG_KFN; i++) {
+    if (!k->kern[i]) continue;
+    FG_CU_TRY(cu, err, cu->kernel_get_function(&f[i], k->kern[i]), "cuKernelGetFunction");
+    if (k->smem[i] > FG_SMEM_DEFAULT_LIMIT)
+      FG_CU_TRY(cu, err,
+                cu->func_set_attribute(f[i], CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                                       k->smem[i]),
+                "cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES)");
+  }
   if (k->nfn < FG_FN_PER_KERNEL) { /* beyond that, resolve each time (rare: many contexts) */
     k->fns[k->nfn].cuctx = cuctx;
-    k->fns[k->nfn].fn = f;
+    memcpy(k->fns[k->nfn].fn, f, sizeof f);
     k->nfn++;
   }
-  *fn = f;
+  memcpy(fn, f, sizeof f);
   return FAGEN_OK;
 }
 
@@ -105,9 +137,12 @@ fagen_status fg_kernel_get(fagen_ctx *ctx, const fg_cuda_api *cu, const fg_scope
     fg_kernel *k = ctx->kernels[b];
     while (k && !fg_variant_eq(&k->v, v)) k = k->next;
     if (k && k->state == FG_K_READY) {
-      fagen_status st = fg_kernel_function(cu, k, s->cuctx, &out->fn, err);
-      out->threads = k->threads;
-      out->smem = k->smem;
+      fagen_status st = fg_kernel_function(cu, k, s->cuctx, out->fns, err);
+      out->fn = out->fns[FG_KFN_MAIN];
+      memcpy(out->fn_threads, k->threads, sizeof k->threads);
+      memcpy(out->fn_smem, k->smem, sizeof k->smem);
+      out->threads = k->threads[FG_KFN_MAIN];
+      out->smem = k->smem[FG_KFN_MAIN];
       pthread_mutex_unlock(&ctx->mu);
       return st;
     }

@@ -8,10 +8,19 @@
 
 #include "fg_ctx.h"
 
+/* A module holds up to FG_KFN kernels: the variant's own (symbol = variant
+ * name) and, for the backward, helpers named NAME_pre, NAME_post, NAME_dq.
+ * Index 0 is the variant's kernel. */
+enum { FG_KFN_MAIN = 0, FG_KFN_PRE = 1, FG_KFN_POST = 2, FG_KFN_DQ = 3, FG_KFN = 4 };
+
 typedef struct fg_launchable {
-  CUfunction fn;
+  CUfunction fn; /* FG_KFN_MAIN */
   int threads;
   int smem;
+  /* Every kernel of the module; fns[i] is NULL where the module has none. */
+  CUfunction fns[FG_KFN];
+  int fn_threads[FG_KFN];
+  int fn_smem[FG_KFN];
 } fg_launchable;
 
 /* The function of variant v in the CUDA context of scope s (current during

@@ -227,6 +227,11 @@ static int fg_find_int_before(const char *line, const char *suffix, int *out) {
   return 1;
 }
 
+static void fg_find_max_before(const char *line, const char *key, int *out) {
+  int v;
+  if (fg_find_int_before(line, key, &v) && v > *out) *out = v;
+}
+
 void fg_nvrtc_parse_ptxas(const char *log, fg_nvrtc_result *r) {
   /* -1: unknown (no report in the log) */
   r->registers = r->static_smem = r->stack_bytes = r->spill_stores = r->spill_loads = -1;
@@ -238,11 +243,12 @@ void fg_nvrtc_parse_ptxas(const char *log, fg_nvrtc_result *r) {
     if (len >= sizeof buf) len = sizeof buf - 1;
     memcpy(buf, line, len);
     buf[len] = '\0';
-    fg_find_int_before(buf, "registers", &r->registers);
-    fg_find_int_before(buf, "bytes smem", &r->static_smem);
-    fg_find_int_before(buf, "bytes stack frame", &r->stack_bytes);
-    fg_find_int_before(buf, "bytes spill stores", &r->spill_stores);
-    fg_find_int_before(buf, "bytes spill loads", &r->spill_loads);
+    /* A module may hold several kernels (the backward's): report the worst. */
+    fg_find_max_before(buf, "registers", &r->registers);
+    fg_find_max_before(buf, "bytes smem", &r->static_smem);
+    fg_find_max_before(buf, "bytes stack frame", &r->stack_bytes);
+    fg_find_max_before(buf, "bytes spill stores", &r->spill_stores);
+    fg_find_max_before(buf, "bytes spill loads", &r->spill_loads);
     line = nl ? nl + 1 : NULL;
   }
 }

@@ -31,11 +31,14 @@ for step in $steps; do
     ;;
   test)
     export FAGEN_CACHE_DIR="$PWD/build-gpu/cache"
-    ctest --test-dir build-gpu -j4 --output-on-failure -E forward_gpu > "$out/ctest.log" 2>&1
+    ctest --test-dir build-gpu -j4 --output-on-failure -E '(forward|backward)_gpu' > "$out/ctest.log" 2>&1
     note "ctest: rc=$? ($(grep -E 'tests passed' "$out/ctest.log"))"
     # the GPU tests' own lines: error figures per shape, skips
     build-gpu/tests/test_forward_gpu --verbose=1 -j4 > "$out/forward_gpu.log" 2>&1
     note "forward_gpu: $(grep -E 'Synthesis' "$out/forward_gpu.log")"
+    build-gpu/tests/test_backward_gpu --verbose=1 -j8 > "$out/backward_gpu.log" 2>&1
+    note "backward_gpu: $(grep -E 'Synthesis' "$out/backward_gpu.log")"
+    grep -E '^\s+(bf16|fp16) ' "$out/backward_gpu.log" | sort | tail -40
     ;;
   demo)
     for args in "--seqlen 2048 --head-dim 128" "--seqlen 4096 --head-dim 64 --causal --fp16" \
@@ -53,6 +56,16 @@ for step in $steps; do
         rc=$?
         cat "$out/sanitize-one.log" >> "$out/sanitize.log"
         note "compute-sanitizer $tool ($args): rc=$rc $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$out/sanitize-one.log" | tail -1)"
+        rm -f "$out/sanitize-one.log"
+      done
+      # the backward: small shapes of the GPU test (atomic and deterministic
+      # modes, GQA, odd lengths, d32..d256)
+      for f in seqlen_1_and_7 gqa_ratios_1_2_8 every_head_dim; do
+        compute-sanitizer --tool $tool --error-exitcode 9 build-gpu/tests/test_backward_gpu \
+          --filter "backward_gpu/$f" > "$out/sanitize-one.log" 2>&1
+        rc=$?
+        cat "$out/sanitize-one.log" >> "$out/sanitize.log"
+        note "compute-sanitizer $tool (backward_gpu/$f): rc=$rc $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$out/sanitize-one.log" | tail -1)"
         rm -f "$out/sanitize-one.log"
       done
     done

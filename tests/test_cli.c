@@ -66,7 +66,7 @@ Test(cli, emit_writes_default_set_and_manifest) {
   char *out, *err;
   int rc = fagen((const char *[]){"--emit", "-o", sub, NULL}, NULL, &out, &err);
   cr_assert_eq(rc, 0, "%s", err);
-  cr_assert_eq(fg_test_count_files(sub, ".cu"), 64);
+  cr_assert_eq(fg_test_count_files(sub, ".cu"), 192);
   cr_assert_eq(fg_test_count_files(sub, ".tmp"), 0);
   char path[1200];
   snprintf(path, sizeof path, "%s/manifest.json", sub);
@@ -77,9 +77,9 @@ Test(cli, emit_writes_default_set_and_manifest) {
   free(m);
   /* Every file matches the library's source for that variant. */
   fagen_target t80 = {80, 0};
-  fagen_variant defaults[32];
+  fagen_variant defaults[96];
   size_t nd;
-  cr_assert_eq(fagen_default_variants(&t80, 1, defaults, 32, &nd), FAGEN_OK);
+  cr_assert_eq(fagen_default_variants(&t80, 1, defaults, 96, &nd), FAGEN_OK);
   fagen_variant v = defaults[nd / 2];
   char vname[FAGEN_VARIANT_NAME_MAX];
   fagen_variant_name(&v, vname, sizeof vname);
@@ -201,8 +201,10 @@ Test(cli, list_and_verbose_culls) {
   cr_assert_eq(fagen((const char *[]){"list", NULL}, NULL, &out, &err), 0);
   int lines = 0;
   for (char *p = out; *p; p++) lines += *p == '\n';
-  cr_assert_eq(lines, 64);
+  cr_assert_eq(lines, 192);
   cr_assert(strstr(out, "fwd_d128_") && strstr(out, "_causal_bf16_sm90a\n"));
+  cr_assert(strstr(out, "\nbwd_d128_bq64_bk128_w8_s2_bf16_sm80\n"), "%s", out);
+  cr_assert(strstr(out, "\nbwddet_d128_"), "%s", out);
   free(out), free(err);
   cr_assert_eq(fagen((const char *[]){"list", "-v", "--only", "fwd_d256*", "--arch", "sm_86",
                                       NULL},

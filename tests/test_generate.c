@@ -32,11 +32,11 @@ Test(generate, banner_names_version_template_and_parameters) {
 
 Test(generate, sources_are_self_contained_and_export_the_variant_name) {
   fagen_target t[2] = {{80, 0}, {90, 1}};
-  fagen_variant vs[64];
+  fagen_variant vs[192];
   size_t n;
-  cr_assert_eq(fagen_default_variants(t, 2, vs, 64, &n), FAGEN_OK);
+  cr_assert_eq(fagen_default_variants(t, 2, vs, 192, &n), FAGEN_OK);
   for (size_t i = 0; i < n; i++) {
-    char name[FAGEN_VARIANT_NAME_MAX], sym[FAGEN_VARIANT_NAME_MAX + 2];
+    char name[FAGEN_VARIANT_NAME_MAX], sym[FAGEN_VARIANT_NAME_MAX + 8];
     fagen_variant_name(&vs[i], name, sizeof name);
     char *src;
     cr_assert_eq(fagen_variant_source(&vs[i], &src, NULL), FAGEN_OK, "%s: %s", name,
@@ -45,6 +45,13 @@ Test(generate, sources_are_self_contained_and_export_the_variant_name) {
     cr_assert(strstr(src, "extern \"C\" __global__"), "%s", name);
     snprintf(sym, sizeof sym, "\n%s(", name);
     cr_assert(strstr(src, sym), "%s does not define its kernel symbol", name);
+    if (vs[i].op != FAGEN_OP_FWD) { /* the backward's helper kernels */
+      const char *helpers[] = {"_pre(", vs[i].op == FAGEN_OP_BWD ? "_post(" : "_dq("};
+      for (size_t h = 0; h < 2; h++) {
+        snprintf(sym, sizeof sym, "\n%s%s", name, helpers[h]);
+        cr_assert(strstr(src, sym), "%s does not define %s", name, sym + 1);
+      }
+    }
     cr_assert(strstr(src, "#line "), "%s has no #line marks", name);
     cr_assert(strstr(src, vs[i].dtype == FAGEN_DTYPE_BF16
                               ? "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32"
@@ -125,6 +132,43 @@ Test(generate, template_runtime_error_through_the_api) {
   cr_assert_eq(fagen_variant_source(&v, &src, NULL), FAGEN_E_TEMPLATE);
   cr_assert(strstr(fagen_last_error(), "templates/common.cuh.tpl:3:"), "%s", fagen_last_error());
   cr_assert(strstr(fagen_last_error(), "arithmetic on a nil value"), "%s", fagen_last_error());
+  fg_test_rmrf(dir);
+  free(dir);
+}
+
+/* The tables' template hash covers exactly the templates a forward source is
+ * made of: each one of fg_table_templates appears in a forward kernel's #line
+ * marks, and no other template does. */
+Test(generate, table_hash_covers_the_forward_templates) {
+  fagen_variant v = variant("fwd_d96_bq64_bk64_w4_s1_causal_fp16_sm90a");
+  char *src;
+  cr_assert_eq(fagen_variant_source(&v, &src, NULL), FAGEN_OK);
+  size_t seen = 0;
+  for (const char *p = strstr(src, "#line "); p; p = strstr(p + 1, "#line ")) {
+    const char *q = strstr(p, "\"templates/");
+    const char *nl = strchr(p, '\n');
+    cr_assert(q && (!nl || q < nl), "a #line mark without a template");
+    q += strlen("\"templates/");
+    const char *e = strchr(q, '"');
+    int listed = 0;
+    for (size_t i = 0; i < fg_table_templates_count; i++)
+      if (strlen(fg_table_templates[i]) == (size_t)(e - q) &&
+          strncmp(fg_table_templates[i], q, (size_t)(e - q)) == 0) {
+        listed = 1;
+        seen |= (size_t)1 << i;
+      }
+    cr_assert(listed, "forward template %.*s is not in fg_table_templates", (int)(e - q), q);
+  }
+  cr_assert_eq(seen, ((size_t)1 << fg_table_templates_count) - 1,
+               "a template of fg_table_templates is not part of the forward");
+  fagen_free(src);
+  /* and a backward-only template does not move the hash */
+  char a[65], b[65];
+  fg_err err;
+  cr_assert_eq(fg_templates_hash(a, &err), FAGEN_OK);
+  char *dir = template_dir_with("bwd_sm80.cu.tpl", "// changed\n");
+  cr_assert_eq(fg_templates_hash(b, &err), FAGEN_OK, "%s", err.msg);
+  cr_assert_str_eq(a, b);
   fg_test_rmrf(dir);
   free(dir);
 }

@@ -46,9 +46,9 @@ Test(variant, parse_round_trips_every_default) {
   fagen_target t[2] = {{80, 0}, {90, 1}};
   size_t n = 0;
   cr_assert_eq(fagen_default_variants(t, 2, NULL, 0, &n), FAGEN_OK);
-  cr_assert_eq(n, 64, "8 head dims x 2 dtypes x 2 causal x 2 targets, got %zu", n);
-  fagen_variant vs[64];
-  cr_assert_eq(fagen_default_variants(t, 2, vs, 64, &n), FAGEN_OK);
+  cr_assert_eq(n, 192, "3 ops (fwd, bwd, bwddet) x 8 head dims x 2 dtypes x 2 causal x 2 targets, got %zu", n);
+  fagen_variant vs[192];
+  cr_assert_eq(fagen_default_variants(t, 2, vs, 192, &n), FAGEN_OK);
   for (size_t i = 0; i < n; i++) {
     char name[FAGEN_VARIANT_NAME_MAX], again[FAGEN_VARIANT_NAME_MAX];
     fagen_variant back;
@@ -66,7 +66,8 @@ Test(variant, parse_round_trips_every_default) {
 Test(variant, parse_rejects_malformed_names) {
   const char *bad[] = {"",
                        "fwd",
-                       "bwd_d128_bq16_bk64_w4_s1_bf16_sm80",
+                       "bwd2_d128_bq16_bk64_w4_s1_bf16_sm80",
+                       "bwdde_d128_bq16_bk64_w4_s1_bf16_sm80",
                        "fwd_d128_bq16_bk64_w4_s1_bf16",
                        "fwd_d128_bq16_bk64_w4_s1_bf16_sm80_extra",
                        "fwd_d0128_bq16_bk64_w4_s1_bf16_sm80",
@@ -185,7 +186,7 @@ Test(variant, default_set_rejects_bad_targets_and_small_buffers) {
   fagen_target ok = {80, 0};
   fagen_variant vs[4];
   cr_assert_eq(fagen_default_variants(&ok, 1, vs, 4, &n), FAGEN_E_BUFFER_TOO_SMALL);
-  cr_assert_eq(n, 32);
+  cr_assert_eq(n, 96);
 }
 
 Test(variant, candidates_cover_the_axis_table) {

@@ -1,0 +1,292 @@
+/* fg_backward: fagen_attention_backward — validation, workspace, selection
+ * and the launches of the backward module (templates/bwd_sm80.cu.tpl). */
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "fg_ctx.h"
+#include "fg_forward.h"
+#include "fg_kernel_abi.h"
+#include "fg_kernels.h"
+#include "fg_variant.h"
+
+FAGEN_API void fagen_attention_bwd_args_init(fagen_attention_bwd_args *a) {
+  if (!a) return;
+  memset(a, 0, sizeof *a);
+  a->dtype = FAGEN_DTYPE_BF16;
+}
+
+/* The forward's view of the call: sizes, q, k, v, o and lse, so that the
+ * forward's rules (sizes, heads, head_dim, scale, strides, alignment) apply
+ * to the same tensors with the same messages. */
+static fagen_attention_args fg_bwd_as_fwd(const fagen_attention_bwd_args *a) {
+  fagen_attention_args f;
+  fagen_attention_args_init(&f);
+  f.dtype = a->dtype;
+  f.batch = a->batch;
+  f.seqlen_q = a->seqlen_q;
+  f.seqlen_k = a->seqlen_k;
+  f.heads_q = a->heads_q;
+  f.heads_kv = a->heads_kv;
+  f.head_dim = a->head_dim;
+  f.causal = a->causal;
+  f.softmax_scale = a->softmax_scale;
+  f.q = a->q;
+  f.k = a->k;
+  f.v = a->v;
+  f.o = (void *)(uintptr_t)a->o; /* only read here */
+  f.lse = (float *)(uintptr_t)a->lse;
+  f.q_strides = a->q_strides;
+  f.k_strides = a->k_strides;
+  f.v_strides = a->v_strides;
+  f.o_strides = a->o_strides;
+  f.variant = NULL;
+  return f;
+}
+
+static size_t fg_bwd_workspace_bytes(const fagen_attention_bwd_args *a) {
+  size_t rows = (size_t)a->batch * (size_t)a->heads_q * (size_t)a->seqlen_q;
+  size_t bytes = (rows * 4 + 15) & ~(size_t)15; /* the dQ accumulator starts 16-byte aligned */
+  if (!a->deterministic) bytes += rows * (size_t)fg_head_dim_bucket(a->head_dim) * 4;
+  return bytes;
+}
+
+/* Sizes and strides (and, with check_pointers, pointers and the workspace). */
+static fagen_status fg_bwd_validate(const fagen_attention_bwd_args *a, int check_pointers,
+                                    fg_err *err) {
+  fagen_attention_args f = fg_bwd_as_fwd(a);
+  fagen_status st = fg_fwd_validate(&f, 0, err);
+  if (st != FAGEN_OK) return st;
+  if (a->deterministic != 0 && a->deterministic != 1)
+    return fg_fail(err, FAGEN_E_INVALID_ARGUMENT, "deterministic is %d; it must be 0 or 1",
+                   a->deterministic);
+  const struct {
+    const char *name;
+    fagen_strides s;
+    int kv, out;
+  } t[] = {{"dout", a->dout_strides, 0, 0},
+           {"dq", a->dq_strides, 0, 1},
+           {"dk", a->dk_strides, 1, 1},
+           {"dv", a->dv_strides, 1, 1}};
+  for (size_t i = 0; i < FG_ARRAY_LEN(t); i++) {
+    st = fg_check_strides(t[i].name, t[i].s, a->batch, t[i].kv ? a->seqlen_k : a->seqlen_q,
+                          t[i].kv ? a->heads_kv : a->heads_q, a->head_dim, t[i].out, err);
+    if (st != FAGEN_OK) return st;
+  }
+  if (a->variant) {
+    const fagen_variant *v = a->variant;
+    char name[FAGEN_VARIANT_NAME_MAX] = "?";
+    fagen_variant_name(v, name, sizeof name);
+    st = fg_variant_check(v, NULL, err);
+    if (st != FAGEN_OK) {
+      fg_err_prefix(err, "forced variant %s", name);
+      err->status = FAGEN_E_INVALID_ARGUMENT;
+      return err->status;
+    }
+    fagen_op want = a->deterministic ? FAGEN_OP_BWD_DET : FAGEN_OP_BWD;
+    if (v->op != want || v->dtype != a->dtype || v->causal != a->causal ||
+        v->head_dim != fg_head_dim_bucket(a->head_dim))
+      return fg_fail(err, FAGEN_E_INVALID_ARGUMENT,
+                     "forced variant %s does not fit the call (op %s, dtype, causal and "
+                     "head_dim %d must match)",
+                     name, fg_op_token(want), fg_head_dim_bucket(a->head_dim));
+  }
+  if (!check_pointers) return FAGEN_OK;
+  const struct {
+    const char *name;
+    const void *p;
+  } ptrs[] = {{"q", a->q},   {"k", a->k},   {"v", a->v},   {"o", a->o},
+              {"dout", a->dout}, {"dq", a->dq}, {"dk", a->dk}, {"dv", a->dv}};
+  for (size_t i = 0; i < FG_ARRAY_LEN(ptrs); i++) {
+    if (!ptrs[i].p) return fg_fail(err, FAGEN_E_NULL_POINTER, "%s is NULL", ptrs[i].name);
+    if (!fg_aligned(ptrs[i].p, 16))
+      return fg_fail(err, FAGEN_E_MISALIGNED, "%s (%p) is not 16-byte aligned", ptrs[i].name,
+                     ptrs[i].p);
+  }
+  if (!a->lse)
+    return fg_fail(err, FAGEN_E_NULL_POINTER,
+                   "lse is NULL: the backward needs the forward's log-sum-exp (call "
+                   "fagen_attention_forward with args.lse set)");
+  if (!fg_aligned(a->lse, 4))
+    return fg_fail(err, FAGEN_E_MISALIGNED, "lse (%p) is not 4-byte aligned", (const void *)a->lse);
+  size_t need = fg_bwd_workspace_bytes(a);
+  if (a->workspace || a->workspace_bytes) {
+    if (!a->workspace)
+      return fg_fail(err, FAGEN_E_BUFFER_TOO_SMALL,
+                     "workspace_bytes is %zu but workspace is NULL (pass neither to let the "
+                     "call allocate it)",
+                     a->workspace_bytes);
+    if (a->workspace_bytes < need)
+      return fg_fail(err, FAGEN_E_BUFFER_TOO_SMALL,
+                     "the workspace has %zu bytes; this call needs %zu "
+                     "(fagen_attention_backward_workspace)",
+                     a->workspace_bytes, need);
+    if (!fg_aligned(a->workspace, 16))
+      return fg_fail(err, FAGEN_E_MISALIGNED, "workspace (%p) is not 16-byte aligned",
+                     a->workspace);
+  }
+  return FAGEN_OK;
+}
+
+FAGEN_API fagen_status fagen_attention_backward_workspace(fagen_ctx *ctx,
+                                                          const fagen_attention_bwd_args *args,
+                                                          size_t *bytes) {
+  fg_err err;
+  if (!ctx || !args || !bytes) {
+    fg_fail(&err, FAGEN_E_NULL_POINTER, "fagen_attention_backward_workspace: NULL argument");
+    return fg_ctx_fail(ctx, &err);
+  }
+  fagen_status st = fg_bwd_validate(args, 0, &err);
+  if (st != FAGEN_OK) return fg_ctx_fail(ctx, &err);
+  *bytes = fg_bwd_workspace_bytes(args);
+  return FAGEN_OK;
+}
+
+static fagen_status fg_bwd_select(const fagen_attention_bwd_args *a, const fagen_target *t,
+                                  const fg_tune_state *tune, fagen_variant *out,
+                                  fagen_select_info *info, fg_err *err) {
+  fagen_attention_args f = fg_bwd_as_fwd(a);
+  f.variant = a->variant;
+  return fg_op_select(a->deterministic ? FAGEN_OP_BWD_DET : FAGEN_OP_BWD, &f, t, tune, out, info,
+                      err);
+}
+
+FAGEN_API fagen_status fagen_attention_backward_select(fagen_ctx *ctx,
+                                                       const fagen_attention_bwd_args *args,
+                                                       const fagen_device_class *device,
+                                                       fagen_variant *out,
+                                                       fagen_select_info *info) {
+  fg_err err;
+  if (!ctx || !args || !out) {
+    fg_fail(&err, FAGEN_E_NULL_POINTER, "fagen_attention_backward_select: NULL argument");
+    return fg_ctx_fail(ctx, &err);
+  }
+  fagen_status st = fg_bwd_validate(args, 0, &err);
+  if (st != FAGEN_OK) return fg_ctx_fail(ctx, &err);
+  fagen_target t;
+  const fg_tune_state *tune = NULL;
+  if (fg_select_target(ctx, device, &t, &tune, &err) != FAGEN_OK) return fg_ctx_fail(ctx, &err);
+  st = fg_bwd_select(args, &t, tune, out, info, &err);
+  return st == FAGEN_OK ? FAGEN_OK : fg_ctx_fail(ctx, &err);
+}
+
+static void fg_bwd_params_fill(const fagen_attention_bwd_args *a, const fagen_variant *v,
+                               float *dsum, float *dq_acc, fg_bwd_params *p) {
+  memset(p, 0, sizeof *p);
+  const int d = a->head_dim;
+  const struct {
+    fagen_strides s;
+    int kv;
+    int64_t *out;
+  } t[] = {{a->q_strides, 0, &p->q_stride_b},   {a->k_strides, 1, &p->k_stride_b},
+           {a->v_strides, 1, &p->v_stride_b},   {a->o_strides, 0, &p->o_stride_b},
+           {a->dout_strides, 0, &p->do_stride_b}, {a->dq_strides, 0, &p->dq_stride_b},
+           {a->dk_strides, 1, &p->dk_stride_b}, {a->dv_strides, 1, &p->dv_stride_b}};
+  for (size_t i = 0; i < FG_ARRAY_LEN(t); i++) {
+    fagen_strides e = fg_effective(t[i].s, t[i].kv ? a->seqlen_k : a->seqlen_q,
+                                   t[i].kv ? a->heads_kv : a->heads_q, d);
+    /* Each tensor's three strides are consecutive fields: b, s, h. */
+    t[i].out[0] = e.batch;
+    t[i].out[1] = e.seq;
+    t[i].out[2] = e.head;
+  }
+  p->q = a->q;
+  p->k = a->k;
+  p->v = a->v;
+  p->o = a->o;
+  p->dout = a->dout;
+  p->lse = a->lse;
+  p->dq = a->dq;
+  p->dk = a->dk;
+  p->dv = a->dv;
+  p->dsum = dsum;
+  p->dq_acc = dq_acc;
+  p->batch = a->batch;
+  p->heads_q = a->heads_q;
+  p->heads_kv = a->heads_kv;
+  p->seqlen_q = a->seqlen_q;
+  p->seqlen_k = a->seqlen_k;
+  p->head_dim = d;
+  p->group = a->heads_q / a->heads_kv;
+  p->q_blocks = (a->seqlen_q + v->block_q - 1) / v->block_q;
+  p->kv_blocks = (a->seqlen_k + v->block_kv - 1) / v->block_kv;
+  float scale = a->softmax_scale > 0.f ? a->softmax_scale : 1.0f / sqrtf((float)d);
+  p->scale = scale;
+  p->scale_log2 = scale * 1.4426950408889634f;
+}
+
+/* Grid of a grid-stride helper kernel: enough blocks to fill the GPU many
+ * times over, never more than there is work. */
+static unsigned fg_aux_grid(int64_t work_items, int per_block) {
+  int64_t blocks = (work_items + per_block - 1) / per_block;
+  if (blocks > 65536) blocks = 65536;
+  return (unsigned)(blocks > 0 ? blocks : 1);
+}
+
+static fagen_status fg_launch(const fg_cuda_api *cu, const fg_launchable *l, int which,
+                              unsigned grid, CUstream stream, fg_bwd_params *p, fg_err *err) {
+  void *params[] = {p};
+  CUresult rc = cu->launch_kernel(l->fns[which], grid, 1, 1, (unsigned)l->fn_threads[which], 1, 1,
+                                  (unsigned)l->fn_smem[which], stream, params, NULL);
+  return rc == CUDA_SUCCESS ? FAGEN_OK : fg_cuda_fail(err, rc, "cuLaunchKernel (backward)");
+}
+
+FAGEN_API fagen_status fagen_attention_backward(fagen_ctx *ctx,
+                                                const fagen_attention_bwd_args *a, void *stream) {
+  fg_err err;
+  if (!ctx || !a) {
+    fg_fail(&err, FAGEN_E_NULL_POINTER, "fagen_attention_backward: ctx or args is NULL");
+    return fg_ctx_fail(ctx, &err);
+  }
+  fagen_status st = fg_bwd_validate(a, 1, &err);
+  if (st != FAGEN_OK) return fg_ctx_fail(ctx, &err);
+  /* The kernels' grids are 1-D. */
+  int64_t rows = (int64_t)a->batch * a->heads_q * a->seqlen_q;
+  if ((int64_t)a->batch * a->heads_q * ((a->seqlen_q + 63) / 64) > INT32_MAX ||
+      (int64_t)a->batch * a->heads_kv * ((a->seqlen_k + 31) / 32) > INT32_MAX) {
+    fg_fail(&err, FAGEN_E_BAD_SHAPE, "the problem is too large for one launch");
+    return fg_ctx_fail(ctx, &err);
+  }
+  const fg_cuda_api *cu = fg_cuda(&err);
+  if (!cu) return fg_ctx_fail(ctx, &err);
+  CUstream cs = (CUstream)stream;
+  fg_scope s;
+  st = fg_scope_enter(ctx, cu, cs, &s, &err);
+  if (st != FAGEN_OK) return fg_ctx_fail(ctx, &err);
+  fagen_variant v;
+  st = fg_bwd_select(a, &s.target, a->variant ? NULL : fg_scope_tune(ctx, cu, &s), &v, NULL, &err);
+  fg_launchable l;
+  if (st == FAGEN_OK) st = fg_kernel_get(ctx, cu, &s, &v, &l, &err);
+  CUdeviceptr ws = (CUdeviceptr)(uintptr_t)a->workspace, owned = 0;
+  if (st == FAGEN_OK && !ws) {
+    CUresult rc = cu->mem_alloc_async(&owned, fg_bwd_workspace_bytes(a), cs);
+    if (rc != CUDA_SUCCESS)
+      st = fg_cuda_fail(&err, rc, "cuMemAllocAsync (backward workspace)");
+    ws = owned;
+  }
+  if (st == FAGEN_OK) {
+    fg_bwd_params p;
+    float *dsum = (float *)(uintptr_t)ws;
+    /* dQacc after D, 16-byte aligned (rows * 4 rounded up). */
+    size_t dq_off = ((size_t)rows * 4 + 15) & ~(size_t)15;
+    float *dq_acc = a->deterministic ? NULL : (float *)(uintptr_t)(ws + dq_off);
+    fg_bwd_params_fill(a, &v, dsum, dq_acc, &p);
+    const int per_block = l.fn_threads[FG_KFN_PRE] / 32;
+    st = fg_launch(cu, &l, FG_KFN_PRE, fg_aux_grid(rows, per_block), cs, &p, &err);
+    if (st == FAGEN_OK)
+      st = fg_launch(cu, &l, FG_KFN_MAIN,
+                     (unsigned)((int64_t)p.kv_blocks * a->heads_kv * a->batch), cs, &p, &err);
+    if (st == FAGEN_OK && !a->deterministic)
+      st = fg_launch(cu, &l, FG_KFN_POST,
+                     fg_aux_grid(rows * (a->head_dim / 8), l.fn_threads[FG_KFN_POST]), cs, &p,
+                     &err);
+    if (st == FAGEN_OK && a->deterministic)
+      st = fg_launch(cu, &l, FG_KFN_DQ,
+                     (unsigned)((int64_t)(a->seqlen_q + FG_BWD_DQ_ROWS - 1) / FG_BWD_DQ_ROWS *
+                                a->heads_q * a->batch),
+                     cs, &p, &err);
+  }
+  if (owned) cu->mem_free_async(owned, cs);
+  fg_scope_leave(cu, &s);
+  return st == FAGEN_OK ? FAGEN_OK : fg_ctx_fail(ctx, &err);
+}

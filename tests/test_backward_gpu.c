@@ -1,0 +1,282 @@
+/* Backward attention on a GPU against a float64 CPU reference (and the
+ * deterministic mode against itself, bitwise).  Skipped, visibly, where no GPU
+ * is present.  Fresh inputs every run (the seed is printed; FAGEN_TEST_SEED
+ * replays one); gradients are poisoned with NaN first. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fagen.h"
+#include "fg_cuda.h"
+#include "fg_test.h"
+
+static const fg_cuda_api *cu;
+static CUcontext cuctx;
+static char *cache_dir;
+
+static void gpu_setup(void) {
+  const char *why;
+  cache_dir = fg_test_tmpdir();
+  setenv("FAGEN_CACHE_DIR", cache_dir, 1);
+  if (!fg_test_gpu_available(&why)) cr_skip_test("%s", why);
+  fg_err err;
+  cu = fg_cuda(&err);
+  CUdevice dev;
+  cr_assert_eq(cu->device_get(&dev, 0), CUDA_SUCCESS);
+  cr_assert_eq(cu->primary_ctx_retain(&cuctx, dev), CUDA_SUCCESS);
+  cr_assert_eq(cu->ctx_set_current(cuctx), CUDA_SUCCESS);
+}
+
+static void gpu_teardown(void) {
+  fg_test_rmrf(cache_dir);
+  free(cache_dir);
+}
+
+#define CU_OK(call) cr_assert_eq((call), CUDA_SUCCESS, "%s", #call)
+
+typedef struct shape {
+  fagen_dtype dtype;
+  int batch, seqlen_q, seqlen_k, heads_q, heads_kv, head_dim, causal;
+  int layout; /* 0 contiguous [B, S, H, D]; 1 q/k/v and dq/dk/dv slices of packed
+                 [B, S, 3, H, D] buffers (needs Sq = Sk, Hq = Hkv); 2 [B, H, S, D] */
+  int deterministic;
+  int own_workspace; /* 1: the test passes a workspace of the queried size */
+} shape;
+
+/* Tensors: 0 q, 1 k, 2 v, 3 o, 4 dout, 5 dq, 6 dk, 7 dv. */
+enum { NT = 8 };
+static int is_kv(int t) { return t == 1 || t == 2 || t == 6 || t == 7; }
+
+static fagen_strides strides_of(const shape *s, int t, size_t *elems) {
+  const int S = is_kv(t) ? s->seqlen_k : s->seqlen_q, H = is_kv(t) ? s->heads_kv : s->heads_q;
+  const int D = s->head_dim;
+  fagen_strides st;
+  if (s->layout == 1 && t != 3 && t != 4) { /* slot t % 5 of a packed QKV (or dQKV) buffer */
+    st.head = D;
+    st.seq = (int64_t)3 * H * D + 8;
+    st.batch = st.seq * S;
+  } else if (s->layout == 2) {
+    st.seq = D;
+    st.head = (int64_t)S * D;
+    st.batch = (int64_t)H * S * D;
+  } else {
+    st.head = D;
+    st.seq = (int64_t)H * D;
+    st.batch = (int64_t)S * H * D;
+  }
+  *elems = (size_t)(st.batch * s->batch);
+  return st;
+}
+
+typedef struct grads {
+  uint16_t *g[3]; /* dq, dk, dv as written (strided) */
+  size_t n[3];
+} grads;
+
+typedef struct run {
+  uint16_t *host[NT];
+  CUdeviceptr dev[NT], lse, ws;
+  size_t n[NT];
+  fagen_strides st[NT];
+  fagen_attention_bwd_args b;
+} run;
+
+/* Inputs, the forward (O and LSE from fagen), and the backward's arguments. */
+static void setup_run(fagen_ctx *ctx, const shape *s, run *r, uint64_t *rng) {
+  memset(r, 0, sizeof *r);
+  for (int t = 0; t < NT; t++) {
+    r->st[t] = strides_of(s, t, &r->n[t]);
+    CU_OK(cu->mem_alloc(&r->dev[t], r->n[t] * 2));
+    if (t == 3 || t >= 5) continue;
+    r->host[t] = malloc(r->n[t] * 2);
+    float amp = t == 0 ? 2.0f : 1.0f; /* peaked softmax rows */
+    for (size_t e = 0; e < r->n[t]; e++)
+      r->host[t][e] = fg_test_from_float(s->dtype, amp * fg_test_uniform(rng));
+    CU_OK(cu->memcpy_htod(r->dev[t], r->host[t], r->n[t] * 2));
+  }
+  size_t rows = (size_t)s->batch * s->heads_q * s->seqlen_q;
+  CU_OK(cu->mem_alloc(&r->lse, rows * 4));
+
+  fagen_attention_args f;
+  fagen_attention_args_init(&f);
+  f.dtype = s->dtype;
+  f.batch = s->batch;
+  f.seqlen_q = s->seqlen_q;
+  f.seqlen_k = s->seqlen_k;
+  f.heads_q = s->heads_q;
+  f.heads_kv = s->heads_kv;
+  f.head_dim = s->head_dim;
+  f.causal = s->causal;
+  f.q = (void *)r->dev[0];
+  f.k = (void *)r->dev[1];
+  f.v = (void *)r->dev[2];
+  f.o = (void *)r->dev[3];
+  f.lse = (float *)r->lse;
+  f.q_strides = r->st[0];
+  f.k_strides = r->st[1];
+  f.v_strides = r->st[2];
+  f.o_strides = r->st[3];
+  cr_assert_eq(fagen_attention_forward(ctx, &f, NULL), FAGEN_OK, "%s", fagen_errmsg(ctx));
+
+  fagen_attention_bwd_args *b = &r->b;
+  fagen_attention_bwd_args_init(b);
+  b->dtype = s->dtype;
+  b->batch = s->batch;
+  b->seqlen_q = s->seqlen_q;
+  b->seqlen_k = s->seqlen_k;
+  b->heads_q = s->heads_q;
+  b->heads_kv = s->heads_kv;
+  b->head_dim = s->head_dim;
+  b->causal = s->causal;
+  b->q = (void *)r->dev[0];
+  b->k = (void *)r->dev[1];
+  b->v = (void *)r->dev[2];
+  b->o = (void *)r->dev[3];
+  b->dout = (void *)r->dev[4];
+  b->dq = (void *)r->dev[5];
+  b->dk = (void *)r->dev[6];
+  b->dv = (void *)r->dev[7];
+  b->lse = (const float *)r->lse;
+  fagen_strides *bs[NT] = {&b->q_strides,  &b->k_strides,  &b->v_strides,  &b->o_strides,
+                           &b->dout_strides, &b->dq_strides, &b->dk_strides, &b->dv_strides};
+  for (int t = 0; t < NT; t++) *bs[t] = r->st[t];
+  b->deterministic = s->deterministic;
+  if (s->own_workspace) {
+    size_t bytes;
+    cr_assert_eq(fagen_attention_backward_workspace(ctx, b, &bytes), FAGEN_OK);
+    CU_OK(cu->mem_alloc(&r->ws, bytes));
+    b->workspace = (void *)r->ws;
+    b->workspace_bytes = bytes;
+  }
+}
+
+/* Poisons dq, dk, dv, runs the backward and copies the gradients back. */
+static grads backward(fagen_ctx *ctx, run *r) {
+  grads g;
+  for (int i = 0; i < 3; i++) {
+    CU_OK(cu->memset_d8(r->dev[5 + i], 0xff, r->n[5 + i] * 2));
+  }
+  fagen_status st = fagen_attention_backward(ctx, &r->b, NULL);
+  cr_assert_eq(st, FAGEN_OK, "%s", fagen_errmsg(ctx));
+  CU_OK(cu->ctx_synchronize());
+  for (int i = 0; i < 3; i++) {
+    g.n[i] = r->n[5 + i];
+    g.g[i] = malloc(g.n[i] * 2);
+    CU_OK(cu->memcpy_dtoh(g.g[i], r->dev[5 + i], g.n[i] * 2));
+  }
+  return g;
+}
+
+static void free_grads(grads *g) {
+  for (int i = 0; i < 3; i++) free(g->g[i]);
+}
+
+static void free_run(run *r) {
+  for (int t = 0; t < NT; t++) {
+    cu->mem_free(r->dev[t]);
+    free(r->host[t]);
+  }
+  cu->mem_free(r->lse);
+  if (r->ws) cu->mem_free(r->ws);
+}
+
+/* ||got - ref|| / ||ref|| of one gradient, counting NaN (unwritten) elements. */
+static double rel_err(const shape *s, const uint16_t *got, fagen_strides st, const double *ref,
+                      int S, int H, int *nan) {
+  double num = 0, den = 0;
+  for (int b = 0; b < s->batch; b++)
+    for (int i = 0; i < S; i++)
+      for (int h = 0; h < H; h++)
+        for (int d = 0; d < s->head_dim; d++) {
+          double x = ref[(((size_t)b * S + i) * H + h) * s->head_dim + d];
+          float y = fg_test_to_float(s->dtype, got[b * st.batch + i * st.seq + h * st.head + d]);
+          if (isnan(y)) {
+            ++*nan;
+            continue;
+          }
+          num += (y - x) * (y - x);
+          den += x * x;
+        }
+  return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
+static void check(const shape *s) {
+  fagen_ctx *ctx;
+  cr_assert_eq(fagen_ctx_create(&ctx), FAGEN_OK);
+  uint64_t seed = fg_test_seed(), rng = seed;
+  run r;
+  setup_run(ctx, s, &r, &rng);
+  grads g = backward(ctx, &r);
+
+  const size_t nq = (size_t)s->batch * s->seqlen_q * s->heads_q * s->head_dim;
+  const size_t nk = (size_t)s->batch * s->seqlen_k * s->heads_kv * s->head_dim;
+  double *rq = malloc(nq * 8), *rk = malloc(nk * 8), *rv = malloc(nk * 8);
+  fg_ref_args ra = {s->dtype,   s->batch,   s->seqlen_q, s->seqlen_k, s->heads_q,
+                    s->heads_kv, s->head_dim, s->causal,   1.0 / sqrt((double)s->head_dim),
+                    r.host[0],  r.host[1],  r.host[2],   r.st[0],     r.st[1],
+                    r.st[2]};
+  fg_ref_attention_bwd(&ra, r.host[4], r.st[4], rq, rk, rv);
+  int nan = 0;
+  double e[3] = {rel_err(s, g.g[0], r.st[5], rq, s->seqlen_q, s->heads_q, &nan),
+                 rel_err(s, g.g[1], r.st[6], rk, s->seqlen_k, s->heads_kv, &nan),
+                 rel_err(s, g.g[2], r.st[7], rv, s->seqlen_k, s->heads_kv, &nan)};
+  printf("  %s B=%d Sq=%d Sk=%d Hq=%d Hkv=%d d=%d causal=%d layout=%d det=%d ws=%d: "
+         "dQ %.2e dK %.2e dV %.2e (seed %llu)\n",
+         s->dtype == FAGEN_DTYPE_BF16 ? "bf16" : "fp16", s->batch, s->seqlen_q, s->seqlen_k,
+         s->heads_q, s->heads_kv, s->head_dim, s->causal, s->layout, s->deterministic,
+         s->own_workspace, e[0], e[1], e[2], (unsigned long long)seed);
+  const double tol = s->dtype == FAGEN_DTYPE_BF16 ? 1e-2 : 5e-3;
+  cr_assert_eq(nan, 0, "%d gradient elements were not written (or NaN)", nan);
+  const char *what[3] = {"dQ", "dK", "dV"};
+  for (int i = 0; i < 3; i++)
+    cr_assert_lt(e[i], tol, "%s error %.3e over %.0e (seed %llu)", what[i], e[i], tol,
+                 (unsigned long long)seed);
+
+  /* Run it again: the deterministic mode gives the same bytes; the default
+   * mode too for dK and dV (only dQ uses atomics). */
+  grads g2 = backward(ctx, &r);
+  for (int i = s->deterministic ? 0 : 1; i < 3; i++)
+    cr_assert_eq(memcmp(g.g[i], g2.g[i], g.n[i] * 2), 0, "%s differs between two runs", what[i]);
+  free_grads(&g2);
+  free_grads(&g);
+  free(rq), free(rk), free(rv);
+  free_run(&r);
+  fagen_ctx_destroy(ctx);
+}
+
+#define BF FAGEN_DTYPE_BF16
+#define FP FAGEN_DTYPE_FP16
+#define GPU_TEST(name, ...)                                                              \
+  Test(backward_gpu, name, .init = gpu_setup, .fini = gpu_teardown, .timeout = 900) {   \
+    const shape cases[] = {__VA_ARGS__};                                                 \
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) check(&cases[i]);        \
+  }
+
+/*               dtype B  Sq   Sk   Hq  Hkv d    causal layout det ws */
+GPU_TEST(seqlen_1_and_7,
+         {BF, 2, 1, 1, 4, 4, 64, 0, 0, 0, 0}, {FP, 2, 1, 1, 4, 4, 64, 1, 0, 1, 0},
+         {BF, 3, 7, 7, 2, 2, 128, 0, 0, 0, 1}, {FP, 3, 7, 7, 2, 2, 128, 1, 0, 1, 1})
+GPU_TEST(odd_lengths,
+         {BF, 2, 129, 129, 4, 4, 128, 0, 0, 0, 0}, {FP, 2, 129, 129, 4, 4, 128, 1, 0, 0, 0},
+         {BF, 1, 300, 300, 2, 2, 64, 1, 0, 1, 0}, {FP, 1, 250, 250, 2, 2, 256, 0, 0, 0, 0})
+GPU_TEST(seqlen_q_differs_from_seqlen_k,
+         {BF, 2, 100, 300, 4, 4, 64, 0, 0, 0, 0}, {BF, 2, 100, 300, 4, 4, 64, 1, 0, 1, 0},
+         {FP, 2, 300, 100, 4, 4, 64, 1, 0, 0, 0}, /* the first 200 rows see no key */
+         {FP, 1, 1, 513, 4, 4, 128, 1, 0, 0, 0})
+GPU_TEST(gqa_ratios_1_2_8,
+         {BF, 2, 200, 200, 8, 8, 128, 1, 0, 0, 0}, {BF, 2, 200, 200, 8, 4, 128, 1, 0, 1, 0},
+         {FP, 1, 200, 200, 16, 2, 128, 0, 0, 0, 0}, {BF, 1, 64, 333, 8, 1, 64, 1, 0, 0, 0})
+GPU_TEST(every_head_dim,
+         {BF, 1, 150, 150, 2, 2, 32, 1, 0, 0, 0}, {BF, 1, 150, 150, 2, 2, 64, 0, 0, 1, 0},
+         {FP, 1, 150, 150, 2, 2, 96, 1, 0, 0, 0}, {FP, 1, 150, 150, 2, 2, 128, 0, 0, 1, 0},
+         {BF, 1, 150, 150, 2, 2, 160, 1, 0, 0, 0}, {FP, 1, 150, 150, 2, 2, 192, 0, 0, 0, 0},
+         {BF, 1, 150, 150, 2, 2, 224, 1, 0, 1, 0}, {FP, 1, 150, 150, 2, 2, 256, 1, 0, 0, 0})
+GPU_TEST(head_dims_served_by_the_next_size,
+         {BF, 1, 90, 90, 2, 2, 8, 0, 0, 0, 0}, {FP, 1, 90, 90, 2, 2, 40, 1, 0, 1, 0},
+         {BF, 1, 90, 90, 2, 2, 136, 0, 0, 0, 0}, {FP, 1, 90, 90, 2, 2, 248, 1, 0, 0, 0})
+GPU_TEST(strided_views,
+         {BF, 2, 177, 177, 4, 4, 64, 1, 1, 0, 0}, {FP, 2, 177, 177, 4, 4, 128, 0, 1, 1, 0},
+         {BF, 2, 160, 96, 4, 2, 64, 0, 2, 0, 1}, {FP, 2, 96, 160, 4, 4, 128, 1, 2, 1, 0})
+GPU_TEST(long_sequence, {BF, 1, 1500, 1500, 2, 1, 128, 1, 0, 0, 1}, {FP, 1, 1100, 1100, 1, 1, 64, 0, 0, 1, 0})
