@@ -244,7 +244,7 @@ static fagen_status fg_check_bwd_sm80(const fagen_variant *v, fg_resources *res,
   if (bq % 16 != 0 || bq < 16 || bq > 128)
     return fg_fail(err, FAGEN_E_INVALID_VARIANT, "block_q=%d is not a multiple of 16 in [16, 128]",
                    bq);
-  if (bk % 32 != 0 || bk < 32 || bk > 128)
+  if (bk % FG_BWD_MIN_BLOCK_KV != 0 || bk < FG_BWD_MIN_BLOCK_KV || bk > 128)
     return fg_fail(err, FAGEN_E_INVALID_VARIANT, "block_kv=%d is not a multiple of 32 in [32, 128]",
                    bk);
   if (v->stages != 1 && v->stages != 2)

@@ -27,6 +27,7 @@ typedef struct fg_resources {
 #define FG_BWD_AUX_THREADS 256
 #define FG_BWD_DQ_THREADS 128
 #define FG_BWD_DQ_ROWS 64
+#define FG_BWD_MIN_BLOCK_KV 32 /* the smallest block_kv fg_check_bwd_sm80 accepts */
 
 /* The one validity predicate.  res may be NULL.  Returns FAGEN_OK or
  * FAGEN_E_INVALID_VARIANT (or FAGEN_E_NULL_POINTER) with the reason in err. */

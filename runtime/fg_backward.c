@@ -44,10 +44,19 @@ static fagen_attention_args fg_bwd_as_fwd(const fagen_attention_bwd_args *a) {
   return f;
 }
 
+/* Workspace layout: D (fp32 per query row), then, in the atomic mode, the
+ * fp32 dQ accumulator [rows][compiled head_dim] from a 16-byte boundary. */
+static size_t fg_bwd_rows(const fagen_attention_bwd_args *a) {
+  return (size_t)a->batch * (size_t)a->heads_q * (size_t)a->seqlen_q;
+}
+
+static size_t fg_bwd_dq_offset(const fagen_attention_bwd_args *a) {
+  return (fg_bwd_rows(a) * 4 + 15) & ~(size_t)15;
+}
+
 static size_t fg_bwd_workspace_bytes(const fagen_attention_bwd_args *a) {
-  size_t rows = (size_t)a->batch * (size_t)a->heads_q * (size_t)a->seqlen_q;
-  size_t bytes = (rows * 4 + 15) & ~(size_t)15; /* the dQ accumulator starts 16-byte aligned */
-  if (!a->deterministic) bytes += rows * (size_t)fg_head_dim_bucket(a->head_dim) * 4;
+  size_t bytes = fg_bwd_dq_offset(a);
+  if (!a->deterministic) bytes += fg_bwd_rows(a) * (size_t)fg_head_dim_bucket(a->head_dim) * 4;
   return bytes;
 }
 
@@ -240,10 +249,14 @@ FAGEN_API fagen_status fagen_attention_backward(fagen_ctx *ctx,
   }
   fagen_status st = fg_bwd_validate(a, 1, &err);
   if (st != FAGEN_OK) return fg_ctx_fail(ctx, &err);
-  /* The kernels' grids are 1-D. */
-  int64_t rows = (int64_t)a->batch * a->heads_q * a->seqlen_q;
-  if ((int64_t)a->batch * a->heads_q * ((a->seqlen_q + 63) / 64) > INT32_MAX ||
-      (int64_t)a->batch * a->heads_kv * ((a->seqlen_k + 31) / 32) > INT32_MAX) {
+  /* The kernels' grids are 1-D: blocks of FG_BWD_DQ_ROWS query rows (the
+   * deterministic dQ kernel) and of at least FG_BWD_MIN_BLOCK_KV keys. */
+  const int64_t rows = (int64_t)fg_bwd_rows(a);
+  if ((int64_t)a->batch * a->heads_q * ((a->seqlen_q + FG_BWD_DQ_ROWS - 1) / FG_BWD_DQ_ROWS) >
+          INT32_MAX ||
+      (int64_t)a->batch * a->heads_kv *
+              ((a->seqlen_k + FG_BWD_MIN_BLOCK_KV - 1) / FG_BWD_MIN_BLOCK_KV) >
+          INT32_MAX) {
     fg_fail(&err, FAGEN_E_BAD_SHAPE, "the problem is too large for one launch");
     return fg_ctx_fail(ctx, &err);
   }
@@ -267,9 +280,7 @@ FAGEN_API fagen_status fagen_attention_backward(fagen_ctx *ctx,
   if (st == FAGEN_OK) {
     fg_bwd_params p;
     float *dsum = (float *)(uintptr_t)ws;
-    /* dQacc after D, 16-byte aligned (rows * 4 rounded up). */
-    size_t dq_off = ((size_t)rows * 4 + 15) & ~(size_t)15;
-    float *dq_acc = a->deterministic ? NULL : (float *)(uintptr_t)(ws + dq_off);
+    float *dq_acc = a->deterministic ? NULL : (float *)(uintptr_t)(ws + fg_bwd_dq_offset(a));
     fg_bwd_params_fill(a, &v, dsum, dq_acc, &p);
     const int per_block = l.fn_threads[FG_KFN_PRE] / 32;
     st = fg_launch(cu, &l, FG_KFN_PRE, fg_aux_grid(rows, per_block), cs, &p, &err);

@@ -1,5 +1,7 @@
 #include "fg_test.h"
 
+#include <criterion/criterion.h>
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -159,4 +161,24 @@ int fg_test_gpu_available(const char **why) {
     return 0;
   }
   return 1;
+}
+
+const fg_cuda_api *fg_test_gpu_begin(char **cache_dir) {
+  const char *why;
+  *cache_dir = fg_test_tmpdir();
+  setenv("FAGEN_CACHE_DIR", *cache_dir, 1);
+  if (!fg_test_gpu_available(&why)) cr_skip_test("%s", why);
+  fg_err err;
+  const fg_cuda_api *cu = fg_cuda(&err);
+  CUdevice dev;
+  CUcontext cuctx;
+  cr_assert_eq(cu->device_get(&dev, 0), CUDA_SUCCESS);
+  cr_assert_eq(cu->primary_ctx_retain(&cuctx, dev), CUDA_SUCCESS);
+  cr_assert_eq(cu->ctx_set_current(cuctx), CUDA_SUCCESS);
+  return cu;
+}
+
+void fg_test_gpu_end(char *cache_dir) {
+  fg_test_rmrf(cache_dir);
+  free(cache_dir);
 }

@@ -35,4 +35,13 @@ int fg_test_run(const char *const argv[], const char *const env[], char **out, c
 /* 1 if a CUDA device can be used (driver loads and has a device). */
 int fg_test_gpu_available(const char **why);
 
+/* For the GPU tests' .init: points FAGEN_CACHE_DIR at a fresh folder (in
+ * *cache_dir, for fg_test_gpu_end), skips the test visibly where no GPU is
+ * present, and makes device 0's primary context current.  Returns the driver
+ * table. */
+#include "fg_cuda.h"
+const fg_cuda_api *fg_test_gpu_begin(char **cache_dir);
+/* For .fini: removes the cache folder. */
+void fg_test_gpu_end(char *cache_dir);
+
 #endif

@@ -15,26 +15,10 @@
 #include "fg_test.h"
 
 static const fg_cuda_api *cu;
-static CUcontext cuctx;
 static char *cache_dir;
 
-static void gpu_setup(void) {
-  const char *why;
-  cache_dir = fg_test_tmpdir();
-  setenv("FAGEN_CACHE_DIR", cache_dir, 1);
-  if (!fg_test_gpu_available(&why)) cr_skip_test("%s", why);
-  fg_err err;
-  cu = fg_cuda(&err);
-  CUdevice dev;
-  cr_assert_eq(cu->device_get(&dev, 0), CUDA_SUCCESS);
-  cr_assert_eq(cu->primary_ctx_retain(&cuctx, dev), CUDA_SUCCESS);
-  cr_assert_eq(cu->ctx_set_current(cuctx), CUDA_SUCCESS);
-}
-
-static void gpu_teardown(void) {
-  fg_test_rmrf(cache_dir);
-  free(cache_dir);
-}
+static void gpu_setup(void) { cu = fg_test_gpu_begin(&cache_dir); }
+static void gpu_teardown(void) { fg_test_gpu_end(cache_dir); }
 
 #define CU_OK(call) cr_assert_eq((call), CUDA_SUCCESS, "%s", #call)
 
