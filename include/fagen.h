@@ -192,8 +192,9 @@ FAGEN_API fagen_status fagen_variant_source(const fagen_variant *variant, char *
 FAGEN_API void fagen_free(void *ptr);
 
 /* The default kernel set: the variants `fagen --emit` writes and
- * `fagen cache warm` compiles — every supported head_dim, both dtypes, causal
- * and not, each with its default tile choice, for each of n_targets targets.
+ * `fagen cache warm` compiles — every op (fwd, bwd, bwddet), every supported
+ * head_dim, both dtypes, causal and not, each with its default tile choice,
+ * for each of n_targets targets (96 per target).
  * Writes up to capacity variants to out and sets *count to the total; with
  * out NULL and capacity 0 it only counts.  Returns FAGEN_OK, FAGEN_E_NULL_POINTER,
  * FAGEN_E_INVALID_ARGUMENT (unsupported target) or FAGEN_E_BUFFER_TOO_SMALL
