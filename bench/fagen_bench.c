@@ -65,7 +65,8 @@ static double check(fagen_ctx *ctx, const fg_cell *c, const fagen_variant *v, ui
   }
   fagen_strides st = {(int64_t)c->Sq * c->Hq * c->D, (int64_t)c->Hq * c->D, c->D};
   fg_ref_args r = {c->dtype, c->B, c->Sq, c->Sk, c->Hq, c->Hkv, c->D, c->causal,
-                   1.0 / sqrt((double)c->D), c->host[0], c->host[1], c->host[2], st, st, st};
+                   1.0 / sqrt((double)c->D), c->host[0], c->host[1], c->host[2], st, st, st,
+                   NULL};
   double *ref = malloc(sizeof(double) * (size_t)c->D);
   double num = 0, den = 0, lse;
   for (int k = 0; k < 12; k++) {

@@ -111,162 +111,212 @@ float fg_rand_uniform(uint64_t *s) {
 
 /* ---- reference ---------------------------------------------------------- */
 
-/* Converts a strided [B, S, H, D] 16-bit tensor into contiguous doubles
- * [B][H][S][D]. */
-static double *fg_ref_unpack(fagen_dtype dt, const uint16_t *x, fagen_strides st, int B, int S,
-                             int H, int D) {
-  double *out = malloc(sizeof(double) * (size_t)B * H * S * D);
-  for (int b = 0; b < B; b++)
-    for (int h = 0; h < H; h++)
-      for (int s = 0; s < S; s++) {
-        const uint16_t *row = x + b * st.batch + s * st.seq + h * st.head;
-        double *dst = out + (((size_t)b * H + h) * S + s) * D;
-        for (int d = 0; d < D; d++) dst[d] = fg_elem_to_float(dt, row[d]);
-      }
-  return out;
+static int fg_ref_clamp(int64_t x, int hi) { return x < 0 ? 0 : x > hi ? hi : (int)x; }
+
+void fg_ref_lengths(const fg_ref_args *a, int b, int *len_q, int *len_k) {
+  const fg_ref_features *f = a->feat;
+  int lq = a->seqlen_q, lk = a->seqlen_k;
+  if (f && f->cu_seqlens_q && f->cu_seqlens_k) {
+    lq = fg_ref_clamp((int64_t)f->cu_seqlens_q[b + 1] - f->cu_seqlens_q[b], a->seqlen_q);
+    lk = fg_ref_clamp((int64_t)f->cu_seqlens_k[b + 1] - f->cu_seqlens_k[b], a->seqlen_k);
+  }
+  if (f && f->seqused_q) lq = fg_ref_clamp(f->seqused_q[b], a->seqlen_q);
+  if (f && f->seqused_k) lk = fg_ref_clamp(f->seqused_k[b], a->seqlen_k);
+  *len_q = lq;
+  *len_k = lk;
+}
+
+int fg_ref_visible(const fg_ref_args *a, int b, int i, int j) {
+  int lq, lk;
+  fg_ref_lengths(a, b, &lq, &lk);
+  if (i < 0 || i >= lq || j < 0 || j >= lk) return 0;
+  const int64_t d = (int64_t)lk - lq;
+  int left = -1, right = -1; /* -1: unbounded */
+  if (a->feat && a->feat->window) {
+    left = a->feat->window_left;
+    right = a->feat->window_right;
+  }
+  if (a->causal) right = 0; /* min(right, 0), an unbounded right being +inf */
+  if (right >= 0 && j > i + d + right) return 0;
+  if (left >= 0 && j < i + d - left) return 0;
+  return 1;
+}
+
+/* Element offset of row s, head h of sequence b in a tensor with strides st:
+ * packed rows (cu: the sequence offsets) ignore the batch stride. */
+static int64_t fg_ref_at(const int32_t *cu, fagen_strides st, int b, int s, int h) {
+  if (cu) return ((int64_t)cu[b] + s) * st.seq + h * st.head;
+  return b * st.batch + s * st.seq + h * st.head;
+}
+
+static void fg_ref_load(fagen_dtype dt, const uint16_t *row, int D, double *dst) {
+  for (int d = 0; d < D; d++) dst[d] = fg_elem_to_float(dt, row[d]);
+}
+
+/* One (sequence, query head): its lengths, ALiBi slope and its kv head's
+ * keys and values as doubles (len_k x D). */
+typedef struct fg_ref_head {
+  int b, h, hk, len_q, len_k;
+  double slope;
+  double *k, *v;
+} fg_ref_head;
+
+static const int32_t *fg_ref_cu_q(const fg_ref_args *a) {
+  return a->feat && a->feat->cu_seqlens_k ? a->feat->cu_seqlens_q : NULL;
+}
+static const int32_t *fg_ref_cu_k(const fg_ref_args *a) {
+  return a->feat && a->feat->cu_seqlens_q ? a->feat->cu_seqlens_k : NULL;
+}
+
+static void fg_ref_head_init(const fg_ref_args *a, int b, int h, fg_ref_head *hd) {
+  const int D = a->head_dim;
+  const fg_ref_features *f = a->feat;
+  hd->b = b;
+  hd->h = h;
+  hd->hk = h / (a->heads_q / a->heads_kv);
+  fg_ref_lengths(a, b, &hd->len_q, &hd->len_k);
+  hd->slope = f && f->alibi_slopes ? f->alibi_slopes[b * f->alibi_batch_stride + h] : 0.0;
+  hd->k = malloc(sizeof(double) * ((size_t)hd->len_k * D + 1));
+  hd->v = malloc(sizeof(double) * ((size_t)hd->len_k * D + 1));
+  for (int j = 0; j < hd->len_k; j++) {
+    fg_ref_load(a->dtype, a->k + fg_ref_at(fg_ref_cu_k(a), a->ks, b, j, hd->hk), D,
+                hd->k + (size_t)j * D);
+    fg_ref_load(a->dtype, a->v + fg_ref_at(fg_ref_cu_k(a), a->vs, b, j, hd->hk), D,
+                hd->v + (size_t)j * D);
+  }
+}
+
+static void fg_ref_head_free(fg_ref_head *hd) {
+  free(hd->k);
+  free(hd->v);
+}
+
+/* Softmax weights p[len_k] of query row i (qi: its D values) over the keys
+ * of hd, 0 where masked, and t[j] = tanh(s / softcap) (0 without softcap).
+ * Returns the lse, -inf when the row sees no key (then p is all 0). */
+static double fg_ref_probs(const fg_ref_args *a, const fg_ref_head *hd, int i, const double *qi,
+                           double *p, double *t) {
+  const int D = a->head_dim;
+  const double cap = a->feat ? a->feat->softcap : 0.0;
+  const double d = (double)hd->len_k - hd->len_q;
+  double m = -INFINITY;
+  for (int j = 0; j < hd->len_k; j++) {
+    p[j] = -INFINITY;
+    t[j] = 0;
+    if (!fg_ref_visible(a, hd->b, i, j)) continue;
+    const double *kj = hd->k + (size_t)j * D;
+    double dot = 0;
+    for (int e = 0; e < D; e++) dot += qi[e] * kj[e];
+    double s = dot * a->scale;
+    if (cap > 0) {
+      t[j] = tanh(s / cap);
+      s = cap * t[j];
+    }
+    s += hd->slope * ((double)j - i - d);
+    p[j] = s;
+    if (s > m) m = s;
+  }
+  if (m == -INFINITY) {
+    for (int j = 0; j < hd->len_k; j++) p[j] = 0;
+    return -INFINITY;
+  }
+  double sum = 0;
+  for (int j = 0; j < hd->len_k; j++) sum += p[j] == -INFINITY ? 0 : exp(p[j] - m);
+  for (int j = 0; j < hd->len_k; j++) p[j] = p[j] == -INFINITY ? 0 : exp(p[j] - m) / sum;
+  return m + log(sum);
+}
+
+/* Loads query row i of hd into qi[D] and computes its weights (fg_ref_probs). */
+static double fg_ref_query(const fg_ref_args *a, const fg_ref_head *hd, int i, double *qi,
+                           double *p, double *t) {
+  fg_ref_load(a->dtype, a->q + fg_ref_at(fg_ref_cu_q(a), a->qs, hd->b, i, hd->h), a->head_dim,
+              qi);
+  return fg_ref_probs(a, hd, i, qi, p, t);
+}
+
+/* o[D] = sum_j p[j] v[j]. */
+static void fg_ref_pv(const fg_ref_head *hd, int D, const double *p, double *o) {
+  for (int e = 0; e < D; e++) o[e] = 0;
+  for (int j = 0; j < hd->len_k; j++)
+    for (int e = 0; e < D; e++) o[e] += p[j] * hd->v[(size_t)j * D + e];
+}
+
+void fg_ref_row(const fg_ref_args *a, int b, int h, int i, double *o_row, double *lse) {
+  const int D = a->head_dim;
+  fg_ref_head hd;
+  fg_ref_head_init(a, b, h, &hd);
+  double *p = malloc(sizeof(double) * ((size_t)hd.len_k * 2 + 1)), *t = p + hd.len_k;
+  double *qi = calloc((size_t)D + 1, sizeof(double));
+  for (int e = 0; e < D; e++) o_row[e] = 0;
+  *lse = -INFINITY;
+  if (i < hd.len_q) {
+    *lse = fg_ref_query(a, &hd, i, qi, p, t);
+    fg_ref_pv(&hd, D, p, o_row);
+  }
+  free(qi);
+  free(p);
+  fg_ref_head_free(&hd);
 }
 
 void fg_ref_attention(const fg_ref_args *a, double *o, double *lse) {
-  const int B = a->batch, Sq = a->seqlen_q, Sk = a->seqlen_k, Hq = a->heads_q, Hk = a->heads_kv;
-  const int D = a->head_dim, group = Hq / Hk;
-  double *q = fg_ref_unpack(a->dtype, a->q, a->qs, B, Sq, Hq, D);
-  double *k = fg_ref_unpack(a->dtype, a->k, a->ks, B, Sk, Hk, D);
-  double *v = fg_ref_unpack(a->dtype, a->v, a->vs, B, Sk, Hk, D);
-  double *s = malloc(sizeof(double) * (size_t)Sk);
+  const int B = a->batch, Sq = a->seqlen_q, Hq = a->heads_q, D = a->head_dim;
+  for (size_t n = 0; n < (size_t)B * Sq * Hq * D; n++) o[n] = 0;
+  for (size_t n = 0; n < (size_t)B * Hq * Sq; n++) lse[n] = -INFINITY;
+  double *p = malloc(sizeof(double) * ((size_t)a->seqlen_k * 2 + 1)), *t = p + a->seqlen_k;
+  double *qi = calloc((size_t)D + 1, sizeof(double));
   for (int b = 0; b < B; b++)
     for (int h = 0; h < Hq; h++) {
-      const double *kh = k + ((size_t)b * Hk + h / group) * Sk * D;
-      const double *vh = v + ((size_t)b * Hk + h / group) * Sk * D;
-      for (int i = 0; i < Sq; i++) {
-        const double *qr = q + (((size_t)b * Hq + h) * Sq + i) * D;
-        double m = -INFINITY;
-        for (int j = 0; j < Sk; j++) {
-          if (a->causal && j > i + Sk - Sq) {
-            s[j] = -INFINITY;
-            continue;
-          }
-          double dot = 0;
-          for (int d = 0; d < D; d++) dot += qr[d] * kh[(size_t)j * D + d];
-          s[j] = dot * a->scale;
-          if (s[j] > m) m = s[j];
-        }
-        double *orow = o + (((size_t)b * Sq + i) * Hq + h) * D;
-        double *lrow = lse + ((size_t)b * Hq + h) * Sq + i;
-        for (int d = 0; d < D; d++) orow[d] = 0;
-        if (m == -INFINITY) {
-          *lrow = -INFINITY;
-          continue;
-        }
-        double sum = 0;
-        for (int j = 0; j < Sk; j++) {
-          if (s[j] == -INFINITY) continue;
-          double p = exp(s[j] - m);
-          sum += p;
-          for (int d = 0; d < D; d++) orow[d] += p * vh[(size_t)j * D + d];
-        }
-        for (int d = 0; d < D; d++) orow[d] /= sum;
-        *lrow = m + log(sum);
+      fg_ref_head hd;
+      fg_ref_head_init(a, b, h, &hd);
+      for (int i = 0; i < hd.len_q; i++) {
+        lse[((size_t)b * Hq + h) * Sq + i] = fg_ref_query(a, &hd, i, qi, p, t);
+        fg_ref_pv(&hd, D, p, o + (((size_t)b * Sq + i) * Hq + h) * D);
       }
+      fg_ref_head_free(&hd);
     }
-  free(s);
-  free(q);
-  free(k);
-  free(v);
-}
-
-
-void fg_ref_row(const fg_ref_args *a, int b, int h, int i, double *o_row, double *lse) {
-  const int D = a->head_dim, Sk = a->seqlen_k, hk = h / (a->heads_q / a->heads_kv);
-  const uint16_t *qr = a->q + b * a->qs.batch + i * a->qs.seq + h * a->qs.head;
-  double *s = malloc(sizeof(double) * (size_t)Sk);
-  double m = -INFINITY;
-  for (int j = 0; j < Sk; j++) {
-    s[j] = -INFINITY;
-    if (a->causal && j > i + Sk - a->seqlen_q) continue;
-    const uint16_t *kr = a->k + b * a->ks.batch + j * a->ks.seq + hk * a->ks.head;
-    double dot = 0;
-    for (int d = 0; d < D; d++)
-      dot += (double)fg_elem_to_float(a->dtype, qr[d]) * fg_elem_to_float(a->dtype, kr[d]);
-    s[j] = dot * a->scale;
-    if (s[j] > m) m = s[j];
-  }
-  for (int d = 0; d < D; d++) o_row[d] = 0;
-  if (m == -INFINITY) {
-    *lse = -INFINITY;
-    free(s);
-    return;
-  }
-  double sum = 0;
-  for (int j = 0; j < Sk; j++) {
-    if (s[j] == -INFINITY) continue;
-    double p = exp(s[j] - m);
-    sum += p;
-    const uint16_t *vr = a->v + b * a->vs.batch + j * a->vs.seq + hk * a->vs.head;
-    for (int d = 0; d < D; d++) o_row[d] += p * fg_elem_to_float(a->dtype, vr[d]);
-  }
-  for (int d = 0; d < D; d++) o_row[d] /= sum;
-  *lse = m + log(sum);
-  free(s);
+  free(qi);
+  free(p);
 }
 
 void fg_ref_attention_bwd(const fg_ref_args *a, const uint16_t *dout, fagen_strides dos,
                           double *dq, double *dk, double *dv) {
   const int B = a->batch, Sq = a->seqlen_q, Sk = a->seqlen_k, Hq = a->heads_q, Hk = a->heads_kv;
-  const int D = a->head_dim, group = Hq / Hk;
-  double *q = fg_ref_unpack(a->dtype, a->q, a->qs, B, Sq, Hq, D);
-  double *k = fg_ref_unpack(a->dtype, a->k, a->ks, B, Sk, Hk, D);
-  double *v = fg_ref_unpack(a->dtype, a->v, a->vs, B, Sk, Hk, D);
-  double *g = fg_ref_unpack(a->dtype, dout, dos, B, Sq, Hq, D);
+  const int D = a->head_dim;
+  const double cap = a->feat ? a->feat->softcap : 0.0;
   memset(dq, 0, sizeof(double) * (size_t)B * Sq * Hq * D);
   memset(dk, 0, sizeof(double) * (size_t)B * Sk * Hk * D);
   memset(dv, 0, sizeof(double) * (size_t)B * Sk * Hk * D);
-  double *p = malloc(sizeof(double) * (size_t)Sk), *o = malloc(sizeof(double) * (size_t)D);
-/* unpacked inputs are [B][H][S][D]; the gradients [B][S][H][D] */
-#define FG_IN(t, b, s, h, S, H) ((t) + ((((size_t)(b) * (H) + (h)) * (S) + (s)) * D))
-#define FG_AT(t, b, s, h, S, H) ((t) + ((((size_t)(b) * (S) + (s)) * (H) + (h)) * D))
+  double *p = malloc(sizeof(double) * ((size_t)Sk * 2 + 1)), *t = p + Sk;
+  double *qi = calloc((size_t)D * 3 + 1, sizeof(double)), *gi = qi + D, *o = gi + D;
   for (int b = 0; b < B; b++)
     for (int h = 0; h < Hq; h++) {
-      const int hk = h / group;
-      for (int i = 0; i < Sq; i++) {
-        const double *qi = FG_IN(q, b, i, h, Sq, Hq), *gi = FG_IN(g, b, i, h, Sq, Hq);
-        double m = -INFINITY;
-        for (int j = 0; j < Sk; j++) {
-          p[j] = -INFINITY;
-          if (a->causal && j > i + Sk - Sq) continue;
-          const double *kj = FG_IN(k, b, j, hk, Sk, Hk);
-          double dot = 0;
-          for (int d = 0; d < D; d++) dot += qi[d] * kj[d];
-          p[j] = dot * a->scale;
-          if (p[j] > m) m = p[j];
-        }
-        if (m == -INFINITY) continue; /* a row that sees no key: no gradient */
-        double sum = 0;
-        for (int j = 0; j < Sk; j++) sum += p[j] == -INFINITY ? 0 : exp(p[j] - m);
-        for (int d = 0; d < D; d++) o[d] = 0;
-        for (int j = 0; j < Sk; j++) {
-          p[j] = p[j] == -INFINITY ? 0 : exp(p[j] - m) / sum;
-          const double *vj = FG_IN(v, b, j, hk, Sk, Hk);
-          for (int d = 0; d < D; d++) o[d] += p[j] * vj[d];
-        }
+      fg_ref_head hd;
+      fg_ref_head_init(a, b, h, &hd);
+      for (int i = 0; i < hd.len_q; i++) {
+        if (fg_ref_query(a, &hd, i, qi, p, t) == -INFINITY) continue; /* no gradient */
+        fg_ref_load(a->dtype, dout + fg_ref_at(fg_ref_cu_q(a), dos, b, i, h), D, gi);
+        fg_ref_pv(&hd, D, p, o);
         double di = 0; /* D_i = dO_i . O_i */
-        for (int d = 0; d < D; d++) di += gi[d] * o[d];
-        double *dqi = FG_AT(dq, b, i, h, Sq, Hq);
-        for (int j = 0; j < Sk; j++) {
+        for (int e = 0; e < D; e++) di += gi[e] * o[e];
+        double *dqi = dq + (((size_t)b * Sq + i) * Hq + h) * D;
+        for (int j = 0; j < hd.len_k; j++) {
           if (p[j] == 0) continue;
-          const double *kj = FG_IN(k, b, j, hk, Sk, Hk), *vj = FG_IN(v, b, j, hk, Sk, Hk);
+          const double *kj = hd.k + (size_t)j * D, *vj = hd.v + (size_t)j * D;
           double dp = 0;
-          for (int d = 0; d < D; d++) dp += gi[d] * vj[d];
-          const double ds = p[j] * (dp - di) * a->scale;
-          double *dkj = FG_AT(dk, b, j, hk, Sk, Hk), *dvj = FG_AT(dv, b, j, hk, Sk, Hk);
-          for (int d = 0; d < D; d++) {
-            dqi[d] += ds * kj[d];
-            dkj[d] += ds * qi[d];
-            dvj[d] += p[j] * gi[d];
+          for (int e = 0; e < D; e++) dp += gi[e] * vj[e];
+          /* dS of the final score, through the cap to the scaled score, to q.k */
+          const double ds = p[j] * (dp - di) * (cap > 0 ? 1 - t[j] * t[j] : 1.0) * a->scale;
+          double *dkj = dk + (((size_t)b * Sk + j) * Hk + hd.hk) * D;
+          double *dvj = dv + (((size_t)b * Sk + j) * Hk + hd.hk) * D;
+          for (int e = 0; e < D; e++) {
+            dqi[e] += ds * kj[e];
+            dkj[e] += ds * qi[e];
+            dvj[e] += p[j] * gi[e];
           }
         }
       }
+      fg_ref_head_free(&hd);
     }
-#undef FG_AT
-#undef FG_IN
-  free(q), free(k), free(v), free(g), free(p), free(o);
+  free(qi);
+  free(p);
 }

@@ -119,7 +119,7 @@ int main(int argc, char **argv) {
   fg_ref_args ref = {dt, B, S, S, H, HK, D, causal, 1.0 / sqrt((double)D), hq, hk, hv,
                      {(int64_t)S * H * D, (int64_t)H * D, D},
                      {(int64_t)S * HK * D, (int64_t)HK * D, D},
-                     {(int64_t)S * HK * D, (int64_t)HK * D, D}};
+                     {(int64_t)S * HK * D, (int64_t)HK * D, D}, NULL};
   double num = 0, den = 0, lse;
   double *row = malloc(sizeof(double) * (size_t)D);
   int rows = 64, unwritten = 0;

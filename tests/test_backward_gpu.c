@@ -200,7 +200,7 @@ static void check(const shape *s) {
   fg_ref_args ra = {s->dtype,   s->batch,   s->seqlen_q, s->seqlen_k, s->heads_q,
                     s->heads_kv, s->head_dim, s->causal,   1.0 / sqrt((double)s->head_dim),
                     r.host[0],  r.host[1],  r.host[2],   r.st[0],     r.st[1],
-                    r.st[2]};
+                    r.st[2],    NULL};
   fg_ref_attention_bwd(&ra, r.host[4], r.st[4], rq, rk, rv);
   int nan = 0;
   double e[3] = {rel_err(s, g.g[0], r.st[5], rq, s->seqlen_q, s->heads_q, &nan),

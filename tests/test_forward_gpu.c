@@ -119,7 +119,7 @@ static result run_case(fagen_ctx *ctx, const shape *s, void *stream) {
                    s->heads_kv, s->head_dim, s->causal,
                    s->scale > 0 ? s->scale : 1.0 / sqrt((double)s->head_dim),
                    host[0],   host[1],   host[2],     st[0],       st[1],
-                   st[2]};
+                   st[2],     NULL};
   double *ro = malloc(sizeof(double) * (size_t)s->batch * s->seqlen_q * s->heads_q * s->head_dim);
   double *rl = malloc(sizeof(double) * lse_n);
   fg_ref_attention(&r, ro, rl);
