@@ -1,0 +1,123 @@
+/* fg_bench_case: one fagen-bench measurement — a shape, the masks and score
+ * features of fagen_attention_features, and what is timed (forward,
+ * backward, or both) — with its buffers, its check against the float64
+ * reference and its timing.  CUDA runtime and the public fagen API. */
+#ifndef FG_BENCH_CASE_H
+#define FG_BENCH_CASE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "fagen.h"
+
+typedef enum fg_mode { FG_MODE_FWD, FG_MODE_BWD, FG_MODE_FWDBWD } fg_mode;
+
+/* --varlen: none; mixed lengths packed; or the same tokens as equal-length
+ * sequences through the packed path. */
+typedef enum fg_varlen { FG_VARLEN_NONE, FG_VARLEN_MIXED, FG_VARLEN_EQUAL } fg_varlen;
+
+/* The feature options of the command line. */
+typedef struct fg_feature_opts {
+  fg_varlen varlen;
+  int seqused; /* padded batch with per-sequence valid lengths */
+  int window, window_left, window_right;
+  float softcap; /* 0: off */
+  int alibi;     /* slopes 2^(-8 (h + 1) / H) */
+} fg_feature_opts;
+
+/* Whether any feature is on. */
+int fg_features_any(const fg_feature_opts *fo);
+
+/* Random inputs shared by every case of a run: two sets of q, k, v and dO of
+ * n elements each, and host copies of set 0 (the reference reads them). */
+typedef struct fg_inputs {
+  fagen_dtype dtype;
+  size_t n;
+  void *dev[2][4]; /* [set][q, k, v, dout] */
+  uint16_t *host[4];
+} fg_inputs;
+
+int fg_inputs_alloc(fg_inputs *in, fagen_dtype dtype, size_t n, uint64_t *rng, char *err,
+                    size_t errsize);
+void fg_inputs_free(fg_inputs *in);
+
+typedef struct fg_case {
+  fg_mode mode;
+  int deterministic;
+  fagen_dtype dtype;
+  int batch, seqlen, heads, head_dim, causal; /* batch: sequences; seqlen: the longest */
+  fg_feature_opts fo;
+  int rows;              /* rows of each tensor: packed tokens, else batch * seqlen */
+  int32_t *cu;           /* host: packed offsets [batch + 1], or NULL */
+  int32_t *used;         /* host: --seqused valid lengths [batch], or NULL */
+  float *slopes;         /* host: ALiBi slopes [heads], or NULL */
+  double pairs;          /* visible (query, key) pairs of one head, counted exactly */
+  /* device (fg_case_alloc) */
+  const fg_inputs *in;
+  int32_t *d_cu, *d_used;
+  float *d_slopes;
+  void *o[2];            /* the forward's output per input set */
+  float *lse[2];         /* bwd modes: the forward's LSE per input set */
+  void *grad[3];         /* dq, dk, dv */
+  void *ws;              /* backward workspace, allocated once */
+  size_t ws_bytes;
+} fg_case;
+
+/* A case of `batch` sequences of (at most) seqlen tokens; mixed lengths are
+ * drawn from a fixed seed (the same in every run), so that B*S tokens are
+ * split into sequences of S/8..S tokens.  Host state only.  Returns 0, or -1
+ * with a message. */
+int fg_case_init(fg_case *c, fg_mode mode, int deterministic, fagen_dtype dtype, int batch,
+                 int seqlen, int heads, int head_dim, int causal, const fg_feature_opts *fo,
+                 char *err, size_t errsize);
+
+/* The same case with the features off, except that --varlen mixed becomes
+ * --varlen equal (the same tokens in B sequences of length S): what a
+ * feature's cost is measured against.  Host state only. */
+int fg_case_base(const fg_case *c, fg_case *base, char *err, size_t errsize);
+
+/* Device arrays, outputs and the backward workspace; in --mode bwd also the
+ * forward's O and LSE of both input sets (the selected forward variant).
+ * in must hold at least rows * heads * head_dim elements. */
+int fg_case_alloc(fagen_ctx *ctx, fg_case *c, const fg_inputs *in, char *err, size_t errsize);
+void fg_case_free(fg_case *c);
+
+/* Arguments for input set `set` forcing variant (NULL: selected). */
+void fg_case_fwd_args(const fg_case *c, int set, const fagen_variant *variant,
+                      fagen_attention_args *a);
+void fg_case_bwd_args(const fg_case *c, int set, const fagen_variant *variant,
+                      fagen_attention_bwd_args *b);
+
+/* The variant the timed operation would run (the forward in fwd mode, the
+ * backward otherwise) on a device of class `device` (NULL: this one). */
+fagen_status fg_case_select(fagen_ctx *ctx, const fg_case *c, const fagen_device_class *device,
+                            fagen_variant *out, fagen_select_info *info);
+
+/* The operation a variant must have to be timed in this case. */
+fagen_op fg_case_op(const fg_case *c);
+
+/* FLOPs of the timed work: 4 * heads * d per visible pair for cells with a
+ * window or sequence lengths, else 4 B H S^2 d (halved when causal); 2.5x
+ * for the backward, 3.5x for forward + backward. */
+double fg_case_flops(const fg_case *c);
+
+/* "window(4096,0) softcap(30) ..." or "-". */
+void fg_case_describe(const fg_case *c, char *buf, size_t size);
+
+/* Checks the timed work of `variant` against the float64 reference:
+ * forward: sampled output rows of this case; backward: every gradient of a
+ * reduced copy (2 sequences, 2 heads, S at most 512, window scaled with S)
+ * run with the same variant, plus NaN poisoning of this case's full-size
+ * gradients.  Returns the largest relative error (INFINITY for NaN or
+ * unwritten output), or -1 with a message when a call fails. */
+double fg_case_check(fagen_ctx *ctx, const fg_case *c, const fagen_variant *variant,
+                     uint64_t *rng, char *err, size_t errsize);
+
+/* Median milliseconds of the timed work over reps calls after warmup, each
+ * between two CUDA events, input sets alternated.  The stream is held by a
+ * host gate until every launch of the call is queued, so the time is the
+ * GPU's alone (no launch or validation cost).  Returns -1 (err) on failure. */
+double fg_case_time_ms(fagen_ctx *ctx, const fg_case *c, const fagen_variant *variant, int warmup,
+                       int reps, char *err, size_t errsize);
+
+#endif
