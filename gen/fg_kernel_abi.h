@@ -10,6 +10,32 @@
 
 #include "fg_base.h"
 
+/* The run-time values of the features (fagen_attention_features), shared by
+ * both blocks and prepared by the runtime (runtime/fg_features.c): NULL
+ * pointers where a layout is not used; the window extents effective
+ * (causal folded in, "unbounded" as a large finite value); the softcap as
+ * scale / cap and cap * log2(e). */
+#define FG_FEAT_PARAMS_FIELDS(X)                                             \
+  X(const int32_t *, "const int *", cu_q) /* packed offsets, batch + 1 */   \
+  X(const int32_t *, "const int *", cu_k)                                    \
+  X(const int32_t *, "const int *", used_q) /* padded lengths, batch */     \
+  X(const int32_t *, "const int *", used_k)                                  \
+  X(const float *, "const float *", alibi) /* slopes */                      \
+  X(int64_t, "fg_i64", alibi_stride_b)                                       \
+  X(int32_t, "int", total_q) /* packed buffer rows */                        \
+  X(int32_t, "int", total_k)                                                 \
+  X(int32_t, "int", win_left)  /* >= 0 */                                    \
+  X(int32_t, "int", win_right) /* >= 0, or 0 with causal */                  \
+  X(float, "float", cap_pre)   /* scale / softcap */                         \
+  X(float, "float", cap_log2)  /* softcap * log2(e) */
+
+#define FG_ABI_C_FIELD_(ctype, cudatype, name) ctype name;
+typedef struct fg_feat_params {
+  FG_FEAT_PARAMS_FIELDS(FG_ABI_C_FIELD_)
+} fg_feat_params;
+#undef FG_ABI_C_FIELD_
+
+
 /* X(C type, CUDA type, name).  Strides are in elements; the grid is 1-D,
  * blockIdx.x = (b * heads_q + h) * q_blocks + q_block. */
 #define FG_FWD_PARAMS_FIELDS(X)                                              \
@@ -39,7 +65,8 @@
   X(int32_t, "int", q_blocks) /* ceil(seqlen_q / block_q) */                 \
   X(int32_t, "int", group)    /* heads_q / heads_kv */                       \
   X(float, "float", scale_log2) /* softmax scale * log2(e) */                \
-  X(int32_t, "int", reserved)
+  X(int32_t, "int", reserved)                                                \
+  FG_FEAT_PARAMS_FIELDS(X)
 
 #define FG_ABI_C_FIELD_(ctype, cudatype, name) ctype name;
 typedef struct fg_fwd_params {
@@ -49,6 +76,9 @@ typedef struct fg_fwd_params {
 
 /* Appends the CUDA definition of struct fg_fwd_params. */
 void fg_abi_fwd_struct(fg_buf *out);
+
+/* Copies the feature fields into a forward parameter block. */
+void fg_abi_fwd_set_features(fg_fwd_params *p, const fg_feat_params *f);
 
 /* The backward kernels' block (templates/bwd_sm80.cu.tpl).  dsum and dq_acc
  * point into the workspace: D = rowsum(dO * O) as fp32 [batch, heads_q,
@@ -89,7 +119,8 @@ void fg_abi_fwd_struct(fg_buf *out);
   X(int32_t, "int", kv_blocks) /* ceil(seqlen_k / block_kv) */              \
   X(float, "float", scale_log2) /* softmax scale * log2(e) */                \
   X(float, "float", scale)                                                   \
-  X(int32_t, "int", reserved)
+  X(int32_t, "int", reserved)                                                \
+  FG_FEAT_PARAMS_FIELDS(X)
 
 #define FG_ABI_C_FIELD_(ctype, cudatype, name) ctype name;
 typedef struct fg_bwd_params {
@@ -99,5 +130,8 @@ typedef struct fg_bwd_params {
 
 /* Appends the CUDA definition of struct fg_bwd_params. */
 void fg_abi_bwd_struct(fg_buf *out);
+
+/* Copies the feature fields into a backward parameter block. */
+void fg_abi_bwd_set_features(fg_bwd_params *p, const fg_feat_params *f);
 
 #endif

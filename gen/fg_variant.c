@@ -327,20 +327,29 @@ const char *fg_variant_template(const fagen_variant *v) {
 
 /* ---- names -------------------------------------------------------------- */
 
+/* Name tokens of the fagen_feature bits, bit 0 first (the order in names). */
+static const char *const fg_feature_tokens[] = {"varlen", "window", "softcap", "alibi"};
+
 FAGEN_API fagen_status fagen_variant_name(const fagen_variant *v, char *buf, size_t size) {
   if (!v || !buf) return FAGEN_E_NULL_POINTER;
   const char *op = fg_op_token(v->op);
   const char *dt = fg_dtype_token(v->dtype);
   if (!op || !dt || v->head_dim < 0 || v->block_q < 0 || v->block_kv < 0 || v->warps < 0 ||
       v->stages < 0 || (v->causal != 0 && v->causal != 1) || v->target.arch < 0 ||
+      (v->features & ~FAGEN_FEATURES_ALL) != 0 ||
       (v->target.arch_specific != 0 && v->target.arch_specific != 1)) {
     fg_set_last_error(FAGEN_E_INVALID_ARGUMENT,
                       "fagen_variant_name: a field is outside anything nameable");
     return FAGEN_E_INVALID_ARGUMENT;
   }
-  int n = snprintf(buf, size, "%s_d%d_bq%d_bk%d_w%d_s%d%s_%s_sm%d%s", op, v->head_dim, v->block_q,
-                   v->block_kv, v->warps, v->stages, v->causal ? "_causal" : "", dt,
-                   v->target.arch, v->target.arch_specific ? "a" : "");
+  char feats[64] = "";
+  size_t fl = 0;
+  for (size_t i = 0; i < FG_ARRAY_LEN(fg_feature_tokens); i++)
+    if (v->features & (1u << i))
+      fl += (size_t)snprintf(feats + fl, sizeof feats - fl, "_%s", fg_feature_tokens[i]);
+  int n = snprintf(buf, size, "%s_d%d_bq%d_bk%d_w%d_s%d%s%s_%s_sm%d%s", op, v->head_dim,
+                   v->block_q, v->block_kv, v->warps, v->stages, v->causal ? "_causal" : "",
+                   feats, dt, v->target.arch, v->target.arch_specific ? "a" : "");
   if (n < 0 || (size_t)n >= size) {
     if (size) buf[0] = '\0';
     fg_set_last_error(FAGEN_E_BUFFER_TOO_SMALL, "fagen_variant_name: buffer too small");
@@ -364,8 +373,8 @@ FAGEN_API fagen_status fagen_variant_parse(const char *name, fagen_variant *out)
     fg_set_last_error(FAGEN_E_NULL_POINTER, "fagen_variant_parse: NULL argument");
     return FAGEN_E_NULL_POINTER;
   }
-  const char *tok[12];
-  size_t len[12];
+  const char *tok[16];
+  size_t len[16];
   size_t n = 0;
   const char *p = name;
   for (;;) {
@@ -388,7 +397,7 @@ FAGEN_API fagen_status fagen_variant_parse(const char *name, fagen_variant *out)
     }
   if (!found) goto bad;
   i = 1;
-  if (n != 8 && n != 9) goto bad;
+  if (n < 8 || n > 9 + FG_ARRAY_LEN(fg_feature_tokens)) goto bad;
   if (!fg_token_num(tok[i], len[i], "d", &v.head_dim)) goto bad;
   i++;
   if (!fg_token_num(tok[i], len[i], "bq", &v.block_q)) goto bad;
@@ -399,11 +408,17 @@ FAGEN_API fagen_status fagen_variant_parse(const char *name, fagen_variant *out)
   i++;
   if (!fg_token_num(tok[i], len[i], "s", &v.stages)) goto bad;
   i++;
-  if (n == 9) {
-    if (!fg_token_is(tok[i], len[i], "causal")) goto bad;
+  if (fg_token_is(tok[i], len[i], "causal")) {
     v.causal = 1;
     i++;
   }
+  /* Feature tokens, each at most once, in bit order. */
+  for (size_t f = 0; f < FG_ARRAY_LEN(fg_feature_tokens) && i + 2 < n; f++)
+    if (fg_token_is(tok[i], len[i], fg_feature_tokens[f])) {
+      v.features |= 1u << f;
+      i++;
+    }
+  if (i + 2 != n) goto bad;
   if (fg_token_is(tok[i], len[i], "fp16"))
     v.dtype = FAGEN_DTYPE_FP16;
   else if (fg_token_is(tok[i], len[i], "bf16"))
@@ -435,6 +450,9 @@ fagen_status fg_variant_check(const fagen_variant *v, fg_resources *res, fg_err 
     return fg_fail(err, FAGEN_E_INVALID_VARIANT, "dtype %d is not fp16 or bf16", v->dtype);
   if (v->causal != 0 && v->causal != 1)
     return fg_fail(err, FAGEN_E_INVALID_VARIANT, "causal=%d must be 0 or 1", v->causal);
+  if ((v->features & ~FAGEN_FEATURES_ALL) != 0)
+    return fg_fail(err, FAGEN_E_INVALID_VARIANT, "features 0x%x has unknown bits (known: 0x%x)",
+                   v->features, FAGEN_FEATURES_ALL);
   if (!fg_target_supported(&v->target))
     return fg_fail(err, FAGEN_E_INVALID_VARIANT,
                    "target sm_%d%s is not supported (need sm_80 or newer; 'a' only for "
@@ -507,9 +525,11 @@ void fg_default_tiles(fagen_variant *v) {
 
 int fg_variant_cmp(const fagen_variant *a, const fagen_variant *b) {
   const int ka[] = {a->target.arch, a->target.arch_specific, (int)a->op, a->head_dim,
-                    (int)a->dtype, a->causal, a->block_q, a->block_kv, a->warps, a->stages};
+                    (int)a->dtype, a->causal, (int)a->features, a->block_q, a->block_kv,
+                    a->warps, a->stages};
   const int kb[] = {b->target.arch, b->target.arch_specific, (int)b->op, b->head_dim,
-                    (int)b->dtype, b->causal, b->block_q, b->block_kv, b->warps, b->stages};
+                    (int)b->dtype, b->causal, (int)b->features, b->block_q, b->block_kv,
+                    b->warps, b->stages};
   for (size_t i = 0; i < FG_ARRAY_LEN(ka); i++)
     if (ka[i] != kb[i]) return ka[i] < kb[i] ? -1 : 1;
   return 0;

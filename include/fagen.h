@@ -89,7 +89,8 @@ FAGEN_API const char *fagen_version(void);
   X(FAGEN_E_UNSUPPORTED_ARCH, 19, "the GPU architecture is not supported")           \
   X(FAGEN_E_BUFFER_TOO_SMALL, 20, "the caller's buffer is too small")                \
   X(FAGEN_E_NOT_FOUND, 21, "not found")                                              \
-  X(FAGEN_E_INTERNAL, 22, "internal error (a bug in fagen)")
+  X(FAGEN_E_INTERNAL, 22, "internal error (a bug in fagen)")                         \
+  X(FAGEN_E_BAD_OFFSETS, 23, "sequence offsets decrease or exceed the buffer")
 
 #define FAGEN_STATUS_ENUM_ENTRY_(name, code, text) name = code,
 typedef enum fagen_status { FAGEN_STATUS_LIST(FAGEN_STATUS_ENUM_ENTRY_) } fagen_status;
@@ -126,6 +127,18 @@ typedef enum fagen_dtype {
   FAGEN_DTYPE_BF16 = 1  /* bfloat16 */
 } fagen_dtype;
 
+/* Score and mask features a variant is compiled with (fagen_variant.features,
+ * a bit set).  A kernel without a feature has none of its code; the values
+ * (lengths, window extents, cap, slopes) are given at run time in
+ * fagen_attention_features.  Name tokens in brackets. */
+typedef enum fagen_feature {
+  FAGEN_FEATURE_VARLEN = 1,  /* per-sequence lengths: packed or padded ("varlen") */
+  FAGEN_FEATURE_WINDOW = 2,  /* sliding window, left and right extents ("window") */
+  FAGEN_FEATURE_SOFTCAP = 4, /* scores cap * tanh(s / cap) ("softcap") */
+  FAGEN_FEATURE_ALIBI = 8    /* per-head linear bias slope * (j - i) ("alibi") */
+} fagen_feature;
+#define FAGEN_FEATURES_ALL 15u
+
 /* A compile target: compute capability * 10 (80, 86, 87, 89, 90, 100, 120)
  * and whether it is the architecture-specific target (sm_90a, sm_100a), which
  * enables instructions such as wgmma.  Written "sm_90a" on command lines and
@@ -146,6 +159,7 @@ typedef struct fagen_variant {
   int warps;         /* warps per thread block */
   int stages;        /* shared-memory pipeline stages for K/V tiles */
   int causal;        /* 0 or 1 */
+  unsigned features; /* fagen_feature bits; 0 for plain attention */
   fagen_dtype dtype; /* element type of q, k, v, o */
   fagen_target target;
 } fagen_variant;
@@ -155,8 +169,9 @@ typedef struct fagen_variant {
 
 /* Writes the variant's self-describing name, e.g.
  *   fwd_d128_bq128_bk64_w4_s2_causal_bf16_sm80
- * ("_causal" appears only for causal variants; the arch token is sm80, sm90a,
- * ...).  The name is the kernel symbol, cache file stem and autotune key.
+ *   bwd_d128_bq64_bk128_w8_s2_varlen_window_softcap_bf16_sm90a
+ * ("_causal" appears only for causal variants, then the feature tokens in
+ * bit order; the arch token is sm80, sm90a, ...).  The name is the kernel symbol, cache file stem and autotune key.
  * Returns FAGEN_OK; FAGEN_E_NULL_POINTER; FAGEN_E_INVALID_ARGUMENT if a field is
  * outside anything nameable (unknown op or dtype, a negative number);
  * FAGEN_E_BUFFER_TOO_SMALL if size cannot hold the name.  Does not validate
@@ -419,6 +434,68 @@ typedef struct fagen_strides {
   int64_t batch, seq, head;
 } fagen_strides;
 
+/* Masks and score modifiers beyond causal (issue: "the masks real models
+ * use").  All zero (fagen_attention_args_init) means none.  Each one that is
+ * used selects a kernel compiled with its FAGEN_FEATURE_* bit, so calls
+ * without it run code that has none of it.
+ *
+ * Sequence lengths (FAGEN_FEATURE_VARLEN) — two layouts, which may be combined:
+ *   packed: cu_seqlens_q and cu_seqlens_k (both or neither) are device arrays
+ *     of batch + 1 int32 offsets; sequence b's queries are rows
+ *     [cu_seqlens_q[b], cu_seqlens_q[b+1]) of a [total_q, heads, head_dim]
+ *     buffer (q, o, dout, dq), its keys rows of cu_seqlens_k of a [total_k,
+ *     ...] buffer (k, v, dk, dv); there is no padding between sequences.  The
+ *     batch strides are not used (the zero default means [total, heads,
+ *     head_dim] contiguous); seqlen_q and seqlen_k are the longest sequence
+ *     (at most that many rows of a sequence are processed).  Offsets are read
+ *     on the device: each sequence is clamped to [0, total) there, so bad
+ *     offsets can never make a kernel read or write outside the buffers, but
+ *     they are not reported; fagen_check_offsets() checks a host copy.
+ *   padded: seqused_q and/or seqused_k are device arrays of batch int32 valid
+ *     lengths (values clamped to [0, seqlen]); rows at and past a sequence's
+ *     length are padding.
+ *   Causal and window alignment use each sequence's own lengths.  A padded
+ *   query row gets O = 0 and LSE = -inf (and dQ = 0); a padded key row gets
+ *   dK = dV = 0.  In the packed layout rows outside every sequence are never
+ *   written.  The LSE stays [batch, heads_q, seqlen_q] indexed by the row
+ *   within its sequence; entries past a sequence's length get -inf.
+ * Sliding window (FAGEN_FEATURE_WINDOW), window = 1: query i of a sequence
+ *   with len_q queries and len_k keys sees key j iff
+ *     i + d - window_left <= j <= i + d + window_right,   d = len_k - len_q,
+ *   where -1 means no limit on that side; with causal the right extent is
+ *   min(window_right, 0) (causal alone is window_right = 0).  Key tiles
+ *   outside every row's window are skipped, not masked.
+ * Logit softcapping (FAGEN_FEATURE_SOFTCAP), softcap > 0: a score s =
+ *   scale * q.k becomes softcap * tanh(s / softcap) before the softmax
+ *   (Gemma 2); the backward applies its exact derivative.
+ * ALiBi (FAGEN_FEATURE_ALIBI), alibi_slopes != NULL: fp32 device array;
+ *   head h of batch b adds slope * (j - i - d) to its scaled (and capped)
+ *   scores, slope = alibi_slopes[b * alibi_batch_stride + h] (stride 0: one
+ *   slope per head for every batch).  d = len_k - len_q aligns it
+ *   bottom-right like causal, so under causal the bias is -slope * distance
+ *   to the diagonal, as in the ALiBi paper; without causal the same linear
+ *   term is applied (it is not made symmetric).
+ * A query row that sees no key (an empty sequence, a window with no keys)
+ * gets O = 0, LSE = -inf and zero gradients, never NaN. */
+typedef struct fagen_attention_features {
+  const int32_t *cu_seqlens_q, *cu_seqlens_k; /* packed: device, batch + 1 each */
+  int total_q, total_k;                       /* packed: rows of the buffers */
+  const int32_t *seqused_q, *seqused_k;       /* padded: device, batch each */
+  int window;                                 /* 0 or 1 */
+  int window_left, window_right;              /* >= -1; -1: unbounded */
+  float softcap;                              /* 0: off; else > 0 */
+  const float *alibi_slopes;                  /* NULL: off */
+  int64_t alibi_batch_stride;                 /* elements, >= 0 */
+} fagen_attention_features;
+
+/* Checks a host copy of packed offsets: n + 1 values, offsets[0] >= 0,
+ * non-decreasing, offsets[n] <= total.  what names them in the message
+ * ("cu_seqlens_q").  Returns FAGEN_OK, FAGEN_E_NULL_POINTER or
+ * FAGEN_E_BAD_OFFSETS (with the first bad index in fagen_last_error).
+ * Thread-safe. */
+FAGEN_API fagen_status fagen_check_offsets(const int32_t *offsets, int n, int total,
+                                           const char *what);
+
 typedef struct fagen_attention_args {
   fagen_dtype dtype;
   int batch;
@@ -440,9 +517,11 @@ typedef struct fagen_attention_args {
                  [batch, heads_q, seqlen_q] contiguous; a row that sees no key
                  gets -inf (and O = 0) */
   fagen_strides q_strides, k_strides, v_strides, o_strides;
+  fagen_attention_features feat; /* masks and score modifiers; zero: none */
   /* Optional: run exactly this variant instead of the selected one (the
-     autotuner uses this).  It must be valid, match dtype, causal and the
-     device's arch, and have head_dim >= args head_dim. */
+     autotuner uses this).  It must be valid, match dtype, causal, the
+     features the call uses and the device's arch, and have head_dim >=
+     args head_dim. */
   const fagen_variant *variant;
 } fagen_attention_args;
 
@@ -498,7 +577,12 @@ FAGEN_API fagen_status fagen_attention_select(fagen_ctx *ctx, const fagen_attent
  *   FAGEN_E_UNSUPPORTED_DTYPE dtype not fp16/bf16
  *   FAGEN_E_UNSUPPORTED_HEAD_DIM head_dim not a multiple of 8 in [8, 256]
  *   FAGEN_E_INVALID_ARGUMENT  causal not 0/1, scale not finite or negative,
- *                             a forced variant that does not fit args
+ *                             a forced variant that does not fit args;
+ *                             features: only one of cu_seqlens_q/_k, total_q
+ *                             or total_k <= 0 with them, window not 0/1,
+ *                             a window extent below -1, softcap negative or
+ *                             not finite, alibi_batch_stride negative
+ *   FAGEN_E_MISALIGNED also for offsets, lengths or slopes not 4-byte aligned
  *   FAGEN_E_NO_DRIVER, FAGEN_E_NO_DEVICE, FAGEN_E_CUDA, FAGEN_E_UNSUPPORTED_ARCH
  *   and the statuses of fagen_compile.
  * Thread-safe. */
@@ -532,6 +616,8 @@ typedef struct fagen_attention_bwd_args {
   void *dq, *dk, *dv;
   fagen_strides q_strides, k_strides, v_strides, o_strides, dout_strides;
   fagen_strides dq_strides, dk_strides, dv_strides;
+  /* The forward call's masks and score modifiers (the same values). */
+  fagen_attention_features feat;
   /* 1: bitwise reproducible gradients (no unordered atomics): dQ is computed
      by a second kernel that recomputes the attention scores, about 1.4x the
      work of the default.  0 (default): dQ is summed with fp32 atomics, so its
@@ -590,8 +676,8 @@ FAGEN_API fagen_status fagen_attention_backward_select(fagen_ctx *ctx,
  *   FAGEN_E_BAD_SHAPE         as the forward
  *   FAGEN_E_BAD_HEADS, FAGEN_E_UNSUPPORTED_DTYPE, FAGEN_E_UNSUPPORTED_HEAD_DIM
  *   FAGEN_E_INVALID_ARGUMENT  causal not 0/1, deterministic not 0/1, scale
- *                             not finite or negative, a forced variant that
- *                             does not fit
+ *                             not finite or negative, the forward's rules
+ *                             for feat, a forced variant that does not fit
  *   FAGEN_E_BUFFER_TOO_SMALL  a workspace smaller than
  *                             fagen_attention_backward_workspace() (or a
  *                             size without a pointer)

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "fg_ctx.h"
+#include "fg_features.h"
 #include "fg_forward.h"
 #include "fg_kernel_abi.h"
 #include "fg_kernels.h"
@@ -40,6 +41,7 @@ static fagen_attention_args fg_bwd_as_fwd(const fagen_attention_bwd_args *a) {
   f.k_strides = a->k_strides;
   f.v_strides = a->v_strides;
   f.o_strides = a->o_strides;
+  f.feat = a->feat;
   f.variant = NULL;
   return f;
 }
@@ -77,8 +79,11 @@ static fagen_status fg_bwd_validate(const fagen_attention_bwd_args *a, int check
            {"dq", a->dq_strides, 0, 1},
            {"dk", a->dk_strides, 1, 1},
            {"dv", a->dv_strides, 1, 1}};
+  const int packed = fg_features_packed(&a->feat);
+  const int tq = packed ? a->feat.total_q : a->seqlen_q;
+  const int tk = packed ? a->feat.total_k : a->seqlen_k;
   for (size_t i = 0; i < FG_ARRAY_LEN(t); i++) {
-    st = fg_check_strides(t[i].name, t[i].s, a->batch, t[i].kv ? a->seqlen_k : a->seqlen_q,
+    st = fg_check_strides(t[i].name, t[i].s, packed ? 1 : a->batch, t[i].kv ? tk : tq,
                           t[i].kv ? a->heads_kv : a->heads_q, a->head_dim, t[i].out, err);
     if (st != FAGEN_OK) return st;
   }
@@ -94,11 +99,13 @@ static fagen_status fg_bwd_validate(const fagen_attention_bwd_args *a, int check
     }
     fagen_op want = a->deterministic ? FAGEN_OP_BWD_DET : FAGEN_OP_BWD;
     if (v->op != want || v->dtype != a->dtype || v->causal != a->causal ||
+        v->features != fg_features_bits(&a->feat) ||
         v->head_dim != fg_head_dim_bucket(a->head_dim))
       return fg_fail(err, FAGEN_E_INVALID_ARGUMENT,
-                     "forced variant %s does not fit the call (op %s, dtype, causal and "
-                     "head_dim %d must match)",
-                     name, fg_op_token(want), fg_head_dim_bucket(a->head_dim));
+                     "forced variant %s does not fit the call (op %s, dtype, causal, features "
+                     "0x%x and head_dim %d must match)",
+                     name, fg_op_token(want), fg_features_bits(&a->feat),
+                     fg_head_dim_bucket(a->head_dim));
   }
   if (!check_pointers) return FAGEN_OK;
   const struct {
@@ -112,6 +119,8 @@ static fagen_status fg_bwd_validate(const fagen_attention_bwd_args *a, int check
       return fg_fail(err, FAGEN_E_MISALIGNED, "%s (%p) is not 16-byte aligned", ptrs[i].name,
                      ptrs[i].p);
   }
+  st = fg_features_validate(&a->feat, a->seqlen_q, a->seqlen_k, 1, err); /* array alignment */
+  if (st != FAGEN_OK) return st;
   if (!a->lse)
     return fg_fail(err, FAGEN_E_NULL_POINTER,
                    "lse is NULL: the backward needs the forward's log-sum-exp (call "
@@ -222,6 +231,11 @@ static void fg_bwd_params_fill(const fagen_attention_bwd_args *a, const fagen_va
   float scale = a->softmax_scale > 0.f ? a->softmax_scale : 1.0f / sqrtf((float)d);
   p->scale = scale;
   p->scale_log2 = scale * 1.4426950408889634f;
+  fg_feat_params f;
+  fg_features_params(&a->feat, a->causal, a->seqlen_q, a->seqlen_k, scale, &f);
+  fg_abi_bwd_set_features(p, &f);
+  if (fg_features_packed(&a->feat)) /* rows are found through the offsets */
+    for (size_t i = 0; i < FG_ARRAY_LEN(t); i++) t[i].out[0] = 0;
 }
 
 /* Grid of a grid-stride helper kernel: enough blocks to fill the GPU many

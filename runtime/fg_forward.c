@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "fg_ctx.h"
+#include "fg_features.h"
 #include "fg_kernels.h"
 #include "fg_variant.h"
 
@@ -84,15 +85,21 @@ fagen_status fg_fwd_validate(const fagen_attention_args *a, int check_pointers, 
     return fg_fail(err, FAGEN_E_INVALID_ARGUMENT,
                    "softmax_scale %g must be finite and positive (0 means 1/sqrt(head_dim))",
                    (double)a->softmax_scale);
-  fagen_status st;
-  if ((st = fg_check_strides("q", a->q_strides, a->batch, a->seqlen_q, a->heads_q, a->head_dim, 0,
-                             err)) != FAGEN_OK ||
-      (st = fg_check_strides("k", a->k_strides, a->batch, a->seqlen_k, a->heads_kv, a->head_dim,
-                             0, err)) != FAGEN_OK ||
-      (st = fg_check_strides("v", a->v_strides, a->batch, a->seqlen_k, a->heads_kv, a->head_dim,
-                             0, err)) != FAGEN_OK ||
-      (st = fg_check_strides("o", a->o_strides, a->batch, a->seqlen_q, a->heads_q, a->head_dim, 1,
-                             err)) != FAGEN_OK)
+  fagen_status st = fg_features_validate(&a->feat, a->seqlen_q, a->seqlen_k, check_pointers, err);
+  if (st != FAGEN_OK) return st;
+  /* Packed sequences: q and o are [total_q, H, D], k and v [total_k, H, D]. */
+  const int packed = fg_features_packed(&a->feat);
+  const int tb = packed ? 1 : a->batch;
+  const int tq = packed ? a->feat.total_q : a->seqlen_q;
+  const int tk = packed ? a->feat.total_k : a->seqlen_k;
+  if ((st = fg_check_strides("q", a->q_strides, tb, tq, a->heads_q, a->head_dim, 0, err)) !=
+          FAGEN_OK ||
+      (st = fg_check_strides("k", a->k_strides, tb, tk, a->heads_kv, a->head_dim, 0, err)) !=
+          FAGEN_OK ||
+      (st = fg_check_strides("v", a->v_strides, tb, tk, a->heads_kv, a->head_dim, 0, err)) !=
+          FAGEN_OK ||
+      (st = fg_check_strides("o", a->o_strides, tb, tq, a->heads_q, a->head_dim, 1, err)) !=
+          FAGEN_OK)
     return st;
   /* The grid is 1-D: q blocks (at least 16 rows each) x heads x batch. */
   int64_t blocks = ((int64_t)a->seqlen_q + 15) / 16 * a->heads_q;
@@ -126,11 +133,11 @@ fagen_status fg_fwd_validate(const fagen_attention_args *a, int check_pointers, 
       return err->status;
     }
     if (v->op != FAGEN_OP_FWD || v->dtype != a->dtype || v->causal != a->causal ||
-        v->head_dim < a->head_dim)
+        v->features != fg_features_bits(&a->feat) || v->head_dim < a->head_dim)
       return fg_fail(err, FAGEN_E_INVALID_ARGUMENT,
-                     "forced variant %s does not fit the call (op fwd, dtype, causal and "
-                     "head_dim >= %d must match)",
-                     name, a->head_dim);
+                     "forced variant %s does not fit the call (op fwd, dtype, causal, features "
+                     "0x%x and head_dim >= %d must match)",
+                     name, fg_features_bits(&a->feat), a->head_dim);
   }
   return FAGEN_OK;
 }
@@ -151,8 +158,13 @@ fagen_status fg_op_select(fagen_op op, const fagen_attention_args *a, const fage
     return FAGEN_OK;
   }
   const int head_dim = fg_head_dim_bucket(a->head_dim);
-  if (tune && fg_tune_lookup(tune, op, a->dtype, head_dim, a->causal, a->seqlen_k, out, info))
+  /* Tables and the heuristic choose tiles for plain attention; the call's
+     features are compiled into the same tiles. */
+  const unsigned features = fg_features_bits(&a->feat);
+  if (tune && fg_tune_lookup(tune, op, a->dtype, head_dim, a->causal, a->seqlen_k, out, info)) {
+    out->features = features;
     return FAGEN_OK;
+  }
   if (info) info->source = FAGEN_SELECT_HEURISTIC;
   fagen_variant v;
   memset(&v, 0, sizeof v);
@@ -160,6 +172,7 @@ fagen_status fg_op_select(fagen_op op, const fagen_attention_args *a, const fage
   v.head_dim = head_dim;
   v.dtype = a->dtype;
   v.causal = a->causal;
+  v.features = features;
   v.target = *t;
   fg_default_tiles(&v);
   if (fg_variant_check(&v, NULL, NULL) == FAGEN_OK) {
@@ -203,6 +216,11 @@ void fg_fwd_params_fill(const fagen_attention_args *a, const fagen_variant *v, f
   p->group = a->heads_q / a->heads_kv;
   float scale = a->softmax_scale > 0.f ? a->softmax_scale : 1.0f / sqrtf((float)a->head_dim);
   p->scale_log2 = scale * 1.4426950408889634f;
+  fg_feat_params f;
+  fg_features_params(&a->feat, a->causal, a->seqlen_q, a->seqlen_k, scale, &f);
+  fg_abi_fwd_set_features(p, &f);
+  if (fg_features_packed(&a->feat)) /* rows are found through the offsets */
+    p->q_stride_b = p->k_stride_b = p->v_stride_b = p->o_stride_b = 0;
 }
 
 /* The tables of the device a scope runs on (its class looked up once per

@@ -52,6 +52,7 @@ constexpr int STAGES = {{ v.stages }};   // buffers for Q and dO
 constexpr int CH = D / 8;                // 16-byte chunks per row of a [rows][D] tile
 constexpr int PCH = BK / 8;              // ... of a [BQ][BK] tile (P, dS)
 constexpr bool SM90 = {{ v.arch >= 90 }};
+{% include("features.cuh.tpl") %}
 
 // Warp layouts (warps along M x along N) of the three kinds of product,
 // chosen by the generator (gen/fg_variant.c, fg_bwd_layout).
@@ -248,10 +249,13 @@ extern "C" __global__ void __launch_bounds__({{ v.bwd_aux_threads }})
     const int i = (int)(r % p.seqlen_q);
     const fg_i64 bh = r / p.seqlen_q;
     const int h = (int)(bh % p.heads_q), b = (int)(bh / p.heads_q);
-    const fg_u16 *o = (const fg_u16 *)p.o + b * p.o_stride_b + h * p.o_stride_h + i * p.o_stride_s;
-    const fg_u16 *d = (const fg_u16 *)p.dout + b * p.do_stride_b + h * p.do_stride_h + i * p.do_stride_s;
+    const fg_seq sq = fg_sequence(p, b);
+    const fg_i64 row = sq.q_row0 + i;
+    const fg_u16 *o = (const fg_u16 *)p.o + b * p.o_stride_b + h * p.o_stride_h + row * p.o_stride_s;
+    const fg_u16 *d = (const fg_u16 *)p.dout + b * p.do_stride_b + h * p.do_stride_h + row * p.do_stride_s;
     float s = 0.f;
-    for (int c = lane; c * 8 < p.head_dim; c += 32) {
+    // Rows past a sequence's end (VARLEN) see no key: D = 0, never read.
+    for (int c = lane; c * 8 < p.head_dim && (!VARLEN || i < sq.len_q); c += 32) {
       const uint4 ov = *reinterpret_cast<const uint4 *>(o + c * 8);
       const uint4 dv = *reinterpret_cast<const uint4 *>(d + c * 8);
       const fg_u32 ow[4] = {ov.x, ov.y, ov.z, ov.w}, dw[4] = {dv.x, dv.y, dv.z, dv.w};
@@ -284,6 +288,12 @@ extern "C" __global__ void __launch_bounds__({{ v.bwd_aux_threads }})
     const int i = (int)(r % p.seqlen_q);
     const fg_i64 bh = r / p.seqlen_q;
     const int h = (int)(bh % p.heads_q), b = (int)(bh / p.heads_q);
+    fg_i64 row = i;
+    if (VARLEN) { // packed: the sequence's rows only; padded: zeros (dQacc is 0) up to seqlen_q
+      const fg_seq sq = fg_sequence(p, b);
+      if (sq.packed && i >= sq.len_q) continue;
+      row += sq.q_row0;
+    }
     const float4 *a = reinterpret_cast<const float4 *>(p.dq_acc + r * D + c * 8);
     const float4 x = a[0], y = a[1];
     uint4 out;
@@ -292,7 +302,7 @@ extern "C" __global__ void __launch_bounds__({{ v.bwd_aux_threads }})
     out.z = fg_pack(y.x * p.scale, y.y * p.scale);
     out.w = fg_pack(y.z * p.scale, y.w * p.scale);
     *reinterpret_cast<uint4 *>((fg_u16 *)p.dq + b * p.dq_stride_b + h * p.dq_stride_h +
-                               i * p.dq_stride_s + c * 8) = out;
+                               row * p.dq_stride_s + c * 8) = out;
   }
 }
 {% end %}
@@ -319,13 +329,21 @@ extern "C" __global__ void __launch_bounds__({{ v.threads }}, 1)
   const int hk = (int)(bhk % p.heads_kv), b = (int)(bhk / p.heads_kv);
   const int k0 = n_block * BK;
   const int hd = p.head_dim;
-  const fg_u16 *kg = (const fg_u16 *)p.k + b * p.k_stride_b + hk * p.k_stride_h;
-  const fg_u16 *vg = (const fg_u16 *)p.v + b * p.v_stride_b + hk * p.v_stride_h;
+  const fg_seq sq = fg_sequence(p, b); // rows of this batch entry (VARLEN: its own lengths)
+  const int len_q = sq.len_q, sk = sq.len_k;
+  const fg_u16 *kg = (const fg_u16 *)p.k + b * p.k_stride_b + sq.k_row0 * p.k_stride_s + hk * p.k_stride_h;
+  const fg_u16 *vg = (const fg_u16 *)p.v + b * p.v_stride_b + sq.k_row0 * p.v_stride_s + hk * p.v_stride_h;
 
-  // Query i sees key j iff j < seqlen_k and (causal) j <= i + diag.
-  const int diag = p.seqlen_k - p.seqlen_q;
-  const int m_begin = CAUSAL ? max(0, k0 - diag) / BQ : 0;
-  const int n_m = max(0, p.q_blocks - m_begin);
+  // Query i sees key j iff j < len_k, j <= i + diag + wr (causal: wr = 0) and
+  // (window) j >= i + diag - wl.  Query blocks that see none of this
+  // block's keys are skipped.
+  const int diag = sk - len_q;
+  const int wr = WINDOW ? p.win_right : 0, wl = WINDOW ? p.win_left : 0;
+  const int q_blocks = VARLEN ? (len_q + BQ - 1) / BQ : p.q_blocks;
+  const int m_begin = HAS_RIGHT ? max(0, k0 - diag - wr) / BQ : 0;
+  int m_end = k0 < sk ? q_blocks : 0;
+  if (HAS_LEFT) m_end = min(m_end, max(0, min(k0 + BK, sk) - 1 - diag + wl + BQ) / BQ);
+  const int n_m = max(0, m_end - m_begin);
   const int total = n_m * p.group; // (head of the group, query block) steps
 
   // Warp tiles.
@@ -337,14 +355,14 @@ extern "C" __global__ void __launch_bounds__({{ v.threads }}, 1)
 
   auto issue_q = [&](int it, int buf) {
     const int h = hk * p.group + it / n_m, m = m_begin + it % n_m;
-    const fg_u16 *qg = (const fg_u16 *)p.q + b * p.q_stride_b + h * p.q_stride_h;
-    const fg_u16 *dg = (const fg_u16 *)p.dout + b * p.do_stride_b + h * p.do_stride_h;
-    fg_load_tile<BQ, THREADS>(sQ + buf * BQ * D * 2, qg, m * BQ, p.seqlen_q, p.q_stride_s, hd);
-    fg_load_tile<BQ, THREADS>(sdO + buf * BQ * D * 2, dg, m * BQ, p.seqlen_q, p.do_stride_s, hd);
+    const fg_u16 *qg = (const fg_u16 *)p.q + b * p.q_stride_b + sq.q_row0 * p.q_stride_s + h * p.q_stride_h;
+    const fg_u16 *dg = (const fg_u16 *)p.dout + b * p.do_stride_b + sq.q_row0 * p.do_stride_s + h * p.do_stride_h;
+    fg_load_tile<BQ, THREADS>(sQ + buf * BQ * D * 2, qg, m * BQ, len_q, p.q_stride_s, hd);
+    fg_load_tile<BQ, THREADS>(sdO + buf * BQ * D * 2, dg, m * BQ, len_q, p.do_stride_s, hd);
     const fg_i64 rbase = ((fg_i64)b * p.heads_q + h) * p.seqlen_q;
     for (int r = threadIdx.x; r < BQ; r += THREADS) {
       const int row = m * BQ + r;
-      const bool ok = row < p.seqlen_q;
+      const bool ok = row < len_q;
       fg_load_row_stat(sL + buf * BQ + r, p.lse + rbase + (ok ? row : 0), ok, __int_as_float(0x7f800000));
       fg_load_row_stat(sDs + buf * BQ + r, p.dsum + rbase + (ok ? row : 0), ok, 0.f);
     }
@@ -355,8 +373,8 @@ extern "C" __global__ void __launch_bounds__({{ v.threads }}, 1)
   fg_zero(dv);
 
   if (total > 0) {
-    fg_load_tile<BK, THREADS>(sK, kg, k0, p.seqlen_k, p.k_stride_s, hd);
-    fg_load_tile<BK, THREADS>(sV, vg, k0, p.seqlen_k, p.v_stride_s, hd);
+    fg_load_tile<BK, THREADS>(sK, kg, k0, sk, p.k_stride_s, hd);
+    fg_load_tile<BK, THREADS>(sV, vg, k0, sk, p.v_stride_s, hd);
     issue_q(0, 0);
     fg_cp_async_commit();
   }
@@ -396,10 +414,14 @@ extern "C" __global__ void __launch_bounds__({{ v.threads }}, 1)
 
     // Element (mt, ns, e) is row q0 + s_m0 + mt*16 + g + 8*(e>>1), key
     // k0 + s_n0 + ns*8 + 2t + (e&1).
-    const bool masked = k0 + BK > p.seqlen_k || (CAUSAL && k0 + BK - 1 > q0 + diag);
+    const bool masked = k0 + BK > sk || (HAS_RIGHT && k0 + BK - 1 > q0 + diag + wr) ||
+                        (HAS_LEFT && k0 < q0 + BQ - 1 + diag - wl);
     const int kbase = k0 + s_n0 + 2 * t;
-    const int klim = p.seqlen_k - kbase;
-    const int dlim = q0 + s_m0 + g + diag - kbase;
+    const int klim = sk - kbase;
+    const int dlim = q0 + s_m0 + g + diag + wr - kbase;
+    const int llim = q0 + s_m0 + g + diag - wl - kbase;
+    const float sl2 = fg_slope2(p, b, h);
+    const float ab = sl2 * (float)(kbase - (q0 + s_m0 + g + diag)); // ALiBi (see fg_score_mod)
 #pragma unroll
     for (int mt = 0; mt < S_MT; ++mt)
 #pragma unroll
@@ -407,15 +429,26 @@ extern "C" __global__ void __launch_bounds__({{ v.threads }}, 1)
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           const int h2 = e >> 1;
-          float pv = fg_ex2(fmaf(s[mt][ns][e], p.scale_log2, -lse2[mt][h2]));
+          const int kc = ns * 8 + (e & 1);
+          float pv, dscore = 1.f; // dscore: d(score) / d(scale q.k), softcap's 1 - tanh^2
+          if (SCORE_MOD) {
+            const float x = fg_score_mod(p, s[mt][ns][e], fmaf(sl2, (float)(kc - mt * 16 - 8 * h2), ab));
+            if (SOFTCAP) {
+              const float th = fg_tanh(s[mt][ns][e] * p.cap_pre);
+              dscore = fmaf(-th, th, 1.f);
+            }
+            pv = fg_ex2(x - lse2[mt][h2]);
+          } else {
+            pv = fg_ex2(fmaf(s[mt][ns][e], p.scale_log2, -lse2[mt][h2]));
+          }
           if (masked) {
-            const int kc = ns * 8 + (e & 1);
             bool visible = kc < klim;
-            if (CAUSAL) visible = visible && kc - mt * 16 - 8 * h2 <= dlim;
+            if (HAS_RIGHT) visible = visible && kc - mt * 16 - 8 * h2 <= dlim;
+            if (HAS_LEFT) visible = visible && kc - mt * 16 - 8 * h2 >= llim;
             if (!visible) pv = 0.f;
           }
           s[mt][ns][e] = pv;
-          dp[mt][ns][e] = pv * (dp[mt][ns][e] - drow[mt][h2]);
+          dp[mt][ns][e] = pv * (dp[mt][ns][e] - drow[mt][h2]) * dscore;
         }
 
     // P and dS to shared memory, [BQ][BK].
@@ -451,7 +484,7 @@ extern "C" __global__ void __launch_bounds__({{ v.threads }}, 1)
 #pragma unroll
         for (int h2 = 0; h2 < 2; ++h2) {
           const int row = q0 + q_m0 + mt * 16 + g + 8 * h2;
-          if (row < p.seqlen_q) {
+          if (row < len_q) {
 #pragma unroll
             for (int nt = 0; nt < Q_NT; ++nt)
               fg_red2(acc + (fg_i64)row * D + q_n0 + nt * 8 + 2 * t, dq[mt][nt][2 * h2], dq[mt][nt][2 * h2 + 1]);
@@ -478,10 +511,13 @@ extern "C" __global__ void __launch_bounds__({{ v.threads }}, 1)
             fg_pack(dv[mt][nt][2 * h2], dv[mt][nt][2 * h2 + 1]);
       }
   __syncthreads();
-  fg_store_tile<BK, THREADS>(fg_smem, (fg_u16 *)p.dk + b * p.dk_stride_b + hk * p.dk_stride_h, k0,
-                             p.seqlen_k, p.dk_stride_s, hd);
-  fg_store_tile<BK, THREADS>(fg_smem + BK * D * 2, (fg_u16 *)p.dv + b * p.dv_stride_b + hk * p.dv_stride_h,
-                             k0, p.seqlen_k, p.dv_stride_s, hd);
+  // Packed sequences own only their rows; padded keys get zeros up to seqlen_k.
+  const int k_rows = sq.packed ? sk : p.seqlen_k;
+  fg_store_tile<BK, THREADS>(fg_smem, (fg_u16 *)p.dk + b * p.dk_stride_b + sq.k_row0 * p.dk_stride_s + hk * p.dk_stride_h,
+                             k0, k_rows, p.dk_stride_s, hd);
+  fg_store_tile<BK, THREADS>(fg_smem + BK * D * 2,
+                             (fg_u16 *)p.dv + b * p.dv_stride_b + sq.k_row0 * p.dv_stride_s + hk * p.dv_stride_h,
+                             k0, k_rows, p.dv_stride_s, hd);
 }
 
 {% if v.op == "bwddet" then %}
@@ -507,14 +543,20 @@ extern "C" __global__ void __launch_bounds__(128, 1)
   const int h = (int)(bh % p.heads_q), b = (int)(bh / p.heads_q);
   const int hk = h / p.group;
   const int q0 = qb * DQ_BQ, hd = p.head_dim;
-  const int diag = p.seqlen_k - p.seqlen_q;
-  const fg_u16 *kg = (const fg_u16 *)p.k + b * p.k_stride_b + hk * p.k_stride_h;
-  const fg_u16 *vg = (const fg_u16 *)p.v + b * p.v_stride_b + hk * p.v_stride_h;
-  const fg_u16 *qg = (const fg_u16 *)p.q + b * p.q_stride_b + h * p.q_stride_h;
-  const fg_u16 *dg = (const fg_u16 *)p.dout + b * p.do_stride_b + h * p.do_stride_h;
-  int kv_end = p.seqlen_k;
-  if (CAUSAL) kv_end = min(kv_end, q0 + DQ_BQ + diag);
-  const int n_tiles = kv_end > 0 ? (kv_end + DQ_BK - 1) / DQ_BK : 0;
+  const fg_seq sq = fg_sequence(p, b);
+  const int len_q = sq.len_q, sk = sq.len_k;
+  const int diag = sk - len_q;
+  const fg_u16 *kg = (const fg_u16 *)p.k + b * p.k_stride_b + sq.k_row0 * p.k_stride_s + hk * p.k_stride_h;
+  const fg_u16 *vg = (const fg_u16 *)p.v + b * p.v_stride_b + sq.k_row0 * p.v_stride_s + hk * p.v_stride_h;
+  const fg_u16 *qg = (const fg_u16 *)p.q + b * p.q_stride_b + sq.q_row0 * p.q_stride_s + h * p.q_stride_h;
+  const fg_u16 *dg = (const fg_u16 *)p.dout + b * p.do_stride_b + sq.q_row0 * p.do_stride_s + h * p.do_stride_h;
+  // The K/V tiles some row of this block sees (as in the forward).
+  const int wr = WINDOW ? p.win_right : 0, wl = WINDOW ? p.win_left : 0;
+  int kv_end = q0 < len_q ? sk : 0;
+  if (HAS_RIGHT) kv_end = min(kv_end, min(q0 + DQ_BQ, len_q) - 1 + diag + wr + 1);
+  const int kv_begin = HAS_LEFT ? max(0, q0 + diag - wl) : 0;
+  const int jlo = kv_begin / DQ_BK;
+  const int n_tiles = kv_end > kv_begin ? (kv_end + DQ_BK - 1) / DQ_BK : 0;
 
   const int wrow = warp * 16;
   fg_offs<CH> d0, d1;
@@ -524,28 +566,29 @@ extern "C" __global__ void __launch_bounds__(128, 1)
 #pragma unroll
   for (int h2 = 0; h2 < 2; ++h2) {
     const int row = q0 + wrow + g + 8 * h2;
-    lse2[h2] = row < p.seqlen_q ? fg_lse2(p.lse[bh * p.seqlen_q + row]) : __int_as_float(0x7f800000);
-    drow[h2] = row < p.seqlen_q ? p.dsum[bh * p.seqlen_q + row] : 0.f;
+    lse2[h2] = row < len_q ? fg_lse2(p.lse[bh * p.seqlen_q + row]) : __int_as_float(0x7f800000);
+    drow[h2] = row < len_q ? p.dsum[bh * p.seqlen_q + row] : 0.f;
   }
   float acc[1][NO][4];
   fg_zero(acc);
 
+  const float sl2 = fg_slope2(p, b, h);
   if (n_tiles > 0) {
-    fg_load_tile<DQ_BQ, 128>(sQ, qg, q0, p.seqlen_q, p.q_stride_s, hd);
-    fg_load_tile<DQ_BQ, 128>(sdO, dg, q0, p.seqlen_q, p.do_stride_s, hd);
-    fg_load_tile<DQ_BK, 128>(sK, kg, 0, p.seqlen_k, p.k_stride_s, hd);
-    fg_load_tile<DQ_BK, 128>(sV, vg, 0, p.seqlen_k, p.v_stride_s, hd);
+    fg_load_tile<DQ_BQ, 128>(sQ, qg, q0, len_q, p.q_stride_s, hd);
+    fg_load_tile<DQ_BQ, 128>(sdO, dg, q0, len_q, p.do_stride_s, hd);
+    fg_load_tile<DQ_BK, 128>(sK, kg, jlo * DQ_BK, sk, p.k_stride_s, hd);
+    fg_load_tile<DQ_BK, 128>(sV, vg, jlo * DQ_BK, sk, p.v_stride_s, hd);
     fg_cp_async_commit();
   }
 #pragma unroll 1
-  for (int j = 0; j < n_tiles; ++j) {
-    const int buf = DQ_STAGES == 2 ? (j & 1) : 0;
+  for (int j = jlo; j < n_tiles; ++j) {
+    const int buf = DQ_STAGES == 2 ? ((j - jlo) & 1) : 0;
     const fg_u32 k_s = sK + buf * TILE, v_s = sV + buf * TILE;
     fg_cp_async_wait<0>();
     __syncthreads(); // tile j has landed; every warp is done with tile j-1
     if (DQ_STAGES == 2 && j + 1 < n_tiles) {
-      fg_load_tile<DQ_BK, 128>(sK + (buf ^ 1) * TILE, kg, (j + 1) * DQ_BK, p.seqlen_k, p.k_stride_s, hd);
-      fg_load_tile<DQ_BK, 128>(sV + (buf ^ 1) * TILE, vg, (j + 1) * DQ_BK, p.seqlen_k, p.v_stride_s, hd);
+      fg_load_tile<DQ_BK, 128>(sK + (buf ^ 1) * TILE, kg, (j + 1) * DQ_BK, sk, p.k_stride_s, hd);
+      fg_load_tile<DQ_BK, 128>(sV + (buf ^ 1) * TILE, vg, (j + 1) * DQ_BK, sk, p.v_stride_s, hd);
       fg_cp_async_commit();
     }
     float s[1][NS][4], dp[1][NS][4];
@@ -554,21 +597,35 @@ extern "C" __global__ void __launch_bounds__(128, 1)
     fg_zero(dp);
     fg_gemm<1, NS, D, false, false>(dp, sdO, d0, wrow, v_s, d1, 0);
     const int kbase = j * DQ_BK + 2 * t;
-    const bool masked = (j + 1) * DQ_BK > p.seqlen_k || (CAUSAL && (j + 1) * DQ_BK - 1 > q0 + diag);
-    const int klim = p.seqlen_k - kbase, dlim = q0 + wrow + g + diag - kbase;
+    const bool masked = (j + 1) * DQ_BK > sk || (HAS_RIGHT && (j + 1) * DQ_BK - 1 > q0 + diag + wr) ||
+                        (HAS_LEFT && j * DQ_BK < q0 + DQ_BQ - 1 + diag - wl);
+    const int klim = sk - kbase, dlim = q0 + wrow + g + diag + wr - kbase;
+    const int llim = q0 + wrow + g + diag - wl - kbase;
+    const float ab = sl2 * (float)(kbase - (q0 + wrow + g + diag)); // ALiBi (see fg_score_mod)
 #pragma unroll
     for (int ns = 0; ns < NS; ++ns)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int h2 = e >> 1;
-        float pv = fg_ex2(fmaf(s[0][ns][e], p.scale_log2, -lse2[h2]));
+        const int kc = ns * 8 + (e & 1);
+        float pv, dscore = 1.f; // softcap: 1 - tanh^2
+        if (SCORE_MOD) {
+          const float x = fg_score_mod(p, s[0][ns][e], fmaf(sl2, (float)(kc - 8 * h2), ab));
+          if (SOFTCAP) {
+            const float th = fg_tanh(s[0][ns][e] * p.cap_pre);
+            dscore = fmaf(-th, th, 1.f);
+          }
+          pv = fg_ex2(x - lse2[h2]);
+        } else {
+          pv = fg_ex2(fmaf(s[0][ns][e], p.scale_log2, -lse2[h2]));
+        }
         if (masked) {
-          const int kc = ns * 8 + (e & 1);
           bool visible = kc < klim;
-          if (CAUSAL) visible = visible && kc - 8 * h2 <= dlim;
+          if (HAS_RIGHT) visible = visible && kc - 8 * h2 <= dlim;
+          if (HAS_LEFT) visible = visible && kc - 8 * h2 >= llim;
           if (!visible) pv = 0.f;
         }
-        dp[0][ns][e] = pv * (dp[0][ns][e] - drow[h2]);
+        dp[0][ns][e] = pv * (dp[0][ns][e] - drow[h2]) * dscore;
       }
     // dQ += dS K(j): dS from registers as the A operand.
 #pragma unroll
@@ -588,8 +645,8 @@ extern "C" __global__ void __launch_bounds__(128, 1)
     }
     if (DQ_STAGES == 1 && j + 1 < n_tiles) {
       __syncthreads(); // every warp is done with tile j
-      fg_load_tile<DQ_BK, 128>(sK, kg, (j + 1) * DQ_BK, p.seqlen_k, p.k_stride_s, hd);
-      fg_load_tile<DQ_BK, 128>(sV, vg, (j + 1) * DQ_BK, p.seqlen_k, p.v_stride_s, hd);
+      fg_load_tile<DQ_BK, 128>(sK, kg, (j + 1) * DQ_BK, sk, p.k_stride_s, hd);
+      fg_load_tile<DQ_BK, 128>(sV, vg, (j + 1) * DQ_BK, sk, p.v_stride_s, hd);
       fg_cp_async_commit();
     }
   }
@@ -605,7 +662,8 @@ extern "C" __global__ void __launch_bounds__(128, 1)
           fg_pack(acc[0][nt][2 * h2] * p.scale, acc[0][nt][2 * h2 + 1] * p.scale);
     }
   __syncthreads();
-  fg_store_tile<DQ_BQ, 128>(fg_smem, (fg_u16 *)p.dq + b * p.dq_stride_b + h * p.dq_stride_h, q0,
-                            p.seqlen_q, p.dq_stride_s, hd);
+  // Packed sequences own only their rows; padded rows get zeros up to seqlen_q.
+  fg_store_tile<DQ_BQ, 128>(fg_smem, (fg_u16 *)p.dq + b * p.dq_stride_b + sq.q_row0 * p.dq_stride_s + h * p.dq_stride_h,
+                            q0, sq.packed ? len_q : p.seqlen_q, p.dq_stride_s, hd);
 }
 {% end %}

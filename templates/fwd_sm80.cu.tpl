@@ -54,6 +54,7 @@ constexpr bool CAUSAL = {{ v.causal }};
 constexpr int STAGES = {{ v.stages }};    // 1: one K and one V buffer, 2: a ring of two each
 constexpr int TILE_BYTES = BK * D * 2;
 constexpr float FG_RESCALE_SLACK = 8.f; // log2 units: P <= 256 between rescales
+{% include("features.cuh.tpl") %}
 
 // Byte offset of 16-byte chunk `chunk` of row `row` in a [rows][D] tile.  The
 // chunk index is XORed with the row so that the 8 rows an ldmatrix phase
@@ -130,6 +131,10 @@ struct fg_cta {
   const fg_u16 *kg, *vg;  // this (batch, kv head)
   int q0, wrow, diag, hd;
   int lane, g, t;
+  int sk;                 // keys of this sequence
+  int jlo;                // the lowest tile visited
+  int wl, wr;             // window extents (HAS_LEFT, HAS_RIGHT)
+  float slope2;           // ALiBi slope, log2 units
 };
 
 // One K/V tile: S = Q K(j)^T, the mask (MASK: never, always, or when
@@ -144,10 +149,11 @@ __device__ __forceinline__ void fg_step(const fg_fwd_params &p, const fg_cta &c,
   const fg_u32 sK = c.sK, sV = c.sV;
   const fg_u32 boff = STAGES == 2 ? buf * TILE_BYTES : 0;
   const int lane = c.lane, g = c.g, t = c.t, wrow = c.wrow, q0 = c.q0, diag = c.diag, hd = c.hd;
+  const int sk = c.sk;
   if (STAGES == 1) {
     fg_cp_async_wait<0>();
     __syncthreads(); // K(j) has landed; every warp is done with V(j+1)
-    fg_load_tile<BK>(sV, c.vg, j * BK, p.seqlen_k, p.v_stride_s, hd);
+    fg_load_tile<BK>(sV, c.vg, j * BK, sk, p.v_stride_s, hd);
     fg_cp_async_commit();
   } else {
     fg_cp_async_wait<1>(); // all but the newest group (tile j-1): tile j has landed
@@ -180,14 +186,27 @@ __device__ __forceinline__ void fg_step(const fg_fwd_params &p, const fg_cta &c,
     }
   }
 
+  // Element (mt, ns, e) holds key j*BK + ns*8 + 2t + (e&1) of row
+  // q0 + wrow + mt*16 + g + 8*(e>>1).
+  const int kbase = j * BK + 2 * t;
+  if (SCORE_MOD) {
+    // ALiBi: slope * (key - row - diag) = ab + slope * (kc - row offset).
+    const float ab = c.slope2 * (float)(kbase - (q0 + wrow + g + diag));
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+      for (int ns = 0; ns < NS; ++ns)
+#pragma unroll
+        for (int e = 0; e < 4; ++e)
+          s[mt][ns][e] = fg_score_mod(p, s[mt][ns][e],
+                                      fmaf(c.slope2, (float)(ns * 8 + (e & 1) - mt * 16 - 8 * (e >> 1)), ab));
+  }
   if (MASK == 1 || (MASK == 2 && masked)) {
-    // Element (mt, ns, e) holds key j*BK + ns*8 + 2t + (e&1) of row
-    // q0 + wrow + mt*16 + g + 8*(e>>1).  Both tests become "compile-time
-    // constant vs one per-thread scalar", so the mask costs a compare and a
-    // select per element and no live indices.
-    const int kbase = j * BK + 2 * t;
-    const int klim = p.seqlen_k - kbase;                  // key < seqlen_k
-    const int dlim = q0 + wrow + g + diag - kbase;        // causal: key <= row + diag
+    // Each test becomes "compile-time constant vs one per-thread scalar", so
+    // the mask costs a compare and a select per element and no live indices.
+    const int klim = sk - kbase;                           // key < len_k
+    const int dlim = q0 + wrow + g + diag + c.wr - kbase;  // key <= row + diag + right
+    const int llim = q0 + wrow + g + diag - c.wl - kbase;  // key >= row + diag - left
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
@@ -196,10 +215,13 @@ __device__ __forceinline__ void fg_step(const fg_fwd_params &p, const fg_cta &c,
         for (int e = 0; e < 4; ++e) {
           const int kc = ns * 8 + (e & 1);
           bool visible = kc < klim;
-          if (CAUSAL) visible = visible && kc - mt * 16 - 8 * (e >> 1) <= dlim;
+          if (HAS_RIGHT) visible = visible && kc - mt * 16 - 8 * (e >> 1) <= dlim;
+          if (HAS_LEFT) visible = visible && kc - mt * 16 - 8 * (e >> 1) >= llim;
           if (!visible) s[mt][ns][e] = FG_NEG_INF;
         }
   }
+  // Softmax multiplier of the scores: 1 when SCORE_MOD made them log2 units.
+  const float sl2 = SCORE_MOD ? 1.f : p.scale_log2;
 
   // Online softmax: rows g and g+8 of each row tile live in the 4 lanes of a
   // quad.  m holds each row's reference max in the exp2 domain.  It moves only
@@ -219,7 +241,7 @@ __device__ __forceinline__ void fg_step(const fg_fwd_params &p, const fg_cta &c,
       for (int ns = 0; ns < NS; ++ns) r = fmaxf(r, fmaxf(s[mt][ns][2 * h2], s[mt][ns][2 * h2 + 1]));
       r = fmaxf(r, __shfl_xor_sync(0xffffffffu, r, 1));
       r = fmaxf(r, __shfl_xor_sync(0xffffffffu, r, 2));
-      mx[mt][h2] = r * p.scale_log2; // -inf stays -inf
+      mx[mt][h2] = r * sl2; // -inf stays -inf
       grow |= mx[mt][h2] > m[mt][h2] + FG_RESCALE_SLACK;
     }
   if (__any_sync(0xffffffffu, grow)) {
@@ -250,7 +272,7 @@ __device__ __forceinline__ void fg_step(const fg_fwd_params &p, const fg_cta &c,
       for (int ns = 0; ns < NS; ++ns)
 #pragma unroll
         for (int e = 2 * h2; e < 2 * h2 + 2; ++e) {
-          s[mt][ns][e] = fg_ex2(fmaf(s[mt][ns][e], p.scale_log2, -m_use));
+          s[mt][ns][e] = fg_ex2(fmaf(s[mt][ns][e], sl2, -m_use));
           rs += s[mt][ns][e];
         }
       l[mt][h2] += rs;
@@ -259,7 +281,7 @@ __device__ __forceinline__ void fg_step(const fg_fwd_params &p, const fg_cta &c,
   if (STAGES == 1) {
     fg_cp_async_wait<0>();
     __syncthreads(); // V(j) has landed; every warp is done with K(j)
-    if (j > 0) fg_load_tile<BK>(sK, c.kg, (j - 1) * BK, p.seqlen_k, p.k_stride_s, hd);
+    if (j > c.jlo) fg_load_tile<BK>(sK, c.kg, (j - 1) * BK, sk, p.k_stride_s, hd);
     fg_cp_async_commit();
   }
 
@@ -287,9 +309,9 @@ __device__ __forceinline__ void fg_step(const fg_fwd_params &p, const fg_cta &c,
   }
   if (STAGES == 2) {
     __syncthreads(); // every warp is done with ring buffer `buf`
-    if (j >= 2) {
-      fg_load_tile<BK>(sK + boff, c.kg, (j - 2) * BK, p.seqlen_k, p.k_stride_s, hd);
-      fg_load_tile<BK>(sV + boff, c.vg, (j - 2) * BK, p.seqlen_k, p.v_stride_s, hd);
+    if (j - 2 >= c.jlo) {
+      fg_load_tile<BK>(sK + boff, c.kg, (j - 2) * BK, sk, p.k_stride_s, hd);
+      fg_load_tile<BK>(sV + boff, c.vg, (j - 2) * BK, sk, p.v_stride_s, hd);
     }
     fg_cp_async_commit(); // one group per tile, empty at the end
   }
@@ -316,18 +338,24 @@ extern "C" __global__ void __launch_bounds__({{ v.threads }}, 1)
   const int hk = h / p.group;
   const int q0 = q_block * BQ;
   const int hd = p.head_dim;
-  const fg_u16 *qg = (const fg_u16 *)p.q + b * p.q_stride_b + h * p.q_stride_h;
-  const fg_u16 *kg = (const fg_u16 *)p.k + b * p.k_stride_b + hk * p.k_stride_h;
-  const fg_u16 *vg = (const fg_u16 *)p.v + b * p.v_stride_b + hk * p.v_stride_h;
-  fg_u16 *og = (fg_u16 *)p.o + b * p.o_stride_b + h * p.o_stride_h;
+  const fg_seq sq = fg_sequence(p, b); // rows of this batch entry (VARLEN: its own lengths)
+  const fg_u16 *qg = (const fg_u16 *)p.q + b * p.q_stride_b + sq.q_row0 * p.q_stride_s + h * p.q_stride_h;
+  const fg_u16 *kg = (const fg_u16 *)p.k + b * p.k_stride_b + sq.k_row0 * p.k_stride_s + hk * p.k_stride_h;
+  const fg_u16 *vg = (const fg_u16 *)p.v + b * p.v_stride_b + sq.k_row0 * p.v_stride_s + hk * p.v_stride_h;
+  fg_u16 *og = (fg_u16 *)p.o + b * p.o_stride_b + sq.q_row0 * p.o_stride_s + h * p.o_stride_h;
   const int wrow = warp * 16 * MT; // this warp's first row within the block
+  const int len_q = sq.len_q, sk = sq.len_k;
 
-  // Query i sees key j iff j < seqlen_k (and, causal, j <= i + diag): aligned
-  // bottom-right when seqlen_q != seqlen_k.
-  const int diag = p.seqlen_k - p.seqlen_q;
-  int kv_end = p.seqlen_k;
-  if (CAUSAL) kv_end = min(kv_end, q0 + BQ + diag);
-  const int n_tiles = kv_end > 0 ? (kv_end + BK - 1) / BK : 0;
+  // Query i sees key j iff j < len_k, and j <= i + diag + wr (causal: wr =
+  // 0), and j >= i + diag - wl (window): aligned bottom-right when
+  // len_q != len_k.  Tiles outside every row's range are never visited.
+  const int diag = sk - len_q;
+  const int wr = WINDOW ? p.win_right : 0, wl = WINDOW ? p.win_left : 0;
+  int kv_end = q0 < len_q ? sk : 0;
+  if (HAS_RIGHT) kv_end = min(kv_end, min(q0 + BQ, len_q) - 1 + diag + wr + 1);
+  const int kv_begin = HAS_LEFT ? max(0, q0 + diag - wl) : 0;
+  const int n_tiles = kv_end > kv_begin ? (kv_end + BK - 1) / BK : 0;
+  const int jlo = n_tiles > 0 ? kv_begin / BK : 0;
 
   float acc[MT][NO][4];
   float m[MT][2], l[MT][2];
@@ -345,14 +373,14 @@ extern "C" __global__ void __launch_bounds__({{ v.threads }}, 1)
   }
 
   if (n_tiles > 0) {
-    fg_load_tile<BQ>(sQ, qg, q0, p.seqlen_q, p.q_stride_s, hd);
-    fg_load_tile<BK>(sK, kg, (n_tiles - 1) * BK, p.seqlen_k, p.k_stride_s, hd);
-    if (STAGES == 2) fg_load_tile<BK>(sV, vg, (n_tiles - 1) * BK, p.seqlen_k, p.v_stride_s, hd);
+    fg_load_tile<BQ>(sQ, qg, q0, len_q, p.q_stride_s, hd);
+    fg_load_tile<BK>(sK, kg, (n_tiles - 1) * BK, sk, p.k_stride_s, hd);
+    if (STAGES == 2) fg_load_tile<BK>(sV, vg, (n_tiles - 1) * BK, sk, p.v_stride_s, hd);
     fg_cp_async_commit();
     if (STAGES == 2) { // the second ring buffer: tile n-2 (an empty group when there is none)
-      if (n_tiles > 1) {
-        fg_load_tile<BK>(sK + TILE_BYTES, kg, (n_tiles - 2) * BK, p.seqlen_k, p.k_stride_s, hd);
-        fg_load_tile<BK>(sV + TILE_BYTES, vg, (n_tiles - 2) * BK, p.seqlen_k, p.v_stride_s, hd);
+      if (n_tiles - 2 >= jlo) {
+        fg_load_tile<BK>(sK + TILE_BYTES, kg, (n_tiles - 2) * BK, sk, p.k_stride_s, hd);
+        fg_load_tile<BK>(sV + TILE_BYTES, vg, (n_tiles - 2) * BK, sk, p.v_stride_s, hd);
       }
       fg_cp_async_commit();
     }
@@ -380,19 +408,29 @@ extern "C" __global__ void __launch_bounds__({{ v.threads }}, 1)
   cta.lane = lane;
   cta.g = g;
   cta.t = t;
-  // Tiles at the sequence end or across the causal diagonal need the mask;
-  // they come first (tiles go from the last to the first).
+  cta.sk = sk;
+  cta.jlo = jlo;
+  cta.wl = wl;
+  cta.wr = wr;
+  cta.slope2 = fg_slope2(p, b, h);
+  // Tiles at the sequence end or across the right edge (causal diagonal,
+  // window) need the mask and come first (tiles go from the last to the
+  // first); with a window, so do the tiles across its left edge, last.
+  // Tiles from jmid down need no left mask: their first key is at or after
+  // the last row's first visible key.
+  const int jmid = HAS_LEFT ? max(jlo, (min(q0 + BQ, len_q) - 1 + diag - wl + BK - 1) / BK) : jlo;
 {% if PEEL then %}
   int j = n_tiles - 1;
-  for (; j >= 0; --j) {
-    const bool needs_mask = (j + 1) * BK > p.seqlen_k || (CAUSAL && (j + 1) * BK - 1 > q0 + diag);
-    if (!needs_mask) break; // going downwards, no lower tile needs one either
+  for (; j >= jlo; --j) {
+    const bool needs_mask = (j + 1) * BK > sk || (HAS_RIGHT && (j + 1) * BK - 1 > q0 + diag + wr) || j < jmid;
+    if (!needs_mask) break; // going downwards, no tile until the left edge needs one either
     fg_step<1>(p, cta, j, (n_tiles - 1 - j) & 1, true, acc, m, l);
   }
-  for (; j >= 0; --j) fg_step<0>(p, cta, j, (n_tiles - 1 - j) & 1, false, acc, m, l);
+  for (; j >= jmid; --j) fg_step<0>(p, cta, j, (n_tiles - 1 - j) & 1, false, acc, m, l);
+  for (; j >= jlo; --j) fg_step<1>(p, cta, j, (n_tiles - 1 - j) & 1, true, acc, m, l);
 {% else %}
-  for (int j = n_tiles - 1; j >= 0; --j) {
-    const bool needs_mask = (j + 1) * BK > p.seqlen_k || (CAUSAL && (j + 1) * BK - 1 > q0 + diag);
+  for (int j = n_tiles - 1; j >= jlo; --j) {
+    const bool needs_mask = (j + 1) * BK > sk || (HAS_RIGHT && (j + 1) * BK - 1 > q0 + diag + wr) || j < jmid;
     fg_step<2>(p, cta, j, (n_tiles - 1 - j) & 1, needs_mask, acc, m, l);
   }
 {% end %}
@@ -412,20 +450,23 @@ extern "C" __global__ void __launch_bounds__({{ v.threads }}, 1)
   for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
     for (int h2 = 0; h2 < 2; ++h2) {
-      const float inv = l[mt][h2] > 0.f ? 1.f / l[mt][h2] : 0.f;
       const int row = wrow + mt * 16 + g + 8 * h2;
+      // Rows past the sequence's end (VARLEN padding) get zeros.
+      const float inv = l[mt][h2] > 0.f && (!VARLEN || q0 + row < len_q) ? 1.f / l[mt][h2] : 0.f;
 #pragma unroll
       for (int nd = 0; nd < NO; ++nd)
         *reinterpret_cast<fg_u32 *>(fg_smem + fg_swz(row, nd) + 4 * t) =
             fg_pack(acc[mt][nd][2 * h2] * inv, acc[mt][nd][2 * h2 + 1] * inv);
     }
   __syncwarp();
+  // Packed sequences own only their rows; padded ones write zeros up to seqlen_q.
+  const int o_rows = sq.packed ? len_q : p.seqlen_q;
 #pragma unroll
   for (int it = 0; it < 16 * MT * CH / 32; ++it) {
     const int i = it * 32 + lane;
     const int r = i / CH, c = i % CH;
     const int row = q0 + wrow + r;
-    if (row < p.seqlen_q && c * 8 < hd)
+    if (row < o_rows && c * 8 < hd)
       *reinterpret_cast<fg_v4 *>(og + (fg_i64)row * p.o_stride_s + c * 8) =
           *reinterpret_cast<const fg_v4 *>(fg_smem + fg_swz(wrow + r, c));
   }
@@ -437,7 +478,7 @@ extern "C" __global__ void __launch_bounds__({{ v.threads }}, 1)
         const int row = q0 + wrow + mt * 16 + g + 8 * h2;
         if (row < p.seqlen_q)
           p.lse[((fg_i64)b * p.heads_q + h) * p.seqlen_q + row] =
-              l[mt][h2] > 0.f ? m[mt][h2] * FG_LN2 + logf(l[mt][h2]) : FG_NEG_INF;
+              l[mt][h2] > 0.f && (!VARLEN || row < len_q) ? m[mt][h2] * FG_LN2 + logf(l[mt][h2]) : FG_NEG_INF;
       }
   }
 }

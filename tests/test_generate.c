@@ -26,7 +26,7 @@ Test(generate, banner_names_version_template_and_parameters) {
   cr_assert(strstr(src, "// template: templates/fwd_sm80.cu.tpl\n"));
   cr_assert(strstr(src, "// variant:  fwd_d128_bq64_bk64_w4_s1_causal_bf16_sm80\n"));
   cr_assert(strstr(src, "head_dim=128 block_q=64 block_kv=64 warps=4 stages=1 causal=1 "
-                        "dtype=bf16 target=sm_80"));
+                        "features=0x0 dtype=bf16 target=sm_80"));
   fagen_free(src);
 }
 

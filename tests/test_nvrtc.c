@@ -79,6 +79,40 @@ COMPILE_TEST(192)
 COMPILE_TEST(224)
 COMPILE_TEST(256)
 
+/* Every feature compiles, alone and all together, in each op, for both
+ * targets, within the same register and spill bounds as the default set
+ * (d64 and d128 default tiles; the GPU tests run these). */
+Test(nvrtc, feature_variants, .init = setup, .fini = teardown, .timeout = 900) {
+  static const char *const bases[] = {"fwd_d128_bq128_bk64_w4_s1", "bwd_d64_bq128_bk128_w8_s2",
+                                      "bwddet_d128_bq64_bk128_w8_s2"};
+  static const char *const feats[] = {"varlen", "window", "softcap", "alibi",
+                                      "causal_varlen_window_softcap_alibi"};
+  static const char *const targets[] = {"sm80", "sm90a"};
+  fagen_ctx *ctx;
+  cr_assert_eq(fagen_ctx_create(&ctx), FAGEN_OK);
+  for (size_t b = 0; b < FG_ARRAY_LEN(bases); b++)
+    for (size_t f = 0; f < FG_ARRAY_LEN(feats); f++) {
+      /* The combination on both targets, single features on one each. */
+      for (size_t t = 0; t < FG_ARRAY_LEN(targets); t++) {
+        if (f + 1 < FG_ARRAY_LEN(feats) && (f + b) % 2 != t) continue;
+        char name[FAGEN_VARIANT_NAME_MAX];
+        snprintf(name, sizeof name, "%s_%s_bf16_%s", bases[b], feats[f], targets[t]);
+        fagen_variant v;
+        cr_assert_eq(fagen_variant_parse(name, &v), FAGEN_OK, "%s", name);
+        cr_assert_neq(v.features, 0u, "%s", name);
+        fagen_kernel_info info;
+        fagen_status st = fagen_compile(ctx, &v, &info);
+        cr_assert_eq(st, FAGEN_OK, "%s: %s\n%s", name, fagen_errmsg(ctx), fagen_compile_log(ctx));
+        cr_assert_str_eq(info.name, name);
+        cr_assert(info.registers > 0 && info.registers <= 255, "%s: %d registers", name,
+                  info.registers);
+        cr_assert_leq(info.spill_store_bytes, FG_SPILL_BOUND, "%s spills %d/%d bytes", name,
+                      info.spill_store_bytes, info.spill_load_bytes);
+      }
+    }
+  fagen_ctx_destroy(ctx);
+}
+
 Test(nvrtc, compile_error_keeps_the_log, .init = setup, .fini = teardown) {
   char *tdir = fg_test_tmpdir();
   for (size_t i = 0; i < fg_embedded_templates_count; i++) {
