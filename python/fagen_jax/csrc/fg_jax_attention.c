@@ -1,0 +1,490 @@
+/*
+ * fg_jax_attention.c — XLA FFI handlers for fagen's attention forward and
+ * backward, registered from Python (python/fagen_jax) through ctypes and
+ * jax.ffi.register_ffi_target(name, {"instantiate": ..., "execute": ...}).
+ *
+ * Stages: INSTANTIATE selects the variant for the call's static sizes (given
+ * as attributes, since arguments are not visible there) and compiles and
+ * loads it (fagen_prepare), so that EXECUTE only launches: XLA may capture
+ * EXECUTE into a CUDA graph, where a first-time compile would be wrong.
+ * EXECUTE reads sizes from the buffers themselves (a partitioned or vmapped
+ * call sees other leading dims than the attributes say) and launches on the
+ * stream XLA hands over.
+ *
+ * Layouts (row-major, as XLA gives them to custom calls by default):
+ *   q, o, dout, dq   [lead..., seqlen_q, heads_q, head_dim]
+ *   k, v, dk, dv     [lead..., seqlen_k, heads_kv, head_dim]
+ *   lse              [lead..., heads_q, seqlen_q] fp32
+ *   workspace        uint8, at least fagen_attention_backward_workspace() bytes
+ *   seqused_q/_k     int32 [lead...] (optional; attributes has_seqused_q/_k)
+ * where lead... is one or more leading dims folded into fagen's batch.
+ */
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "fg_jax_attention.h"
+
+#include "fagen.h"
+#include "fg_xla.h"
+
+/* Every handler may be captured into a command buffer (CUDA graph): EXECUTE
+ * launches the same kernels for the same attributes and allocates nothing. */
+#define FG_JAX_TRAITS XLA_FFI_HANDLER_TRAITS_COMMAND_BUFFER_COMPATIBLE
+
+/* One fagen context for the process: its loaded kernels serve every call. */
+static fagen_ctx *fg_jax_ctx;
+static fagen_status fg_jax_ctx_status;
+static pthread_once_t fg_jax_once = PTHREAD_ONCE_INIT;
+
+static void fg_jax_ctx_init(void) { fg_jax_ctx_status = fagen_ctx_create(&fg_jax_ctx); }
+
+static fagen_ctx *fg_jax_context(void) {
+  pthread_once(&fg_jax_once, fg_jax_ctx_init);
+  return fg_jax_ctx_status == FAGEN_OK ? fg_jax_ctx : NULL;
+}
+
+/* A fagen failure as an XLA error with fagen's message (this thread's). */
+static XLA_FFI_Error *fg_jax_fail(const XLA_FFI_CallFrame *frame, const char *what,
+                                  fagen_status st) {
+  XLA_FFI_Error_Code code = XLA_FFI_Error_Code_INTERNAL;
+  switch (st) {
+  case FAGEN_E_INVALID_ARGUMENT: case FAGEN_E_NULL_POINTER: case FAGEN_E_MISALIGNED:
+  case FAGEN_E_BAD_STRIDE: case FAGEN_E_BAD_SHAPE: case FAGEN_E_BAD_HEADS:
+  case FAGEN_E_UNSUPPORTED_DTYPE: case FAGEN_E_UNSUPPORTED_HEAD_DIM:
+  case FAGEN_E_BUFFER_TOO_SMALL:
+    code = XLA_FFI_Error_Code_INVALID_ARGUMENT;
+    break;
+  case FAGEN_E_NO_DRIVER: case FAGEN_E_NO_DEVICE: case FAGEN_E_NO_NVRTC:
+  case FAGEN_E_UNSUPPORTED_ARCH:
+    code = XLA_FFI_Error_Code_FAILED_PRECONDITION;
+    break;
+  default:
+    break;
+  }
+  return fg_xla_error(frame->api, code, "fagen_jax: %s: %s: %s", what, fagen_status_name(st),
+                      fagen_last_error());
+}
+
+#define FG_TRY(expr)                     \
+  do {                                   \
+    XLA_FFI_Error *fg_e_ = (expr);       \
+    if (fg_e_) return fg_e_;             \
+  } while (0)
+
+/* The common opening of every handler: frame checks, the metadata query,
+ * the stage, fagen's context. */
+static XLA_FFI_Error *fg_jax_enter(XLA_FFI_CallFrame *frame, XLA_FFI_ExecutionStage stage,
+                                   fagen_ctx **ctx, int *done) {
+  *done = 0;
+  *ctx = NULL;
+  FG_TRY(fg_xla_check_frame(frame));
+  XLA_FFI_Error *e;
+  if (fg_xla_metadata(frame, FG_JAX_TRAITS, &e)) {
+    *done = 1;
+    return e;
+  }
+  if (frame->stage != stage)
+    return fg_xla_error(frame->api, XLA_FFI_Error_Code_INTERNAL,
+                        "fagen_jax: handler for stage %d called in stage %d", (int)stage,
+                        (int)frame->stage);
+  *ctx = fg_jax_context();
+  if (!*ctx) return fg_jax_fail(frame, "fagen_ctx_create", fg_jax_ctx_status);
+  return NULL;
+}
+
+/* Attributes every call carries (Python's _attrs()). */
+typedef struct fg_jax_attrs {
+  int causal, deterministic, has_seqused_q, has_seqused_k, window, window_left, window_right;
+  float scale, softcap;
+} fg_jax_attrs;
+
+static XLA_FFI_Error *fg_jax_int_attr(const XLA_FFI_CallFrame *f, const char *name, int *out) {
+  int64_t v;
+  FG_TRY(fg_xla_attr_i64(f, name, &v));
+  if (v < INT32_MIN || v > INT32_MAX)
+    return fg_xla_error(f->api, XLA_FFI_Error_Code_INVALID_ARGUMENT,
+                        "fagen_jax: attribute '%s' = %lld does not fit an int", name,
+                        (long long)v);
+  *out = (int)v;
+  return NULL;
+}
+
+static XLA_FFI_Error *fg_jax_read_attrs(const XLA_FFI_CallFrame *f, fg_jax_attrs *a) {
+  double scale, softcap;
+  FG_TRY(fg_jax_int_attr(f, "causal", &a->causal));
+  FG_TRY(fg_jax_int_attr(f, "deterministic", &a->deterministic));
+  FG_TRY(fg_jax_int_attr(f, "has_seqused_q", &a->has_seqused_q));
+  FG_TRY(fg_jax_int_attr(f, "has_seqused_k", &a->has_seqused_k));
+  FG_TRY(fg_jax_int_attr(f, "window", &a->window));
+  FG_TRY(fg_jax_int_attr(f, "window_left", &a->window_left));
+  FG_TRY(fg_jax_int_attr(f, "window_right", &a->window_right));
+  FG_TRY(fg_xla_attr_f64(f, "scale", &scale));
+  FG_TRY(fg_xla_attr_f64(f, "softcap", &softcap));
+  a->scale = (float)scale;
+  a->softcap = (float)softcap;
+#ifndef FAGEN_JAX_HAS_FEATURES
+  if (a->has_seqused_q || a->has_seqused_k || a->window || a->softcap != 0.f)
+    return fg_xla_error(f->api, XLA_FFI_Error_Code_UNIMPLEMENTED,
+                        "fagen_jax: sequence lengths, windows and softcap need libfagen with "
+                        "feature support (fagen_attention_features)");
+#endif
+  return NULL;
+}
+
+/* Sizes of one call: the attributes' (instantiate) or the buffers' (execute). */
+typedef struct fg_jax_sizes {
+  fagen_dtype dtype;
+  int batch, seqlen_q, seqlen_k, heads_q, heads_kv, head_dim;
+} fg_jax_sizes;
+
+static XLA_FFI_Error *fg_jax_attr_sizes(const XLA_FFI_CallFrame *f, fg_jax_sizes *s) {
+  int dtype = 0;
+  FG_TRY(fg_jax_int_attr(f, "dtype", &dtype));
+  FG_TRY(fg_jax_int_attr(f, "batch", &s->batch));
+  FG_TRY(fg_jax_int_attr(f, "seqlen_q", &s->seqlen_q));
+  FG_TRY(fg_jax_int_attr(f, "seqlen_k", &s->seqlen_k));
+  FG_TRY(fg_jax_int_attr(f, "heads_q", &s->heads_q));
+  FG_TRY(fg_jax_int_attr(f, "heads_kv", &s->heads_kv));
+  FG_TRY(fg_jax_int_attr(f, "head_dim", &s->head_dim));
+  s->dtype = (fagen_dtype)dtype;
+  return NULL;
+}
+
+static const char *fg_jax_dims_str(const XLA_FFI_Buffer *b, char *buf, size_t n) {
+  size_t used = 0;
+  buf[0] = 0;
+  for (int64_t i = 0; i < b->rank && used < n; i++)
+    used += (size_t)snprintf(buf + used, n - used, "%s%lld", i ? ", " : "",
+                             (long long)b->dims[i]);
+  return buf;
+}
+
+/* b must have exactly the dims of ref (name it in the error). */
+static XLA_FFI_Error *fg_jax_same_dims(const XLA_FFI_CallFrame *f, const char *name,
+                                       const XLA_FFI_Buffer *b, const XLA_FFI_Buffer *ref) {
+  int same = b->rank == ref->rank && b->dtype == ref->dtype;
+  for (int64_t i = 0; same && i < b->rank; i++) same = b->dims[i] == ref->dims[i];
+  if (same) return NULL;
+  char x[128], y[128];
+  return fg_xla_error(f->api, XLA_FFI_Error_Code_INVALID_ARGUMENT,
+                      "fagen_jax: %s has dims [%s] (type %d), expected [%s] (type %d)", name,
+                      fg_jax_dims_str(b, x, sizeof x), (int)b->dtype,
+                      fg_jax_dims_str(ref, y, sizeof y), (int)ref->dtype);
+}
+
+/* Sizes from q [lead..., Sq, Hq, D] and k [lead..., Sk, Hkv, D]; v as k. */
+static XLA_FFI_Error *fg_jax_buffer_sizes(const XLA_FFI_CallFrame *f, const XLA_FFI_Buffer *q,
+                                          const XLA_FFI_Buffer *k, const XLA_FFI_Buffer *v,
+                                          fg_jax_sizes *s) {
+  char x[128], y[128];
+  int64_t r = q->rank;
+  int ok = r >= 4 && k->rank == r && q->dims[r - 1] == k->dims[r - 1] && q->dtype == k->dtype;
+  for (int64_t i = 0; ok && i < r - 3; i++) ok = q->dims[i] == k->dims[i];
+  if (!ok)
+    return fg_xla_error(f->api, XLA_FFI_Error_Code_INVALID_ARGUMENT,
+                        "fagen_jax: q [%s] and k [%s] must be [lead..., seq, heads, head_dim] "
+                        "with the same leading dims, head_dim and type",
+                        fg_jax_dims_str(q, x, sizeof x), fg_jax_dims_str(k, y, sizeof y));
+  FG_TRY(fg_jax_same_dims(f, "v", v, k));
+  if (q->dtype == XLA_FFI_DataType_BF16)
+    s->dtype = FAGEN_DTYPE_BF16;
+  else if (q->dtype == XLA_FFI_DataType_F16)
+    s->dtype = FAGEN_DTYPE_FP16;
+  else
+    return fg_xla_error(f->api, XLA_FFI_Error_Code_INVALID_ARGUMENT,
+                        "fagen_jax: q has XLA type %d; fagen takes bfloat16 or float16",
+                        (int)q->dtype);
+  int64_t batch = fg_xla_dims_product(q, 0, r - 3);
+  int64_t dims[] = {batch, q->dims[r - 3], k->dims[r - 3], q->dims[r - 2], k->dims[r - 2],
+                    q->dims[r - 1]};
+  for (size_t i = 0; i < sizeof dims / sizeof dims[0]; i++)
+    if (dims[i] > 0x7fffffff)
+      return fg_xla_error(f->api, XLA_FFI_Error_Code_INVALID_ARGUMENT,
+                          "fagen_jax: a size of q [%s] exceeds 2^31-1",
+                          fg_jax_dims_str(q, x, sizeof x));
+  s->batch = (int)dims[0];
+  s->seqlen_q = (int)dims[1];
+  s->seqlen_k = (int)dims[2];
+  s->heads_q = (int)dims[3];
+  s->heads_kv = (int)dims[4];
+  s->head_dim = (int)dims[5];
+  return NULL;
+}
+
+/* lse must be fp32 [lead..., Hq, Sq] with q's leading dims. */
+static XLA_FFI_Error *fg_jax_check_lse(const XLA_FFI_CallFrame *f, const XLA_FFI_Buffer *lse,
+                                       const XLA_FFI_Buffer *q) {
+  int64_t r = q->rank;
+  int ok = lse->rank == r - 1 && lse->dtype == XLA_FFI_DataType_F32 &&
+           lse->dims[r - 3] == q->dims[r - 2] && lse->dims[r - 2] == q->dims[r - 3];
+  for (int64_t i = 0; ok && i < r - 3; i++) ok = lse->dims[i] == q->dims[i];
+  if (ok) return NULL;
+  char x[128];
+  return fg_xla_error(f->api, XLA_FFI_Error_Code_INVALID_ARGUMENT,
+                      "fagen_jax: lse has dims [%s]; expected float32 [lead..., heads_q, "
+                      "seqlen_q]",
+                      fg_jax_dims_str(lse, x, sizeof x));
+}
+
+/* Optional int32 [lead...] length arrays from argument `next` on. */
+static XLA_FFI_Error *fg_jax_seqused(const XLA_FFI_CallFrame *f, const fg_jax_attrs *at,
+                                     const XLA_FFI_Buffer *q, int64_t next,
+                                     const int32_t **sq, const int32_t **sk) {
+  *sq = *sk = NULL;
+  const int has[2] = {at->has_seqused_q, at->has_seqused_k};
+  const int32_t **out[2] = {sq, sk};
+  for (int i = 0; i < 2; i++) {
+    if (!has[i]) continue;
+    XLA_FFI_Buffer *b;
+    FG_TRY(fg_xla_arg(f, next++, &b));
+    int64_t lead = fg_xla_dims_product(q, 0, q->rank - 3);
+    if (b->dtype != XLA_FFI_DataType_S32 || fg_xla_dims_product(b, 0, b->rank) != lead)
+      return fg_xla_error(f->api, XLA_FFI_Error_Code_INVALID_ARGUMENT,
+                          "fagen_jax: %s must be int32 with one entry per sequence (%lld)",
+                          i ? "key_value_seq_lengths" : "query_seq_lengths", (long long)lead);
+    *out[i] = (const int32_t *)b->data;
+  }
+  return NULL;
+}
+
+#ifdef FAGEN_JAX_HAS_FEATURES
+/* The features of attributes at (with length arrays sq/sk: NULL for none). */
+static void fg_jax_features(fagen_attention_features *ft, const fg_jax_attrs *at,
+                            const int32_t *sq, const int32_t *sk) {
+  memset(ft, 0, sizeof *ft);
+  ft->seqused_q = sq;
+  ft->seqused_k = sk;
+  ft->window = at->window;
+  ft->window_left = at->window_left;
+  ft->window_right = at->window_right;
+  ft->softcap = at->softcap;
+}
+
+/* In INSTANTIATE no buffer exists: selection only needs to know which length
+ * arrays the call will pass, so stand-ins mark them (never dereferenced). */
+static const int32_t fg_jax_marker[4] __attribute__((aligned(16)));
+#endif
+
+/* The fields fagen_attention_args and fagen_attention_bwd_args share. */
+#define FG_JAX_SET_COMMON(a, s, at)  \
+  do {                               \
+    (a)->dtype = (s)->dtype;         \
+    (a)->batch = (s)->batch;         \
+    (a)->seqlen_q = (s)->seqlen_q;   \
+    (a)->seqlen_k = (s)->seqlen_k;   \
+    (a)->heads_q = (s)->heads_q;     \
+    (a)->heads_kv = (s)->heads_kv;   \
+    (a)->head_dim = (s)->head_dim;   \
+    (a)->causal = (at)->causal;      \
+    (a)->softmax_scale = (at)->scale; \
+  } while (0)
+
+/* ------------------------------------------------------------------------ */
+/* Forward                                                                  */
+/* ------------------------------------------------------------------------ */
+
+static void fg_jax_fwd_args(fagen_attention_args *a, const fg_jax_sizes *s,
+                            const fg_jax_attrs *at) {
+  fagen_attention_args_init(a);
+  FG_JAX_SET_COMMON(a, s, at);
+}
+
+FG_JAX_API XLA_FFI_Error *fagen_jax_fwd_execute(XLA_FFI_CallFrame *frame) {
+  fagen_ctx *ctx = NULL;
+  int done;
+  FG_TRY(fg_jax_enter(frame, XLA_FFI_ExecutionStage_EXECUTE, &ctx, &done));
+  if (done) return NULL;
+  fg_jax_attrs at;
+  FG_TRY(fg_jax_read_attrs(frame, &at));
+  XLA_FFI_Buffer *q, *k, *v, *o, *lse;
+  FG_TRY(fg_xla_arg(frame, 0, &q));
+  FG_TRY(fg_xla_arg(frame, 1, &k));
+  FG_TRY(fg_xla_arg(frame, 2, &v));
+  FG_TRY(fg_xla_ret(frame, 0, &o));
+  FG_TRY(fg_xla_ret(frame, 1, &lse));
+  fg_jax_sizes s;
+  FG_TRY(fg_jax_buffer_sizes(frame, q, k, v, &s));
+  FG_TRY(fg_jax_same_dims(frame, "o", o, q));
+  FG_TRY(fg_jax_check_lse(frame, lse, q));
+  const int32_t *sq, *sk;
+  FG_TRY(fg_jax_seqused(frame, &at, q, 3, &sq, &sk));
+  void *stream;
+  FG_TRY(fg_xla_stream(frame, &stream));
+
+  fagen_attention_args a;
+  fg_jax_fwd_args(&a, &s, &at);
+#ifdef FAGEN_JAX_HAS_FEATURES
+  fg_jax_features(&a.feat, &at, sq, sk);
+#endif
+  a.q = q->data;
+  a.k = k->data;
+  a.v = v->data;
+  a.o = o->data;
+  a.lse = (float *)lse->data;
+  fagen_status st = fagen_attention_forward(ctx, &a, stream);
+  return st == FAGEN_OK ? NULL : fg_jax_fail(frame, "fagen_attention_forward", st);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Backward                                                                 */
+/* ------------------------------------------------------------------------ */
+
+static void fg_jax_bwd_args(fagen_attention_bwd_args *a, const fg_jax_sizes *s,
+                            const fg_jax_attrs *at) {
+  fagen_attention_bwd_args_init(a);
+  FG_JAX_SET_COMMON(a, s, at);
+  a->deterministic = at->deterministic;
+}
+
+/* INSTANTIATE of either direction: select the variant for the attributes'
+ * sizes, then compile and load it. */
+static XLA_FFI_Error *fg_jax_instantiate(XLA_FFI_CallFrame *frame, int backward) {
+  fagen_ctx *ctx = NULL;
+  int done;
+  FG_TRY(fg_jax_enter(frame, XLA_FFI_ExecutionStage_INSTANTIATE, &ctx, &done));
+  if (done) return NULL;
+  fg_jax_attrs at;
+  fg_jax_sizes s;
+  FG_TRY(fg_jax_read_attrs(frame, &at));
+  FG_TRY(fg_jax_attr_sizes(frame, &s));
+  const int32_t *sq = NULL, *sk = NULL;
+#ifdef FAGEN_JAX_HAS_FEATURES
+  sq = at.has_seqused_q ? fg_jax_marker : NULL;
+  sk = at.has_seqused_k ? fg_jax_marker : NULL;
+#endif
+  fagen_variant v;
+  fagen_status st;
+  const char *what;
+  if (backward) {
+    fagen_attention_bwd_args a;
+    fg_jax_bwd_args(&a, &s, &at);
+#ifdef FAGEN_JAX_HAS_FEATURES
+    fg_jax_features(&a.feat, &at, sq, sk);
+#endif
+    st = fagen_attention_backward_select(ctx, &a, NULL, &v, NULL);
+    what = "fagen_attention_backward_select";
+  } else {
+    fagen_attention_args a;
+    fg_jax_fwd_args(&a, &s, &at);
+#ifdef FAGEN_JAX_HAS_FEATURES
+    fg_jax_features(&a.feat, &at, sq, sk);
+#endif
+    st = fagen_attention_select(ctx, &a, NULL, &v, NULL);
+    what = "fagen_attention_select";
+  }
+  (void)sq, (void)sk;
+  if (st != FAGEN_OK) return fg_jax_fail(frame, what, st);
+  st = fagen_prepare(ctx, &v, 1);
+  return st == FAGEN_OK ? NULL : fg_jax_fail(frame, "fagen_prepare", st);
+}
+
+FG_JAX_API XLA_FFI_Error *fagen_jax_fwd_instantiate(XLA_FFI_CallFrame *frame) {
+  return fg_jax_instantiate(frame, 0);
+}
+
+FG_JAX_API XLA_FFI_Error *fagen_jax_bwd_instantiate(XLA_FFI_CallFrame *frame) {
+  return fg_jax_instantiate(frame, 1);
+}
+
+FG_JAX_API XLA_FFI_Error *fagen_jax_bwd_execute(XLA_FFI_CallFrame *frame) {
+  fagen_ctx *ctx = NULL;
+  int done;
+  FG_TRY(fg_jax_enter(frame, XLA_FFI_ExecutionStage_EXECUTE, &ctx, &done));
+  if (done) return NULL;
+  fg_jax_attrs at;
+  FG_TRY(fg_jax_read_attrs(frame, &at));
+  XLA_FFI_Buffer *q, *k, *v, *o, *lse, *dout, *dq, *dk, *dv, *ws;
+  FG_TRY(fg_xla_arg(frame, 0, &q));
+  FG_TRY(fg_xla_arg(frame, 1, &k));
+  FG_TRY(fg_xla_arg(frame, 2, &v));
+  FG_TRY(fg_xla_arg(frame, 3, &o));
+  FG_TRY(fg_xla_arg(frame, 4, &lse));
+  FG_TRY(fg_xla_arg(frame, 5, &dout));
+  FG_TRY(fg_xla_ret(frame, 0, &dq));
+  FG_TRY(fg_xla_ret(frame, 1, &dk));
+  FG_TRY(fg_xla_ret(frame, 2, &dv));
+  FG_TRY(fg_xla_ret(frame, 3, &ws));
+  fg_jax_sizes s;
+  FG_TRY(fg_jax_buffer_sizes(frame, q, k, v, &s));
+  FG_TRY(fg_jax_same_dims(frame, "o", o, q));
+  FG_TRY(fg_jax_same_dims(frame, "dout", dout, q));
+  FG_TRY(fg_jax_same_dims(frame, "dq", dq, q));
+  FG_TRY(fg_jax_same_dims(frame, "dk", dk, k));
+  FG_TRY(fg_jax_same_dims(frame, "dv", dv, k));
+  FG_TRY(fg_jax_check_lse(frame, lse, q));
+  const int32_t *sq, *sk;
+  FG_TRY(fg_jax_seqused(frame, &at, q, 6, &sq, &sk));
+  void *stream;
+  FG_TRY(fg_xla_stream(frame, &stream));
+
+  fagen_attention_bwd_args a;
+  fg_jax_bwd_args(&a, &s, &at);
+#ifdef FAGEN_JAX_HAS_FEATURES
+  fg_jax_features(&a.feat, &at, sq, sk);
+#endif
+  a.q = q->data;
+  a.k = k->data;
+  a.v = v->data;
+  a.o = o->data;
+  a.dout = dout->data;
+  a.lse = (const float *)lse->data;
+  a.dq = dq->data;
+  a.dk = dk->data;
+  a.dv = dv->data;
+  /* The scratch is a result of the call (XLA allocates it like any
+     temporary), so fagen never allocates inside a captured graph. */
+  a.workspace = ws->data;
+  a.workspace_bytes = (size_t)fg_xla_dims_product(ws, 0, ws->rank);
+  fagen_status st = fagen_attention_backward(ctx, &a, stream);
+  return st == FAGEN_OK ? NULL : fg_jax_fail(frame, "fagen_attention_backward", st);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Helpers for the Python side (plain C types: no struct layout to mirror)  */
+/* ------------------------------------------------------------------------ */
+
+/* fagen_attention_backward_workspace() for one sequence (batch 1) of these
+ * sizes.  Python allocates [batch, this] bytes, which is never less than the
+ * whole call needs (each term of the size is linear in batch, rounded up).
+ * Returns 0 and fills *bytes, or a fagen status with its message in msg. */
+FG_JAX_API int fagen_jax_bwd_workspace_per_batch(int dtype, int seqlen_q, int seqlen_k,
+                                                 int heads_q, int heads_kv, int head_dim,
+                                                 int causal, int deterministic,
+                                                 unsigned long long *bytes, char *msg,
+                                                 size_t msg_size) {
+  fagen_ctx *ctx = fg_jax_context();
+  if (!ctx) {
+    snprintf(msg, msg_size, "fagen_ctx_create: %s", fagen_last_error());
+    return (int)fg_jax_ctx_status;
+  }
+  fg_jax_sizes s = {(fagen_dtype)dtype, 1, seqlen_q, seqlen_k, heads_q, heads_kv, head_dim};
+  fg_jax_attrs at;
+  memset(&at, 0, sizeof at);
+  at.causal = causal;
+  at.deterministic = deterministic;
+  fagen_attention_bwd_args a;
+  fg_jax_bwd_args(&a, &s, &at);
+  size_t n = 0;
+  fagen_status st = fagen_attention_backward_workspace(ctx, &a, &n);
+  if (st != FAGEN_OK) {
+    snprintf(msg, msg_size, "%s: %s", fagen_status_name(st), fagen_last_error());
+    return (int)st;
+  }
+  *bytes = n;
+  return 0;
+}
+
+/* 1 when built against a libfagen header with fagen_attention_features
+ * (sequence lengths, sliding window, softcap), else 0. */
+FG_JAX_API int fagen_jax_has_features(void) {
+#ifdef FAGEN_JAX_HAS_FEATURES
+  return 1;
+#else
+  return 0;
+#endif
+}
+
+/* The version of libfagen this library was built against. */
+FG_JAX_API const char *fagen_jax_fagen_version(void) { return FAGEN_VERSION_STRING; }
