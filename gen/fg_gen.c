@@ -53,6 +53,7 @@ fagen_status fg_gen_source(const fagen_variant *v, fg_buf *out, fg_err *err) {
       FG_BOOL("window", (v->features & FAGEN_FEATURE_WINDOW) != 0),
       FG_BOOL("softcap", (v->features & FAGEN_FEATURE_SOFTCAP) != 0),
       FG_BOOL("alibi", (v->features & FAGEN_FEATURE_ALIBI) != 0),
+      FG_BOOL("dropout", (v->features & FAGEN_FEATURE_DROPOUT) != 0),
       FG_STR("dtype", dtype),
       FG_STR("target", target),
       FG_INT("arch", v->target.arch),

@@ -27,7 +27,13 @@
   X(int32_t, "int", win_left)  /* >= 0 */                                    \
   X(int32_t, "int", win_right) /* >= 0, or 0 with causal */                  \
   X(float, "float", cap_pre)   /* scale / softcap */                         \
-  X(float, "float", cap_log2)  /* softcap * log2(e) */
+  X(float, "float", cap_log2)  /* softcap * log2(e) */                       \
+  X(uint32_t, "unsigned", drop_key0) /* Philox key: seed_lo */               \
+  X(uint32_t, "unsigned", drop_key1) /* seed_hi ^ offset_hi */               \
+  X(uint32_t, "unsigned", drop_ctr3) /* offset_lo */                         \
+  X(uint32_t, "unsigned", drop_p16)  /* keep iff 16-bit random >= p16 */     \
+  X(float, "float", drop_scale)      /* 65536 / (65536 - p16) */             \
+  X(int32_t, "int", feat_reserved)
 
 #define FG_ABI_C_FIELD_(ctype, cudatype, name) ctype name;
 typedef struct fg_feat_params {

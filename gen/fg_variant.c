@@ -154,6 +154,10 @@ static fagen_status fg_check_fwd_sm80(const fagen_variant *v, fg_resources *res,
   if (v->stages != 1 && v->stages != 2)
     return fg_fail(err, FAGEN_E_INVALID_VARIANT,
                    "stages=%d: the sm80 forward kernel has 1 or 2 K/V buffers", v->stages);
+  if ((v->features & FAGEN_FEATURE_DROPOUT) && v->block_kv % 32 != 0)
+    return fg_fail(err, FAGEN_E_INVALID_VARIANT,
+                   "block_kv=%d: dropout draws its mask 32 keys at a time (a multiple of 32)",
+                   v->block_kv);
   int mt = v->block_q / rows;
   long smem = (long)(v->block_q + 2 * v->stages * v->block_kv) * v->head_dim * 2;
   int regs = 4 * mt * (v->head_dim / 8) + 4 * mt * (v->block_kv / 8) + 48;
@@ -328,7 +332,8 @@ const char *fg_variant_template(const fagen_variant *v) {
 /* ---- names -------------------------------------------------------------- */
 
 /* Name tokens of the fagen_feature bits, bit 0 first (the order in names). */
-static const char *const fg_feature_tokens[] = {"varlen", "window", "softcap", "alibi"};
+static const char *const fg_feature_tokens[] = {"varlen", "window", "softcap", "alibi",
+                                                "dropout"};
 
 FAGEN_API fagen_status fagen_variant_name(const fagen_variant *v, char *buf, size_t size) {
   if (!v || !buf) return FAGEN_E_NULL_POINTER;

@@ -135,9 +135,10 @@ typedef enum fagen_feature {
   FAGEN_FEATURE_VARLEN = 1,  /* per-sequence lengths: packed or padded ("varlen") */
   FAGEN_FEATURE_WINDOW = 2,  /* sliding window, left and right extents ("window") */
   FAGEN_FEATURE_SOFTCAP = 4, /* scores cap * tanh(s / cap) ("softcap") */
-  FAGEN_FEATURE_ALIBI = 8    /* per-head linear bias slope * (j - i) ("alibi") */
+  FAGEN_FEATURE_ALIBI = 8,   /* per-head linear bias slope * (j - i) ("alibi") */
+  FAGEN_FEATURE_DROPOUT = 16 /* dropout on the attention probabilities ("dropout") */
 } fagen_feature;
-#define FAGEN_FEATURES_ALL 15u
+#define FAGEN_FEATURES_ALL 31u
 
 /* A compile target: compute capability * 10 (80, 86, 87, 89, 90, 100, 120)
  * and whether it is the architecture-specific target (sm_90a, sm_100a), which
@@ -453,7 +454,8 @@ typedef struct fagen_strides {
  *     they are not reported; fagen_check_offsets() checks a host copy.
  *   padded: seqused_q and/or seqused_k are device arrays of batch int32 valid
  *     lengths (values clamped to [0, seqlen]); rows at and past a sequence's
- *     length are padding.
+ *     length are padding.  With both layouts, a valid length shortens its
+ *     packed sequence (the length is the smaller of the two).
  *   Causal and window alignment use each sequence's own lengths.  A padded
  *   query row gets O = 0 and LSE = -inf (and dQ = 0); a padded key row gets
  *   dK = dV = 0.  In the packed layout rows outside every sequence are never
@@ -463,7 +465,8 @@ typedef struct fagen_strides {
  *   with len_q queries and len_k keys sees key j iff
  *     i + d - window_left <= j <= i + d + window_right,   d = len_k - len_q,
  *   where -1 means no limit on that side; with causal the right extent is
- *   min(window_right, 0) (causal alone is window_right = 0).  Key tiles
+ *   min(window_right, 0) (causal alone is window_right = 0).  With window = 0
+ *   the extents are not read.  Key tiles
  *   outside every row's window are skipped, not masked.
  * Logit softcapping (FAGEN_FEATURE_SOFTCAP), softcap > 0: a score s =
  *   scale * q.k becomes softcap * tanh(s / softcap) before the softmax
@@ -475,6 +478,21 @@ typedef struct fagen_strides {
  *   bottom-right like causal, so under causal the bias is -slope * distance
  *   to the diagonal, as in the ALiBi paper; without causal the same linear
  *   term is applied (it is not made symmetric).
+ * Dropout (FAGEN_FEATURE_DROPOUT), dropout_p > 0: each probability P[i][j]
+ *   is dropped with probability dropout_p, the kept ones scaled so that the
+ *   expectation is unchanged; the LSE is that of the undropped scores.  The
+ *   mask is a pure function of (dropout_seed, dropout_offset, b, h, i, j), so
+ *   a call is reproducible bit for bit and the backward (given the same
+ *   seed and offset) regenerates the forward's mask.  Exactly:
+ *     p16 = round(dropout_p * 65536) (at most 65535); element (b, h, i, j),
+ *     with i and j the query and key index within sequence b and
+ *     bh = b * heads_q + h, is kept iff r >= p16, and a kept P is multiplied
+ *     by 65536 / (65536 - p16), where r is the 16-bit half e (0: low) of
+ *     word n of Philox4x32-10(counter = {4 (j >> 5) + ((j >> 1) & 3), i,
+ *     bh, offset_lo}, key = {seed_lo, seed_hi ^ offset_hi}), n = (j >> 3) & 3,
+ *     e = j & 1 (lo/hi: the low and high 32 bits).  Philox4x32-10 is Salmon
+ *     et al.'s (multipliers 0xD2511F53, 0xCD9E8D57; key increments
+ *     0x9E3779B9, 0xBB67AE85).
  * A query row that sees no key (an empty sequence, a window with no keys)
  * gets O = 0, LSE = -inf and zero gradients, never NaN. */
 typedef struct fagen_attention_features {
@@ -486,12 +504,15 @@ typedef struct fagen_attention_features {
   float softcap;                              /* 0: off; else > 0 */
   const float *alibi_slopes;                  /* NULL: off */
   int64_t alibi_batch_stride;                 /* elements, >= 0 */
+  float dropout_p;                            /* 0: off; else in (0, 1) */
+  uint64_t dropout_seed, dropout_offset;
 } fagen_attention_features;
 
 /* Checks a host copy of packed offsets: n + 1 values, offsets[0] >= 0,
  * non-decreasing, offsets[n] <= total.  what names them in the message
- * ("cu_seqlens_q").  Returns FAGEN_OK, FAGEN_E_NULL_POINTER or
- * FAGEN_E_BAD_OFFSETS (with the first bad index in fagen_last_error).
+ * ("cu_seqlens_q").  Returns FAGEN_OK, FAGEN_E_NULL_POINTER,
+ * FAGEN_E_INVALID_ARGUMENT (n or total negative) or FAGEN_E_BAD_OFFSETS
+ * (with the first bad index in fagen_last_error).
  * Thread-safe. */
 FAGEN_API fagen_status fagen_check_offsets(const int32_t *offsets, int n, int total,
                                            const char *what);
@@ -580,8 +601,9 @@ FAGEN_API fagen_status fagen_attention_select(fagen_ctx *ctx, const fagen_attent
  *                             a forced variant that does not fit args;
  *                             features: only one of cu_seqlens_q/_k, total_q
  *                             or total_k <= 0 with them, window not 0/1,
- *                             a window extent below -1, softcap negative or
- *                             not finite, alibi_batch_stride negative
+ *                             (window 1) an extent below -1, softcap negative or
+ *                             not finite, alibi_batch_stride negative,
+ *                             dropout_p outside [0, 1)
  *   FAGEN_E_MISALIGNED also for offsets, lengths or slopes not 4-byte aligned
  *   FAGEN_E_NO_DRIVER, FAGEN_E_NO_DEVICE, FAGEN_E_CUDA, FAGEN_E_UNSUPPORTED_ARCH
  *   and the statuses of fagen_compile.

@@ -16,7 +16,8 @@ imported only when a tensor call needs it: loading the library does not.
 import ctypes
 import os
 
-__all__ = ["Fagen", "FagenStrides", "FagenAttentionArgs", "FagenAttentionBwdArgs",
+__all__ = ["Fagen", "FagenStrides", "FagenAttentionFeatures", "FagenAttentionArgs",
+           "FagenAttentionBwdArgs",
            "find_library", "DTYPE_FP16", "DTYPE_BF16"]
 
 # enum fagen_dtype (a C enum: passed as int).
@@ -32,6 +33,25 @@ class FagenStrides(ctypes.Structure):
     _fields_ = [("batch", ctypes.c_int64),
                 ("seq", ctypes.c_int64),
                 ("head", ctypes.c_int64)]
+
+
+class FagenAttentionFeatures(ctypes.Structure):
+    """fagen_attention_features (masks and score modifiers); all zero: none."""
+    _fields_ = [("cu_seqlens_q", ctypes.c_void_p),  # const int32_t *, device
+                ("cu_seqlens_k", ctypes.c_void_p),
+                ("total_q", ctypes.c_int),
+                ("total_k", ctypes.c_int),
+                ("seqused_q", ctypes.c_void_p),
+                ("seqused_k", ctypes.c_void_p),
+                ("window", ctypes.c_int),
+                ("window_left", ctypes.c_int),
+                ("window_right", ctypes.c_int),
+                ("softcap", ctypes.c_float),
+                ("alibi_slopes", ctypes.c_void_p),  # const float *, device
+                ("alibi_batch_stride", ctypes.c_int64),
+                ("dropout_p", ctypes.c_float),
+                ("dropout_seed", ctypes.c_uint64),
+                ("dropout_offset", ctypes.c_uint64)]
 
 
 class FagenAttentionArgs(ctypes.Structure):
@@ -54,6 +74,7 @@ class FagenAttentionArgs(ctypes.Structure):
                 ("k_strides", FagenStrides),
                 ("v_strides", FagenStrides),
                 ("o_strides", FagenStrides),
+                ("feat", FagenAttentionFeatures),  # zero: none
                 ("variant", ctypes.c_void_p)]      # const fagen_variant *: None here
 
 
@@ -88,6 +109,7 @@ class FagenAttentionBwdArgs(ctypes.Structure):
                 ("deterministic", ctypes.c_int),
                 ("workspace", ctypes.c_void_p),
                 ("workspace_bytes", ctypes.c_size_t),
+                ("feat", FagenAttentionFeatures),  # zero: none
                 ("variant", ctypes.c_void_p)]      # const fagen_variant *: None here
 
 
@@ -337,7 +359,7 @@ class Fagen:
         """A fagen_variant (as an opaque ctypes buffer) parsed from its name,
         for backward(variant=...); raises ValueError when the name does not
         parse or the variant is invalid (the reason in the message)."""
-        buf = ctypes.create_string_buffer(64)  # sizeof(fagen_variant) is 40
+        buf = ctypes.create_string_buffer(64)  # sizeof(fagen_variant) is 44
         if self.lib.fagen_variant_parse(name.encode(), buf) != 0:
             raise ValueError(self.lib.fagen_last_error().decode())
         why = ctypes.create_string_buffer(512)

@@ -13,6 +13,7 @@ unsigned fg_features_bits(const fagen_attention_features *f) {
   if (f->window) bits |= FAGEN_FEATURE_WINDOW;
   if (f->softcap > 0.f) bits |= FAGEN_FEATURE_SOFTCAP;
   if (f->alibi_slopes) bits |= FAGEN_FEATURE_ALIBI;
+  if (f->dropout_p > 0.f) bits |= FAGEN_FEATURE_DROPOUT;
   return bits;
 }
 
@@ -79,6 +80,9 @@ fagen_status fg_features_validate(const fagen_attention_features *f, int seqlen_
     return fg_fail(err, FAGEN_E_INVALID_ARGUMENT,
                    "feat.softcap %g must be finite and > 0 (0: no softcapping)",
                    (double)f->softcap);
+  if (!(f->dropout_p >= 0.f && f->dropout_p < 1.f)) /* also NaN */
+    return fg_fail(err, FAGEN_E_INVALID_ARGUMENT,
+                   "feat.dropout_p %g must be in [0, 1) (0: no dropout)", (double)f->dropout_p);
   if (f->alibi_batch_stride < 0)
     return fg_fail(err, FAGEN_E_INVALID_ARGUMENT, "feat.alibi_batch_stride %lld is negative",
                    (long long)f->alibi_batch_stride);
@@ -117,6 +121,15 @@ void fg_features_params(const fagen_attention_features *f, int causal, int seqle
   if (causal && right > 0) right = 0;
   out->win_left = left;
   out->win_right = right;
+  if (f->dropout_p > 0.f) {
+    long p16 = lrintf(f->dropout_p * 65536.f);
+    if (p16 > 65535) p16 = 65535;
+    out->drop_p16 = (uint32_t)p16;
+    out->drop_scale = (float)(65536.0 / (65536.0 - (double)p16));
+    out->drop_key0 = (uint32_t)f->dropout_seed;
+    out->drop_key1 = (uint32_t)(f->dropout_seed >> 32) ^ (uint32_t)(f->dropout_offset >> 32);
+    out->drop_ctr3 = (uint32_t)f->dropout_offset;
+  }
   if (f->softcap > 0.f) {
     out->cap_pre = scale / f->softcap;
     out->cap_log2 = f->softcap * 1.4426950408889634f;

@@ -31,7 +31,7 @@ for step in $steps; do
     ;;
   test)
     export FAGEN_CACHE_DIR="$PWD/build-gpu/cache"
-    ctest --test-dir build-gpu -j4 --output-on-failure -E '(forward|backward)_gpu' > "$out/ctest.log" 2>&1
+    ctest --test-dir build-gpu -j4 --output-on-failure -E '(forward|backward|features)_gpu' > "$out/ctest.log" 2>&1
     note "ctest: rc=$? ($(grep -E 'tests passed' "$out/ctest.log"))"
     # the GPU tests' own lines: error figures per shape, skips
     build-gpu/tests/test_forward_gpu --verbose=1 -j4 > "$out/forward_gpu.log" 2>&1
@@ -39,6 +39,8 @@ for step in $steps; do
     build-gpu/tests/test_backward_gpu --verbose=1 -j8 > "$out/backward_gpu.log" 2>&1
     note "backward_gpu: $(grep -E 'Synthesis' "$out/backward_gpu.log")"
     grep -E '^\s+(bf16|fp16) ' "$out/backward_gpu.log" | sort | tail -40
+    build-gpu/tests/test_features_gpu --verbose=1 -j8 > "$out/features_gpu.log" 2>&1
+    note "features_gpu: $(grep -E 'Synthesis' "$out/features_gpu.log")"
     ;;
   demo)
     for args in "--seqlen 2048 --head-dim 128" "--seqlen 4096 --head-dim 64 --causal --fp16" \

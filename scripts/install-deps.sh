@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs what fagen builds with (Debian/Ubuntu): a C compiler, CMake,
-# pkg-config, Lua 5.4, Jansson (tuning tables) and Criterion.  The CUDA toolkit (headers, NVRTC, nvcc)
+# pkg-config, Lua 5.4, Jansson (tuning tables), Criterion and python3-venv (the
+# JAX binding's CPU tests).  The CUDA toolkit (headers, NVRTC, nvcc)
 # must already be installed: it is checked, not installed (it is large and
 # comes from NVIDIA's repositories).
 set -euo pipefail
-pkgs="build-essential cmake pkg-config liblua5.4-dev libcriterion-dev libjansson-dev"
+pkgs="build-essential cmake pkg-config liblua5.4-dev libcriterion-dev libjansson-dev python3-venv"
 missing=""
 for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then

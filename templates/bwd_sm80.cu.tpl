@@ -420,36 +420,50 @@ extern "C" __global__ void __launch_bounds__({{ v.threads }}, 1)
     const int klim = sk - kbase;
     const int dlim = q0 + s_m0 + g + diag + wr - kbase;
     const int llim = q0 + s_m0 + g + diag - wl - kbase;
-    const float sl2 = fg_slope2(p, b, h);
-    const float ab = sl2 * (float)(kbase - (q0 + s_m0 + g + diag)); // ALiBi (see fg_score_mod)
+    const float sl2 = fg_slope_u(p, b, h);
+    const float ab = sl2 * (float)(kbase - (q0 + s_m0 + g + diag)); // ALiBi (as the forward)
+    if (SOFTCAP) fg_softcap(p, s); // s becomes t = tanh(scale q.k / cap)
+    // Dropout: chunks of 32 keys hold this warp's keys (one whole chunk per 4
+    // n-tiles, or part of one when S_NT is 2: then the n-tile within the
+    // chunk depends on the warp).
+    constexpr int DCH = DROPOUT ? (S_NT + 3) / 4 : 1;
+    const int dn0 = S_NT >= 4 ? 0 : (s_n0 >> 3) & 3;
 #pragma unroll
     for (int mt = 0; mt < S_MT; ++mt)
 #pragma unroll
-      for (int ns = 0; ns < S_NT; ++ns)
+      for (int h2 = 0; h2 < 2; ++h2) {
+        fg_u32 rw[DCH][4];
+        if (DROPOUT) {
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int h2 = e >> 1;
-          const int kc = ns * 8 + (e & 1);
-          float pv, dscore = 1.f; // dscore: d(score) / d(scale q.k), softcap's 1 - tanh^2
-          if (SCORE_MOD) {
-            const float x = fg_score_mod(p, s[mt][ns][e], fmaf(sl2, (float)(kc - mt * 16 - 8 * h2), ab));
-            if (SOFTCAP) {
-              const float th = fg_tanh(s[mt][ns][e] * p.cap_pre);
-              dscore = fmaf(-th, th, 1.f);
-            }
-            pv = fg_ex2(x - lse2[mt][h2]);
-          } else {
-            pv = fg_ex2(fmaf(s[mt][ns][e], p.scale_log2, -lse2[mt][h2]));
-          }
-          if (masked) {
-            bool visible = kc < klim;
-            if (HAS_RIGHT) visible = visible && kc - mt * 16 - 8 * h2 <= dlim;
-            if (HAS_LEFT) visible = visible && kc - mt * 16 - 8 * h2 >= llim;
-            if (!visible) pv = 0.f;
-          }
-          s[mt][ns][e] = pv;
-          dp[mt][ns][e] = pv * (dp[mt][ns][e] - drow[mt][h2]) * dscore;
+          for (int ch = 0; ch < DCH; ++ch)
+            fg_drop_words(p, (fg_u32)bh, q0 + s_m0 + mt * 16 + g + 8 * h2, (k0 + s_n0) / 32 + ch, t, rw[ch]);
         }
+#pragma unroll
+        for (int ns = 0; ns < S_NT; ++ns)
+#pragma unroll
+          for (int e = 2 * h2; e < 2 * h2 + 2; ++e) {
+            const int kc = ns * 8 + (e & 1);
+            // dscore: d(score) / d(scale q.k), the softcap's 1 - t^2.
+            const float dscore = SOFTCAP ? fmaf(-s[mt][ns][e], s[mt][ns][e], 1.f) : 1.f;
+            float x = s[mt][ns][e];
+            if (ALIBI) x += fmaf(sl2, (float)(kc - mt * 16 - 8 * h2), ab);
+            float pv = fg_ex2(fmaf(x, fg_score_unit(p), -lse2[mt][h2]));
+            if (masked) {
+              bool visible = kc < klim;
+              if (HAS_RIGHT) visible = visible && kc - mt * 16 - 8 * h2 <= dlim;
+              if (HAS_LEFT) visible = visible && kc - mt * 16 - 8 * h2 >= llim;
+              if (!visible) pv = 0.f;
+            }
+            float dpv = dp[mt][ns][e], pdrop = pv;
+            if (DROPOUT) { // dV takes the dropped P; dP = dO V^T through the same mask
+              const float f = fg_drop_keep(p, rw[ns / 4], dn0 + (ns & 3), e & 1) ? p.drop_scale : 0.f;
+              pdrop = pv * f;
+              dpv *= f;
+            }
+            s[mt][ns][e] = pdrop;
+            dp[mt][ns][e] = pv * (dpv - drow[mt][h2]) * dscore;
+          }
+      }
 
     // P and dS to shared memory, [BQ][BK].
 #pragma unroll
@@ -572,7 +586,7 @@ extern "C" __global__ void __launch_bounds__(128, 1)
   float acc[1][NO][4];
   fg_zero(acc);
 
-  const float sl2 = fg_slope2(p, b, h);
+  const float sl2 = fg_slope_u(p, b, h);
   if (n_tiles > 0) {
     fg_load_tile<DQ_BQ, 128>(sQ, qg, q0, len_q, p.q_stride_s, hd);
     fg_load_tile<DQ_BQ, 128>(sdO, dg, q0, len_q, p.do_stride_s, hd);
@@ -601,32 +615,37 @@ extern "C" __global__ void __launch_bounds__(128, 1)
                         (HAS_LEFT && j * DQ_BK < q0 + DQ_BQ - 1 + diag - wl);
     const int klim = sk - kbase, dlim = q0 + wrow + g + diag + wr - kbase;
     const int llim = q0 + wrow + g + diag - wl - kbase;
-    const float ab = sl2 * (float)(kbase - (q0 + wrow + g + diag)); // ALiBi (see fg_score_mod)
+    const float ab = sl2 * (float)(kbase - (q0 + wrow + g + diag)); // ALiBi (as the forward)
+    if (SOFTCAP) fg_softcap(p, s); // s becomes t = tanh(scale q.k / cap)
 #pragma unroll
-    for (int ns = 0; ns < NS; ++ns)
+    for (int h2 = 0; h2 < 2; ++h2) {
+      fg_u32 rw[DROPOUT ? NS / 4 : 1][4];
+      if (DROPOUT) {
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int h2 = e >> 1;
-        const int kc = ns * 8 + (e & 1);
-        float pv, dscore = 1.f; // softcap: 1 - tanh^2
-        if (SCORE_MOD) {
-          const float x = fg_score_mod(p, s[0][ns][e], fmaf(sl2, (float)(kc - 8 * h2), ab));
-          if (SOFTCAP) {
-            const float th = fg_tanh(s[0][ns][e] * p.cap_pre);
-            dscore = fmaf(-th, th, 1.f);
-          }
-          pv = fg_ex2(x - lse2[h2]);
-        } else {
-          pv = fg_ex2(fmaf(s[0][ns][e], p.scale_log2, -lse2[h2]));
-        }
-        if (masked) {
-          bool visible = kc < klim;
-          if (HAS_RIGHT) visible = visible && kc - 8 * h2 <= dlim;
-          if (HAS_LEFT) visible = visible && kc - 8 * h2 >= llim;
-          if (!visible) pv = 0.f;
-        }
-        dp[0][ns][e] = pv * (dp[0][ns][e] - drow[h2]) * dscore;
+        for (int ch = 0; ch < NS / 4; ++ch)
+          fg_drop_words(p, (fg_u32)bh, q0 + wrow + g + 8 * h2, (j * DQ_BK) / 32 + ch, t, rw[ch]);
       }
+#pragma unroll
+      for (int ns = 0; ns < NS; ++ns)
+#pragma unroll
+        for (int e = 2 * h2; e < 2 * h2 + 2; ++e) {
+          const int kc = ns * 8 + (e & 1);
+          const float dscore = SOFTCAP ? fmaf(-s[0][ns][e], s[0][ns][e], 1.f) : 1.f; // 1 - t^2
+          float x = s[0][ns][e];
+          if (ALIBI) x += fmaf(sl2, (float)(kc - 8 * h2), ab);
+          float pv = fg_ex2(fmaf(x, fg_score_unit(p), -lse2[h2]));
+          if (masked) {
+            bool visible = kc < klim;
+            if (HAS_RIGHT) visible = visible && kc - 8 * h2 <= dlim;
+            if (HAS_LEFT) visible = visible && kc - 8 * h2 >= llim;
+            if (!visible) pv = 0.f;
+          }
+          float dpv = dp[0][ns][e];
+          if (DROPOUT && !fg_drop_keep(p, rw[ns / 4], ns & 3, e & 1)) dpv = 0.f;
+          else if (DROPOUT) dpv *= p.drop_scale;
+          dp[0][ns][e] = pv * (dpv - drow[h2]) * dscore;
+        }
+    }
     // dQ += dS K(j): dS from registers as the A operand.
 #pragma unroll
     for (int kk = 0; kk < DQ_BK / 16; ++kk) {

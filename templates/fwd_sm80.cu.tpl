@@ -134,7 +134,8 @@ struct fg_cta {
   int sk;                 // keys of this sequence
   int jlo;                // the lowest tile visited
   int wl, wr;             // window extents (HAS_LEFT, HAS_RIGHT)
-  float slope2;           // ALiBi slope, log2 units
+  float slope2;           // ALiBi slope, score units (fg_slope_u)
+  fg_u32 bh;              // b * heads_q + h (dropout)
 };
 
 // One K/V tile: S = Q K(j)^T, the mask (MASK: never, always, or when
@@ -189,8 +190,9 @@ __device__ __forceinline__ void fg_step(const fg_fwd_params &p, const fg_cta &c,
   // Element (mt, ns, e) holds key j*BK + ns*8 + 2t + (e&1) of row
   // q0 + wrow + mt*16 + g + 8*(e>>1).
   const int kbase = j * BK + 2 * t;
-  if (SCORE_MOD) {
-    // ALiBi: slope * (key - row - diag) = ab + slope * (kc - row offset).
+  if (SOFTCAP) fg_softcap(p, s);
+  if (ALIBI) {
+    // slope * (key - row - diag) = ab + slope * (kc - row offset).
     const float ab = c.slope2 * (float)(kbase - (q0 + wrow + g + diag));
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt)
@@ -198,8 +200,7 @@ __device__ __forceinline__ void fg_step(const fg_fwd_params &p, const fg_cta &c,
       for (int ns = 0; ns < NS; ++ns)
 #pragma unroll
         for (int e = 0; e < 4; ++e)
-          s[mt][ns][e] = fg_score_mod(p, s[mt][ns][e],
-                                      fmaf(c.slope2, (float)(ns * 8 + (e & 1) - mt * 16 - 8 * (e >> 1)), ab));
+          s[mt][ns][e] += fmaf(c.slope2, (float)(ns * 8 + (e & 1) - mt * 16 - 8 * (e >> 1)), ab);
   }
   if (MASK == 1 || (MASK == 2 && masked)) {
     // Each test becomes "compile-time constant vs one per-thread scalar", so
@@ -220,8 +221,8 @@ __device__ __forceinline__ void fg_step(const fg_fwd_params &p, const fg_cta &c,
           if (!visible) s[mt][ns][e] = FG_NEG_INF;
         }
   }
-  // Softmax multiplier of the scores: 1 when SCORE_MOD made them log2 units.
-  const float sl2 = SCORE_MOD ? 1.f : p.scale_log2;
+  // Softmax multiplier of the scores (scale * log2 e without features).
+  const float sl2 = fg_score_unit(p);
 
   // Online softmax: rows g and g+8 of each row tile live in the 4 lanes of a
   // quad.  m holds each row's reference max in the exp2 domain.  It moves only
@@ -277,6 +278,25 @@ __device__ __forceinline__ void fg_step(const fg_fwd_params &p, const fg_cta &c,
         }
       l[mt][h2] += rs;
     }
+  if (DROPOUT) {
+    // Drop after the row sums (the LSE is the undropped one); the kept
+    // values' scale is applied with the normalization at the end.
+    const fg_u32 bh = c.bh;
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+      for (int h2 = 0; h2 < 2; ++h2)
+#pragma unroll
+        for (int ch = 0; ch < NS / 4; ++ch) {
+          fg_u32 r[4];
+          fg_drop_words(p, bh, q0 + wrow + mt * 16 + g + 8 * h2, (j * BK) / 32 + ch, t, r);
+#pragma unroll
+          for (int n = 0; n < 4; ++n)
+#pragma unroll
+            for (int e = 0; e < 2; ++e)
+              if (!fg_drop_keep(p, r, n, e)) s[mt][ch * 4 + n][2 * h2 + e] = 0.f;
+        }
+  }
 
   if (STAGES == 1) {
     fg_cp_async_wait<0>();
@@ -412,7 +432,8 @@ extern "C" __global__ void __launch_bounds__({{ v.threads }}, 1)
   cta.jlo = jlo;
   cta.wl = wl;
   cta.wr = wr;
-  cta.slope2 = fg_slope2(p, b, h);
+  cta.slope2 = fg_slope_u(p, b, h);
+  cta.bh = (fg_u32)(b * p.heads_q + h);
   // Tiles at the sequence end or across the right edge (causal diagonal,
   // window) need the mask and come first (tiles go from the last to the
   // first); with a window, so do the tiles across its left edge, last.
@@ -452,7 +473,8 @@ extern "C" __global__ void __launch_bounds__({{ v.threads }}, 1)
     for (int h2 = 0; h2 < 2; ++h2) {
       const int row = wrow + mt * 16 + g + 8 * h2;
       // Rows past the sequence's end (VARLEN padding) get zeros.
-      const float inv = l[mt][h2] > 0.f && (!VARLEN || q0 + row < len_q) ? 1.f / l[mt][h2] : 0.f;
+      float inv = l[mt][h2] > 0.f && (!VARLEN || q0 + row < len_q) ? 1.f / l[mt][h2] : 0.f;
+      if (DROPOUT) inv *= p.drop_scale; // the kept values' scale
 #pragma unroll
       for (int nd = 0; nd < NO; ++nd)
         *reinterpret_cast<fg_u32 *>(fg_smem + fg_swz(row, nd) + 4 * t) =

@@ -85,8 +85,9 @@ COMPILE_TEST(256)
 Test(nvrtc, feature_variants, .init = setup, .fini = teardown, .timeout = 900) {
   static const char *const bases[] = {"fwd_d128_bq128_bk64_w4_s1", "bwd_d64_bq128_bk128_w8_s2",
                                       "bwddet_d128_bq64_bk128_w8_s2"};
-  static const char *const feats[] = {"varlen", "window", "softcap", "alibi",
-                                      "causal_varlen_window_softcap_alibi"};
+  static const char *const feats[] = {"varlen",  "window", "softcap",
+                                      "alibi",   "dropout",
+                                      "causal_varlen_window_softcap_alibi_dropout"};
   static const char *const targets[] = {"sm80", "sm90a"};
   fagen_ctx *ctx;
   cr_assert_eq(fagen_ctx_create(&ctx), FAGEN_OK);
