@@ -109,6 +109,50 @@ float fg_rand_uniform(uint64_t *s) {
   return (float)((double)(x >> 11) * (1.0 / 9007199254740992.0) * 2.0 - 1.0);
 }
 
+/* ---- dropout -------------------------------------------------------------- */
+
+void fg_ref_philox(const uint32_t ctr[4], const uint32_t key[2], uint32_t out[4]) {
+  uint32_t c0 = ctr[0], c1 = ctr[1], c2 = ctr[2], c3 = ctr[3], k0 = key[0], k1 = key[1];
+  for (int round = 0; round < 10; round++) {
+    if (round) {
+      k0 += 0x9E3779B9u;
+      k1 += 0xBB67AE85u;
+    }
+    const uint64_t m0 = (uint64_t)0xD2511F53u * c0, m1 = (uint64_t)0xCD9E8D57u * c2;
+    const uint32_t hi0 = (uint32_t)(m0 >> 32), lo0 = (uint32_t)m0;
+    const uint32_t hi1 = (uint32_t)(m1 >> 32), lo1 = (uint32_t)m1;
+    c0 = hi1 ^ c1 ^ k0;
+    c1 = lo1;
+    c2 = hi0 ^ c3 ^ k1;
+    c3 = lo0;
+  }
+  out[0] = c0, out[1] = c1, out[2] = c2, out[3] = c3;
+}
+
+uint32_t fg_ref_dropout_p16(double p) {
+  if (!(p > 0)) return 0;
+  const double r = round(p * 65536.0);
+  return r >= 65535.0 ? 65535u : (uint32_t)r;
+}
+
+uint32_t fg_ref_dropout_random(uint64_t seed, uint64_t offset, int bh, int i, int j) {
+  const uint32_t uj = (uint32_t)j;
+  const uint32_t ctr[4] = {4u * (uj >> 5) + ((uj >> 1) & 3u), (uint32_t)i, (uint32_t)bh,
+                           (uint32_t)offset};
+  const uint32_t key[2] = {(uint32_t)seed, (uint32_t)(seed >> 32) ^ (uint32_t)(offset >> 32)};
+  uint32_t r[4];
+  fg_ref_philox(ctr, key, r);
+  const uint32_t w = r[(uj >> 3) & 3u];
+  return uj & 1u ? w >> 16 : w & 0xffffu;
+}
+
+double fg_ref_dropout_factor(const fg_ref_features *f, int bh, int i, int j) {
+  if (!f || f->dropout_p == 0) return 1.0;
+  const uint32_t p16 = fg_ref_dropout_p16(f->dropout_p);
+  if (fg_ref_dropout_random(f->dropout_seed, f->dropout_offset, bh, i, j) < p16) return 0.0;
+  return 65536.0 / (65536.0 - p16);
+}
+
 /* ---- reference ---------------------------------------------------------- */
 
 static int fg_ref_clamp(int64_t x, int hi) { return x < 0 ? 0 : x > hi ? hi : (int)x; }
@@ -234,6 +278,16 @@ static double fg_ref_query(const fg_ref_args *a, const fg_ref_head *hd, int i, d
   return fg_ref_probs(a, hd, i, qi, p, t);
 }
 
+/* pd[j] = p[j] times the dropout factor of (hd, i, j) (p itself without
+ * dropout). */
+static void fg_ref_drop(const fg_ref_args *a, const fg_ref_head *hd, int i, const double *p,
+                        double *pd) {
+  const fg_ref_features *f = a->feat;
+  const int bh = hd->b * a->heads_q + hd->h;
+  for (int j = 0; j < hd->len_k; j++)
+    pd[j] = p[j] == 0 ? 0 : p[j] * fg_ref_dropout_factor(f, bh, i, j);
+}
+
 /* o[D] = sum_j p[j] v[j]. */
 static void fg_ref_pv(const fg_ref_head *hd, int D, const double *p, double *o) {
   for (int e = 0; e < D; e++) o[e] = 0;
@@ -245,13 +299,15 @@ void fg_ref_row(const fg_ref_args *a, int b, int h, int i, double *o_row, double
   const int D = a->head_dim;
   fg_ref_head hd;
   fg_ref_head_init(a, b, h, &hd);
-  double *p = malloc(sizeof(double) * ((size_t)hd.len_k * 2 + 1)), *t = p + hd.len_k;
+  double *p = malloc(sizeof(double) * ((size_t)hd.len_k * 3 + 1)), *t = p + hd.len_k;
+  double *pd = t + hd.len_k;
   double *qi = calloc((size_t)D + 1, sizeof(double));
   for (int e = 0; e < D; e++) o_row[e] = 0;
   *lse = -INFINITY;
   if (i < hd.len_q) {
     *lse = fg_ref_query(a, &hd, i, qi, p, t);
-    fg_ref_pv(&hd, D, p, o_row);
+    fg_ref_drop(a, &hd, i, p, pd);
+    fg_ref_pv(&hd, D, pd, o_row);
   }
   free(qi);
   free(p);
@@ -262,7 +318,8 @@ void fg_ref_attention(const fg_ref_args *a, double *o, double *lse) {
   const int B = a->batch, Sq = a->seqlen_q, Hq = a->heads_q, D = a->head_dim;
   for (size_t n = 0; n < (size_t)B * Sq * Hq * D; n++) o[n] = 0;
   for (size_t n = 0; n < (size_t)B * Hq * Sq; n++) lse[n] = -INFINITY;
-  double *p = malloc(sizeof(double) * ((size_t)a->seqlen_k * 2 + 1)), *t = p + a->seqlen_k;
+  double *p = malloc(sizeof(double) * ((size_t)a->seqlen_k * 3 + 1)), *t = p + a->seqlen_k;
+  double *pd = t + a->seqlen_k;
   double *qi = calloc((size_t)D + 1, sizeof(double));
   for (int b = 0; b < B; b++)
     for (int h = 0; h < Hq; h++) {
@@ -270,7 +327,8 @@ void fg_ref_attention(const fg_ref_args *a, double *o, double *lse) {
       fg_ref_head_init(a, b, h, &hd);
       for (int i = 0; i < hd.len_q; i++) {
         lse[((size_t)b * Hq + h) * Sq + i] = fg_ref_query(a, &hd, i, qi, p, t);
-        fg_ref_pv(&hd, D, p, o + (((size_t)b * Sq + i) * Hq + h) * D);
+        fg_ref_drop(a, &hd, i, p, pd);
+        fg_ref_pv(&hd, D, pd, o + (((size_t)b * Sq + i) * Hq + h) * D);
       }
       fg_ref_head_free(&hd);
     }
@@ -286,7 +344,7 @@ void fg_ref_attention_bwd(const fg_ref_args *a, const uint16_t *dout, fagen_stri
   memset(dq, 0, sizeof(double) * (size_t)B * Sq * Hq * D);
   memset(dk, 0, sizeof(double) * (size_t)B * Sk * Hk * D);
   memset(dv, 0, sizeof(double) * (size_t)B * Sk * Hk * D);
-  double *p = malloc(sizeof(double) * ((size_t)Sk * 2 + 1)), *t = p + Sk;
+  double *p = malloc(sizeof(double) * ((size_t)Sk * 3 + 1)), *t = p + Sk, *pd = t + Sk;
   double *qi = calloc((size_t)D * 3 + 1, sizeof(double)), *gi = qi + D, *o = gi + D;
   for (int b = 0; b < B; b++)
     for (int h = 0; h < Hq; h++) {
@@ -295,8 +353,9 @@ void fg_ref_attention_bwd(const fg_ref_args *a, const uint16_t *dout, fagen_stri
       for (int i = 0; i < hd.len_q; i++) {
         if (fg_ref_query(a, &hd, i, qi, p, t) == -INFINITY) continue; /* no gradient */
         fg_ref_load(a->dtype, dout + fg_ref_at(fg_ref_cu_q(a), dos, b, i, h), D, gi);
-        fg_ref_pv(&hd, D, p, o);
-        double di = 0; /* D_i = dO_i . O_i */
+        fg_ref_drop(a, &hd, i, p, pd);
+        fg_ref_pv(&hd, D, pd, o);
+        double di = 0; /* D_i = dO_i . O_i, O the dropped output */
         for (int e = 0; e < D; e++) di += gi[e] * o[e];
         double *dqi = dq + (((size_t)b * Sq + i) * Hq + h) * D;
         for (int j = 0; j < hd.len_k; j++) {
@@ -304,6 +363,7 @@ void fg_ref_attention_bwd(const fg_ref_args *a, const uint16_t *dout, fagen_stri
           const double *kj = hd.k + (size_t)j * D, *vj = hd.v + (size_t)j * D;
           double dp = 0;
           for (int e = 0; e < D; e++) dp += gi[e] * vj[e];
+          dp *= pd[j] / p[j]; /* the dropout factor: 0 where dropped */
           /* dS of the final score, through the cap to the scaled score, to q.k */
           const double ds = p[j] * (dp - di) * (cap > 0 ? 1 - t[j] * t[j] : 1.0) * a->scale;
           double *dkj = dk + (((size_t)b * Sk + j) * Hk + hd.hk) * D;
@@ -311,7 +371,7 @@ void fg_ref_attention_bwd(const fg_ref_args *a, const uint16_t *dout, fagen_stri
           for (int e = 0; e < D; e++) {
             dqi[e] += ds * kj[e];
             dkj[e] += ds * qi[e];
-            dvj[e] += p[j] * gi[e];
+            dvj[e] += pd[j] * gi[e];
           }
         }
       }

@@ -1,12 +1,15 @@
 /* Masks and score features on a GPU against the float64 reference: padded
- * and packed lengths, sliding windows, softcap, ALiBi, alone and combined
- * with each other, GQA and causal; forward (O, LSE) and backward (dQ, dK, dV,
- * atomic and deterministic).  Outputs are poisoned first: padded rows must
- * come back exactly 0 (LSE -inf), rows outside every packed sequence must
- * keep their poison, rows that see no key give O = 0, LSE = -inf and zero
- * gradients, never NaN.  Packed calls must equal each sequence run on its own.
- * Skipped, visibly, where no GPU is present.  Fresh inputs every run (the
- * seed is printed; FAGEN_TEST_SEED replays one). */
+ * and packed lengths, sliding windows, softcap, ALiBi, dropout, alone and
+ * combined with each other, GQA and causal; forward (O, LSE) and backward
+ * (dQ, dK, dV, atomic and deterministic).  Dropout's mask is also read back
+ * exactly (q = 0, v a pattern of unit vectors) and compared with the
+ * reference's, element by element, with its kept fraction.  Outputs are
+ * poisoned first: padded rows must come back exactly 0 (LSE -inf), rows
+ * outside every packed sequence must keep their poison, rows that see no key
+ * give O = 0, LSE = -inf and zero gradients, never NaN.  Packed calls must
+ * equal each sequence run on its own.  Skipped, visibly, where no GPU is
+ * present.  Fresh inputs every run (the seed is printed; FAGEN_TEST_SEED
+ * replays one). */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdio.h>
@@ -35,6 +38,7 @@ typedef struct fcase {
   int window, left, right;
   float softcap;
   int alibi; /* 0 none; 1 one slope per head (stride 0); 2 per batch (stride heads_q) */
+  float dropout; /* dropout_p; seed and offset drawn from the test's seed */
 } fcase;
 
 /* Lengths of sequence b: full, empty, 1, and others in between. */
@@ -124,6 +128,14 @@ static void setup(const fcase *s, bufs *bf, uint64_t *rng) {
   f->window_right = rf->window_right = s->right;
   f->softcap = s->softcap;
   rf->softcap = s->softcap;
+  if (s->dropout > 0) {
+    fg_test_uniform(rng);
+    f->dropout_seed = rf->dropout_seed = *rng;
+    fg_test_uniform(rng);
+    f->dropout_offset = rf->dropout_offset = *rng >> (*rng & 1 ? 0 : 32); /* offset_hi 0 or not */
+    f->dropout_p = s->dropout;
+    rf->dropout_p = s->dropout;
+  }
   if (s->alibi) {
     f->alibi_slopes = (const float *)(bf->arr[4] = upload(bf->slopes, nb * s->heads_q));
     rf->alibi_slopes = bf->slopes;
@@ -291,7 +303,9 @@ static double bwd_tol(const fcase *s) { return s->dtype == FAGEN_DTYPE_BF16 ? 1e
 /* Packed: each sequence run on its own (batch 1, its own offsets {0, len},
  * inputs at its rows, the same variant forced) gives the same O and LSE bits,
  * the same dK and dV bits, and dQ within tolerance (bitwise when
- * deterministic). */
+ * deterministic).  With dropout the mask depends on the sequence index b, so
+ * sequence b runs as the last of b + 1 sequences, the first b empty
+ * (offsets {0, ..., 0, len}; its slopes stay at index b). */
 static void check_each_sequence_alone(fagen_ctx *ctx, const fcase *s, bufs *bf, const outs *out) {
   fagen_attention_args full = fwd_args(s, bf);
   fagen_attention_bwd_args fullb[2] = {bwd_args(s, bf, 0), bwd_args(s, bf, 1)};
@@ -304,29 +318,34 @@ static void check_each_sequence_alone(fagen_ctx *ctx, const fcase *s, bufs *bf, 
   for (int b = 0; b < s->batch; b++) {
     const int lq = bf->len_q[b], lk = bf->len_k[b];
     if (lq == 0 || lk == 0) continue; /* nothing to run on its own */
-    const int32_t cq[2] = {0, lq}, ck[2] = {0, lk};
-    CUdeviceptr dcq = upload(cq, 8), dck = upload(ck, 8), o1, lse1, g1[3];
+    const int lead = s->dropout > 0 ? b : 0; /* empty sequences before it */
+    int32_t cq[MAXB + 1] = {0}, ck[MAXB + 1] = {0};
+    cq[lead + 1] = lq, ck[lead + 1] = lk;
+    CUdeviceptr dcq = upload(cq, (size_t)(lead + 2) * 4), dck = upload(ck, (size_t)(lead + 2) * 4);
+    CUdeviceptr o1, lse1, g1[3];
     const size_t qoff = at(s, bf, 0, b, 0, 0) * 2, koff = at(s, bf, 1, b, 0, 0) * 2;
     const size_t nq = (size_t)lq * Hq * D, nk = (size_t)lk * Hk * D;
+    const size_t lse0 = (size_t)lead * Hq * lq; /* where sequence b's LSE starts */
     CU_OK(cu->mem_alloc(&o1, nq * 2));
-    CU_OK(cu->mem_alloc(&lse1, (size_t)Hq * lq * 4));
+    CU_OK(cu->mem_alloc(&lse1, (size_t)(lead + 1) * Hq * lq * 4));
     fcase one = *s;
-    one.batch = 1, one.seqlen_q = lq, one.seqlen_k = lk;
+    one.batch = lead + 1, one.seqlen_q = lq, one.seqlen_k = lk;
     fagen_attention_args a = full;
     SIZES(a, &one);
     a.q = (void *)(bf->dev[0] + qoff), a.k = (void *)(bf->dev[1] + koff);
     a.v = (void *)(bf->dev[2] + koff), a.o = (void *)o1, a.lse = (float *)lse1;
     a.feat.cu_seqlens_q = (const int32_t *)dcq, a.feat.cu_seqlens_k = (const int32_t *)dck;
     a.feat.total_q = lq, a.feat.total_k = lk;
-    if (s->alibi) a.feat.alibi_slopes += b * bf->slope_stride;
+    if (s->alibi) a.feat.alibi_slopes += (b - lead) * bf->slope_stride;
     a.variant = &fv;
     cr_assert_eq(fagen_attention_forward(ctx, &a, NULL), FAGEN_OK, "%s", fagen_errmsg(ctx));
     CU_OK(cu->ctx_synchronize());
     uint16_t *o = download(o1, nq * 2);
-    float *lse = (float *)download(lse1, (size_t)Hq * lq * 4);
+    float *lse = (float *)download(lse1, (size_t)(lead + 1) * Hq * lq * 4);
     cr_assert_eq(memcmp(o, out->o + qoff / 2, nq * 2), 0, "sequence %d alone: O differs", b);
     for (int h = 0; h < Hq; h++)
-      cr_assert_eq(memcmp(lse + (size_t)h * lq, out->lse + ((size_t)b * Hq + h) * s->seqlen_q,
+      cr_assert_eq(memcmp(lse + lse0 + (size_t)h * lq,
+                          out->lse + ((size_t)b * Hq + h) * s->seqlen_q,
                           (size_t)lq * 4),
                    0, "sequence %d alone: LSE of head %d differs", b, h);
     for (int i = 0; i < 3; i++) CU_OK(cu->mem_alloc(&g1[i], (i ? nk : nq) * 2));
@@ -365,13 +384,19 @@ static void check_each_sequence_alone(fagen_ctx *ctx, const fcase *s, bufs *bf, 
   }
 }
 
-static void check(const fcase *s) {
-  fagen_ctx *ctx;
-  cr_assert_eq(fagen_ctx_create(&ctx), FAGEN_OK);
+/* A context and the case's buffers from a fresh seed (returned). */
+static uint64_t begin_case(const fcase *s, fagen_ctx **ctx, bufs *bf) {
+  cr_assert_eq(fagen_ctx_create(ctx), FAGEN_OK);
   const uint64_t seed = fg_test_seed();
   uint64_t rng = seed;
+  setup(s, bf, &rng);
+  return seed;
+}
+
+static void check(const fcase *s) {
+  fagen_ctx *ctx;
   bufs bf;
-  setup(s, &bf, &rng);
+  const uint64_t seed = begin_case(s, &ctx, &bf);
   outs out;
   memset(&out, 0, sizeof out);
   run_forward(ctx, s, &bf, &out);
@@ -394,11 +419,12 @@ static void check(const fcase *s) {
     for (int i = 0; i < 3; i++)
       eg[det][i] = check_tensor(s, &bf, 5 + i, out.gd[det][i], rg[i], rl, &bad, where);
   printf("  %s B=%d Sq=%d Sk=%d Hq=%d Hkv=%d d=%d causal=%d %s window=%d(%d,%d) softcap=%g "
-         "alibi=%d: O %.2e LSE %.2e; dQ dK dV %.2e %.2e %.2e, det %.2e %.2e %.2e (seed %llu)\n",
+         "alibi=%d dropout=%g: O %.2e LSE %.2e; dQ dK dV %.2e %.2e %.2e, det %.2e %.2e %.2e "
+         "(seed %llu)\n",
          s->dtype == FAGEN_DTYPE_BF16 ? "bf16" : "fp16", s->batch, s->seqlen_q, s->seqlen_k,
          s->heads_q, s->heads_kv, s->head_dim, s->causal, mode_name(s->mode), s->window, s->left,
-         s->right, (double)s->softcap, s->alibi, eo, el, eg[0][0], eg[0][1], eg[0][2], eg[1][0],
-         eg[1][1], eg[1][2], (unsigned long long)seed);
+         s->right, (double)s->softcap, s->alibi, (double)s->dropout, eo, el, eg[0][0], eg[0][1],
+         eg[0][2], eg[1][0], eg[1][1], eg[1][2], (unsigned long long)seed);
   fflush(stdout);
   cr_assert_eq(bad, 0, "%d elements break the rules; first: %s (seed %llu)", bad, where,
                (unsigned long long)seed);
@@ -471,3 +497,123 @@ GPU_TEST(fully_masked_rows,
          {FP, 4, 77, 200, 4, 4, 128, 0, PACKED, 1, 0, 0, 5, 1},
          {BF, 2, 200, 7, 4, 2, 64, 0, PADDED_K, 1, 2, -1, 30, 2},
          {FP, 2, 257, 1, 2, 2, 128, 1, DENSE, 1, -1, -1, 0, 1})
+/* Dropout against the reference, alone and with causal, GQA, windows,
+ * softcap, ALiBi, padded and packed lengths (packed: each sequence alone
+ * too, behind b empty sequences). */
+/* dtype B  Sq   Sk   Hq Hkv d   causal mode      window left right softcap alibi dropout */
+GPU_TEST(dropout,
+         {BF, 2, 200, 257, 4, 2, 64, 0, DENSE, 0, 0, 0, 0, 0, 0.1f},
+         {FP, 2, 257, 200, 4, 4, 128, 1, DENSE, 0, 0, 0, 0, 0, 0.5f},
+         {BF, 4, 77, 200, 8, 2, 64, 1, PADDED, 1, 16, 8, 5, 1, 0.1f},
+         {FP, 5, 200, 200, 8, 2, 64, 0, PACKED, 1, 32, -1, 30, 2, 0.5f},
+         {BF, 3, 200, 77, 4, 1, 128, 1, PACKED, 0, 0, 0, 0, 0, 0.5f})
+
+/* The kernel's dropout mask, read back exactly.  With q = 0 every visible
+ * P of row i is 1 / n_i (n_i its visible keys), and with v_j = 2^(j / D)
+ * times the unit vector e_(j % D), O_i[e] * n_i / z (z = 65536 / (65536 -
+ * p16)) is the integer sum over k of 2^k kept(i, e + k D).  Every bit must be
+ * the reference's (fg_ref_dropout_factor at b * heads_q + h, i, j within the
+ * sequence), the kept fraction over the visible elements within 5 sigma of
+ * 1 - p16 / 65536, the LSE log(n_i) (undropped); the same call gives the
+ * same bits, and another seed, offset (low or high half) other ones. */
+static void check_mask(const fcase *s) {
+  fagen_ctx *ctx;
+  bufs bf;
+  const uint64_t seed = begin_case(s, &ctx, &bf);
+  const int D = s->head_dim, Hq = s->heads_q, Hk = s->heads_kv;
+  memset(bf.host[0], 0, bf.n[0] * 2);
+  memset(bf.host[2], 0, bf.n[2] * 2);
+  for (int b = 0; b < s->batch; b++)
+    for (int j = 0; j < bf.len_k[b]; j++)
+      for (int h = 0; h < Hk; h++)
+        bf.host[2][at(s, &bf, 1, b, j, h) + j % D] =
+            fg_test_from_float(s->dtype, (float)(1 << (j / D)));
+  CU_OK(cu->memcpy_htod(bf.dev[0], bf.host[0], bf.n[0] * 2));
+  CU_OK(cu->memcpy_htod(bf.dev[2], bf.host[2], bf.n[2] * 2));
+  outs out;
+  memset(&out, 0, sizeof out);
+  run_forward(ctx, s, &bf, &out);
+  const uint32_t p16 = fg_ref_dropout_p16(bf.rf.dropout_p);
+  const double z = 65536.0 / (65536.0 - p16), q = 1 - p16 / 65536.0;
+  long kept = 0, n = 0, bad = 0;
+  char where[256] = "";
+  for (int b = 0; b < s->batch; b++)
+    for (int h = 0; h < Hq; h++)
+      for (int i = 0; i < bf.len_q[b]; i++) {
+        int vis = 0;
+        for (int j = 0; j < bf.len_k[b]; j++) vis += fg_ref_visible(&bf.ra, b, i, j);
+        const float lse = out.lse[((size_t)b * Hq + h) * s->seqlen_q + i];
+        const double want_lse = vis ? log((double)vis) : -INFINITY;
+        if (vis ? !(fabs(lse - want_lse) < 1e-5 * (1 + want_lse)) : lse != -INFINITY) {
+          if (bad++ == 0)
+            sprintf(where, "LSE b%d h%d i%d: %g, want %g", b, h, i, (double)lse, want_lse);
+          continue;
+        }
+        const uint16_t *o = out.o + at(s, &bf, 0, b, i, h);
+        for (int e = 0; e < D; e++) {
+          const double y = fg_test_to_float(s->dtype, o[e]), code = y * vis / z;
+          const long bits = lrint(code);
+          if (!(fabs(code - bits) < 0.25) || (!vis && y != 0)) {
+            if (bad++ == 0)
+              sprintf(where, "O b%d h%d i%d e%d: %g is not a sum of kept weights (%.3f)", b, h,
+                      i, e, y, code);
+            continue;
+          }
+          for (int j = e; j < bf.len_k[b]; j += D) {
+            const int visible = fg_ref_visible(&bf.ra, b, i, j);
+            const int want = visible && fg_ref_dropout_factor(&bf.rf, b * Hq + h, i, j) != 0;
+            const int got = (int)((bits >> (j / D)) & 1);
+            if (got != want && bad++ == 0)
+              sprintf(where, "b%d h%d i%d j%d: kept %d, reference %d", b, h, i, j, got, want);
+            if (visible) kept += got, n++;
+          }
+        }
+      }
+  const double frac = n ? (double)kept / n : 0, sigma = sqrt(q * (1 - q) / (n ? n : 1));
+  printf("  dropout mask %s B=%d Sq=%d Sk=%d Hq=%d causal=%d %s window=%d p=%g: kept %.5f of %ld "
+         "(1 - p16/65536 = %.5f, sigma %.1e), %ld bad (seed %llu)\n",
+         s->dtype == FAGEN_DTYPE_BF16 ? "bf16" : "fp16", s->batch, s->seqlen_q, s->seqlen_k, Hq,
+         s->causal, mode_name(s->mode), s->window, (double)s->dropout, frac, n, q, sigma, bad,
+         (unsigned long long)seed);
+  fflush(stdout);
+  cr_assert_eq(bad, 0, "%ld elements break the mask; first: %s (seed %llu)", bad, where,
+               (unsigned long long)seed);
+  cr_assert_gt(n, 100000, "too few visible elements for the statistics: %ld", n);
+  cr_assert_lt(fabs(frac - q), 5 * sigma, "kept fraction %.5f, want %.5f +- %.5f (seed %llu)",
+               frac, q, 5 * sigma, (unsigned long long)seed);
+
+  /* the same call again: the same bits; other seeds and offsets: others */
+  const size_t nl = (size_t)s->batch * Hq * s->seqlen_q;
+  const fagen_attention_features f0 = bf.feat;
+  for (int k = 0; k < 4; k++) {
+    bf.feat = f0;
+    if (k == 1) bf.feat.dropout_seed ^= 1;
+    if (k == 2) bf.feat.dropout_offset ^= 1;
+    if (k == 3) bf.feat.dropout_offset ^= 1ull << 32;
+    outs again;
+    memset(&again, 0, sizeof again);
+    run_forward(ctx, s, &bf, &again);
+    const int same = memcmp(again.o, out.o, bf.n[3] * 2) == 0;
+    cr_assert_eq(memcmp(again.lse, out.lse, nl * 4), 0, "change %d moved the LSE", k);
+    if (k == 0) cr_assert(same, "the same call gave other O bits (seed %llu)",
+                          (unsigned long long)seed);
+    else cr_assert(!same, "change %d (seed, offset lo, offset hi) left O as it was", k);
+    free(again.o), free(again.lse);
+  }
+  bf.feat = f0;
+  free(out.o), free(out.lse);
+  free_bufs(&bf);
+  fagen_ctx_destroy(ctx);
+}
+
+Test(features_gpu, dropout_mask_read_back, .init = gpu_setup, .fini = gpu_teardown,
+     .timeout = 600) {
+  /* dtype B  Sq   Sk   Hq Hkv d    causal mode    window left right softcap alibi dropout */
+  const fcase cases[] = {
+      {FP, 2, 300, 512, 4, 2, 128, 0, DENSE, 0, 0, 0, 0, 0, 0.5f},
+      {BF, 5, 200, 512, 4, 1, 128, 0, PACKED, 0, 0, 0, 0, 0, 0.1f},
+      {FP, 3, 256, 384, 2, 2, 128, 0, PADDED, 0, 0, 0, 0, 0, 0.9f},
+      {BF, 2, 300, 512, 4, 2, 128, 1, DENSE, 1, 200, -1, 0, 0, 0.5f},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) check_mask(&cases[i]);
+}
