@@ -13,7 +13,7 @@
  *   fagen-bench [--mode fwd|bwd|fwdbwd] [--deterministic]
  *               [--head-dims 64,128,256] [--seqlens 512,...,16384]
  *               [--causal no|yes|both] [--fp16] [--reps N] [--warmup N]
- *               [--window L,R] [--softcap C] [--alibi] [--varlen mixed|equal]
+ *               [--window L,R] [--softcap C] [--alibi] [--dropout P] [--varlen mixed|equal]
  *               [--seqused] [--json FILE] [--variant NAME]... [--candidates]
  *               [--jobs N] [--vs-heuristic]
  *
@@ -58,7 +58,7 @@ static void usage(FILE *f) {
       "usage: fagen-bench [--mode fwd|bwd|fwdbwd] [--deterministic]\n"
       "                   [--head-dims 64,128,256] [--seqlens 512,1024,...,16384]\n"
       "                   [--causal no|yes|both] [--fp16] [--reps N] [--warmup N]\n"
-      "                   [--window L,R] [--softcap C] [--alibi] [--varlen mixed|equal]\n"
+      "                   [--window L,R] [--softcap C] [--alibi] [--dropout P] [--varlen mixed|equal]\n"
       "                   [--seqused] [--json FILE] [--variant NAME]... [--candidates]\n"
       "                   [--jobs N] [--vs-heuristic]\n"
       "Times attention on the standard grid: B*S = 16384 tokens (B >= 1), hidden 2048\n"
@@ -85,6 +85,7 @@ static void usage(FILE *f) {
       "                   with causal the right extent is 0)\n"
       "  --softcap C      logit softcapping: scores C * tanh(s / C), C > 0\n"
       "  --alibi          ALiBi, slope 2^(-8 (h+1) / H) for head h of H\n"
+      "  --dropout P      dropout on the probabilities, rate P in (0, 1), fixed seed\n"
       "  --varlen mixed   packed sequences (cu_seqlens): the cell's B*S tokens split\n"
       "                   into sequences of S/8..S tokens drawn from a seed fixed per\n"
       "                   S (the last takes the rest); S is the longest\n"
@@ -195,6 +196,9 @@ static int parse_args(int argc, char **argv, opts *o) {
       if (!(o->fo.softcap > 0) || isinf(o->fo.softcap)) goto bad;
     } else if (!strcmp(a, "--alibi")) {
       o->fo.alibi = 1;
+    } else if (!strcmp(a, "--dropout") && next) {
+      o->fo.dropout = strtof(next, NULL), i++;
+      if (!(o->fo.dropout > 0 && o->fo.dropout < 1)) goto bad;
     } else if (!strcmp(a, "--varlen") && next) {
       if (!strcmp(next, "mixed")) o->fo.varlen = FG_VARLEN_MIXED;
       else if (!strcmp(next, "equal")) o->fo.varlen = FG_VARLEN_EQUAL;

@@ -27,7 +27,7 @@ enum { FG_CHECK_ROWS = 12 };
 
 int fg_features_any(const fg_feature_opts *fo) {
   return fo->varlen != FG_VARLEN_NONE || fo->seqused || fo->window || fo->softcap > 0 ||
-         fo->alibi;
+         fo->alibi || fo->dropout > 0;
 }
 
 /* ---- inputs -------------------------------------------------------------- */
@@ -269,6 +269,8 @@ static void fg_case_feat(const fg_case *c, fagen_attention_features *f) {
   }
   f->softcap = c->fo.softcap;
   f->alibi_slopes = c->d_slopes; /* one slope per head for every sequence */
+  f->dropout_p = c->fo.dropout;
+  f->dropout_seed = FG_BENCH_DROPOUT_SEED;
 }
 
 void fg_case_fwd_args(const fg_case *c, int set, const fagen_variant *variant,
@@ -349,6 +351,7 @@ void fg_case_describe(const fg_case *c, char *buf, size_t size) {
   if (c->fo.window) FG_PUT("window(%d,%d) ", c->fo.window_left, c->fo.window_right);
   if (c->fo.softcap > 0) FG_PUT("softcap(%g) ", c->fo.softcap);
   if (c->fo.alibi) FG_PUT("alibi ");
+  if (c->fo.dropout > 0) FG_PUT("dropout(%g) ", c->fo.dropout);
 #undef FG_PUT
   if (n == 0) snprintf(buf, size, "-");
   else if (n < size) buf[n - 1] = '\0'; /* the trailing blank */
@@ -469,6 +472,8 @@ static void fg_case_ref(const fg_case *c, fg_ref_features *f, fg_ref_args *r) {
   f->window_right = c->fo.window_right;
   f->softcap = c->fo.softcap;
   f->alibi_slopes = c->slopes;
+  f->dropout_p = c->fo.dropout;
+  f->dropout_seed = FG_BENCH_DROPOUT_SEED;
   const int64_t hd = (int64_t)c->heads * c->head_dim;
   fagen_strides st = {c->cu ? 0 : c->seqlen * hd, hd, c->head_dim}; /* packed: no batch stride */
   *r = (fg_ref_args){.dtype = c->dtype,

@@ -23,7 +23,10 @@ typedef struct fg_feature_opts {
   int window, window_left, window_right;
   float softcap; /* 0: off */
   int alibi;     /* slopes 2^(-8 (h + 1) / H) */
+  float dropout; /* dropout rate, 0: off (seed FG_BENCH_DROPOUT_SEED, offset 0) */
 } fg_feature_opts;
+
+#define FG_BENCH_DROPOUT_SEED 0x5eedf00dull
 
 /* Whether any feature is on. */
 int fg_features_any(const fg_feature_opts *fo);

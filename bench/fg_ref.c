@@ -164,8 +164,9 @@ void fg_ref_lengths(const fg_ref_args *a, int b, int *len_q, int *len_k) {
     lq = fg_ref_clamp((int64_t)f->cu_seqlens_q[b + 1] - f->cu_seqlens_q[b], a->seqlen_q);
     lk = fg_ref_clamp((int64_t)f->cu_seqlens_k[b + 1] - f->cu_seqlens_k[b], a->seqlen_k);
   }
-  if (f && f->seqused_q) lq = fg_ref_clamp(f->seqused_q[b], a->seqlen_q);
-  if (f && f->seqused_k) lk = fg_ref_clamp(f->seqused_k[b], a->seqlen_k);
+  /* Both layouts: a valid length shortens a packed sequence (fagen.h). */
+  if (f && f->seqused_q) lq = fg_ref_clamp(f->seqused_q[b], lq);
+  if (f && f->seqused_k) lk = fg_ref_clamp(f->seqused_k[b], lk);
   *len_q = lq;
   *len_k = lk;
 }

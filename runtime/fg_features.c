@@ -122,7 +122,7 @@ void fg_features_params(const fagen_attention_features *f, int causal, int seqle
   out->win_left = left;
   out->win_right = right;
   if (f->dropout_p > 0.f) {
-    long p16 = lrintf(f->dropout_p * 65536.f);
+    long p16 = lroundf(f->dropout_p * 65536.f); /* exact product; halves away from 0 */
     if (p16 > 65535) p16 = 65535;
     out->drop_p16 = (uint32_t)p16;
     out->drop_scale = (float)(65536.0 / (65536.0 - (double)p16));

@@ -454,49 +454,49 @@ static void check(const fcase *s) {
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) check(&cases[i]);        \
   }
 
-/* dtype B  Sq   Sk   Hq Hkv d   causal mode      window left right softcap alibi */
+/* dtype B  Sq   Sk   Hq Hkv d   causal mode      window left right softcap alibi dropout */
 GPU_TEST(padded_lengths,
-         {BF, 4, 77, 200, 8, 2, 64, 0, PADDED, 0, 0, 0, 0, 0},
-         {BF, 4, 77, 200, 8, 2, 64, 1, PADDED, 0, 0, 0, 0, 0},
-         {FP, 3, 257, 257, 4, 4, 128, 1, PADDED_K, 0, 0, 0, 0, 0},
-         {FP, 3, 7, 1, 2, 2, 128, 0, PADDED, 0, 0, 0, 0, 0})
+         {BF, 4, 77, 200, 8, 2, 64, 0, PADDED, 0, 0, 0, 0, 0, 0},
+         {BF, 4, 77, 200, 8, 2, 64, 1, PADDED, 0, 0, 0, 0, 0, 0},
+         {FP, 3, 257, 257, 4, 4, 128, 1, PADDED_K, 0, 0, 0, 0, 0, 0},
+         {FP, 3, 7, 1, 2, 2, 128, 0, PADDED, 0, 0, 0, 0, 0, 0})
 GPU_TEST(packed_sequences,
-         {BF, 5, 200, 77, 8, 2, 64, 0, PACKED, 0, 0, 0, 0, 0},
-         {BF, 5, 200, 200, 8, 2, 64, 1, PACKED, 0, 0, 0, 0, 0},
-         {FP, 4, 257, 257, 2, 2, 128, 0, PACKED, 0, 0, 0, 0, 0},
-         {FP, 3, 7, 7, 4, 1, 128, 1, PACKED, 0, 0, 0, 0, 0})
+         {BF, 5, 200, 77, 8, 2, 64, 0, PACKED, 0, 0, 0, 0, 0, 0},
+         {BF, 5, 200, 200, 8, 2, 64, 1, PACKED, 0, 0, 0, 0, 0, 0},
+         {FP, 4, 257, 257, 2, 2, 128, 0, PACKED, 0, 0, 0, 0, 0, 0},
+         {FP, 3, 7, 7, 4, 1, 128, 1, PACKED, 0, 0, 0, 0, 0, 0})
 GPU_TEST(sliding_window,
-         {BF, 2, 200, 257, 4, 2, 64, 0, DENSE, 1, 16, 0, 0, 0},
-         {BF, 2, 200, 257, 4, 2, 64, 1, DENSE, 1, 16, 0, 0, 0},
-         {BF, 2, 200, 77, 4, 2, 64, 0, DENSE, 1, 0, 0, 0, 0}, /* rows 0..122 see no key */
-         {FP, 2, 257, 200, 4, 4, 128, 1, DENSE, 1, 32, 8, 0, 0},
-         {FP, 2, 77, 200, 4, 4, 128, 0, DENSE, 1, -1, 5, 0, 0},
-         {BF, 2, 257, 77, 4, 2, 64, 1, DENSE, 1, 7, -1, 0, 0},
-         {BF, 2, 77, 257, 4, 2, 64, 0, DENSE, 1, 7, -1, 0, 0})
+         {BF, 2, 200, 257, 4, 2, 64, 0, DENSE, 1, 16, 0, 0, 0, 0},
+         {BF, 2, 200, 257, 4, 2, 64, 1, DENSE, 1, 16, 0, 0, 0, 0},
+         {BF, 2, 200, 77, 4, 2, 64, 0, DENSE, 1, 0, 0, 0, 0, 0}, /* rows 0..122 see no key */
+         {FP, 2, 257, 200, 4, 4, 128, 1, DENSE, 1, 32, 8, 0, 0, 0},
+         {FP, 2, 77, 200, 4, 4, 128, 0, DENSE, 1, -1, 5, 0, 0, 0},
+         {BF, 2, 257, 77, 4, 2, 64, 1, DENSE, 1, 7, -1, 0, 0, 0},
+         {BF, 2, 77, 257, 4, 2, 64, 0, DENSE, 1, 7, -1, 0, 0, 0})
 GPU_TEST(softcap,
-         {BF, 2, 200, 200, 4, 2, 128, 0, DENSE, 0, 0, 0, 30, 0},
-         {BF, 2, 200, 200, 4, 2, 128, 1, DENSE, 0, 0, 0, 5, 0},
-         {FP, 2, 77, 200, 4, 4, 64, 0, DENSE, 0, 0, 0, 5, 0},
-         {FP, 2, 257, 77, 4, 4, 64, 1, DENSE, 0, 0, 0, 30, 0})
+         {BF, 2, 200, 200, 4, 2, 128, 0, DENSE, 0, 0, 0, 30, 0, 0},
+         {BF, 2, 200, 200, 4, 2, 128, 1, DENSE, 0, 0, 0, 5, 0, 0},
+         {FP, 2, 77, 200, 4, 4, 64, 0, DENSE, 0, 0, 0, 5, 0, 0},
+         {FP, 2, 257, 77, 4, 4, 64, 1, DENSE, 0, 0, 0, 30, 0, 0})
 GPU_TEST(alibi,
-         {BF, 2, 200, 200, 8, 2, 64, 0, DENSE, 0, 0, 0, 0, 1},
-         {BF, 2, 200, 257, 8, 2, 64, 1, DENSE, 0, 0, 0, 0, 2},
-         {FP, 3, 77, 77, 4, 4, 128, 0, DENSE, 0, 0, 0, 0, 2},
-         {FP, 2, 257, 200, 4, 4, 128, 1, DENSE, 0, 0, 0, 0, 1})
+         {BF, 2, 200, 200, 8, 2, 64, 0, DENSE, 0, 0, 0, 0, 1, 0},
+         {BF, 2, 200, 257, 8, 2, 64, 1, DENSE, 0, 0, 0, 0, 2, 0},
+         {FP, 3, 77, 77, 4, 4, 128, 0, DENSE, 0, 0, 0, 0, 2, 0},
+         {FP, 2, 257, 200, 4, 4, 128, 1, DENSE, 0, 0, 0, 0, 1, 0})
 GPU_TEST(combined,
-         {BF, 6, 200, 200, 8, 2, 64, 1, PACKED, 1, 32, -1, 5, 2},
-         {FP, 4, 77, 200, 8, 2, 128, 0, PADDED, 1, 16, 8, 30, 1},
-         {BF, 2, 77, 77, 4, 2, 96, 1, DENSE, 1, 16, 0, 5, 0},
-         {FP, 8, 7, 7, 4, 2, 40, 0, PACKED, 0, 0, 0, 0, 1},
-         {BF, 2, 1, 257, 8, 2, 64, 1, DENSE, 0, 0, 0, 30, 2},
-         {FP, 3, 200, 77, 4, 4, 64, 0, PADDED_K, 1, 0, 3, 5, 0})
+         {BF, 6, 200, 200, 8, 2, 64, 1, PACKED, 1, 32, -1, 5, 2, 0},
+         {FP, 4, 77, 200, 8, 2, 128, 0, PADDED, 1, 16, 8, 30, 1, 0},
+         {BF, 2, 77, 77, 4, 2, 96, 1, DENSE, 1, 16, 0, 5, 0, 0},
+         {FP, 8, 7, 7, 4, 2, 40, 0, PACKED, 0, 0, 0, 0, 1, 0},
+         {BF, 2, 1, 257, 8, 2, 64, 1, DENSE, 0, 0, 0, 30, 2, 0},
+         {FP, 3, 200, 77, 4, 4, 64, 0, PADDED_K, 1, 0, 3, 5, 0, 0})
 /* Rows that see no key in each mode: empty key sequences with queries,
  * windows past the keys, causal with more queries than keys. */
 GPU_TEST(fully_masked_rows,
-         {BF, 3, 200, 77, 4, 2, 64, 1, PADDED, 1, 4, 0, 0, 0},
-         {FP, 4, 77, 200, 4, 4, 128, 0, PACKED, 1, 0, 0, 5, 1},
-         {BF, 2, 200, 7, 4, 2, 64, 0, PADDED_K, 1, 2, -1, 30, 2},
-         {FP, 2, 257, 1, 2, 2, 128, 1, DENSE, 1, -1, -1, 0, 1})
+         {BF, 3, 200, 77, 4, 2, 64, 1, PADDED, 1, 4, 0, 0, 0, 0},
+         {FP, 4, 77, 200, 4, 4, 128, 0, PACKED, 1, 0, 0, 5, 1, 0},
+         {BF, 2, 200, 7, 4, 2, 64, 0, PADDED_K, 1, 2, -1, 30, 2, 0},
+         {FP, 2, 257, 1, 2, 2, 128, 1, DENSE, 1, -1, -1, 0, 1, 0})
 /* Dropout against the reference, alone and with causal, GQA, windows,
  * softcap, ALiBi, padded and packed lengths (packed: each sequence alone
  * too, behind b empty sequences). */
