@@ -339,9 +339,11 @@ extern "C" __global__ void __launch_bounds__({{ v.threads }}, 1)
   // block's keys are skipped.
   const int diag = sk - len_q;
   const int wr = WINDOW ? p.win_right : 0, wl = WINDOW ? p.win_left : 0;
-  const int q_blocks = VARLEN ? (len_q + BQ - 1) / BQ : p.q_blocks;
   const int m_begin = HAS_RIGHT ? max(0, k0 - diag - wr) / BQ : 0;
-  int m_end = k0 < sk ? q_blocks : 0;
+  int m_end = p.q_blocks; // without VARLEN every CTA has keys (k0 < seqlen_k)
+  if (VARLEN) m_end = k0 < sk ? (len_q + BQ - 1) / BQ : 0;
+  // (Written so that plain variants compute exactly n_m = q_blocks - m_begin:
+  // a general form here cost the head_dim 64 kernel 40 bytes of spills.)
   if (HAS_LEFT) m_end = min(m_end, max(0, min(k0 + BK, sk) - 1 - diag + wl + BQ) / BQ);
   const int n_m = max(0, m_end - m_begin);
   const int total = n_m * p.group; // (head of the group, query block) steps
