@@ -13,6 +13,10 @@ import threading
 
 FWD_TARGET = "fagen_attention_fwd"
 BWD_TARGET = "fagen_attention_bwd"
+# Packed sequences: the same handlers under names that are not batch
+# partitionable (their offsets are not split along a batch dim).
+FWD_PACKED_TARGET = "fagen_attention_fwd_packed"
+BWD_PACKED_TARGET = "fagen_attention_bwd_packed"
 
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _BUILD_DIRS = ("build-jax", "build", "build-gpu-jax", "build-gpu")
@@ -96,8 +100,9 @@ def has_features():
 
 def register():
     """Registers the forward and backward targets for the CUDA platform, once.
-    Both declare command-buffer compatibility (XLA may capture them into CUDA
-    graphs): EXECUTE only launches, INSTANTIATE compiles."""
+    All declare command-buffer compatibility (XLA may capture them into CUDA
+    graphs): EXECUTE only launches, INSTANTIATE compiles.  The dense targets
+    are also registered as batch partitionable (see _ffi)."""
     lib = load()
     with _lock:
         if _state["registered"]:
@@ -110,10 +115,16 @@ def register():
             traits = xla_client.CustomCallTargetTraits.COMMAND_BUFFER_COMPATIBLE
         except (ImportError, AttributeError):
             traits = 1
-        for target, prefix in ((FWD_TARGET, "fagen_jax_fwd"), (BWD_TARGET, "fagen_jax_bwd")):
+        from . import _ffi
+        for target, prefix, dense in ((FWD_TARGET, "fagen_jax_fwd", True),
+                                      (BWD_TARGET, "fagen_jax_bwd", True),
+                                      (FWD_PACKED_TARGET, "fagen_jax_fwd", False),
+                                      (BWD_PACKED_TARGET, "fagen_jax_bwd", False)):
             bundle = {"instantiate": jax.ffi.pycapsule(getattr(lib, prefix + "_instantiate")),
                       "execute": jax.ffi.pycapsule(getattr(lib, prefix + "_execute"))}
             jax.ffi.register_ffi_target(target, bundle, platform="CUDA", traits=traits)
+            if dense and _ffi.partitioned():
+                jax.ffi.register_ffi_target_as_batch_partitionable(target)
         _state["registered"] = True
 
 

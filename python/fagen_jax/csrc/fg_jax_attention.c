@@ -17,7 +17,16 @@
  *   lse              [lead..., heads_q, seqlen_q] fp32
  *   workspace        uint8, at least fagen_attention_backward_workspace() bytes
  *   seqused_q/_k     int32 [lead...] (optional; attributes has_seqused_q/_k)
+ *   alibi_slopes     fp32 [lead..., heads_q] or [heads_q] (optional; has_alibi)
  * where lead... is one or more leading dims folded into fagen's batch.
+ *
+ * Packed sequences (attribute packed = 1): q, o, dout, dq are [1, total_q,
+ * heads_q, head_dim], k, v, dk, dv [1, total_k, heads_kv, head_dim], followed
+ * by cu_seqlens_q and cu_seqlens_k (int32 [n_seq + 1] each) after the
+ * optional length arrays; the batch is n_seq, seqlen_q / seqlen_k are the
+ * attributes (the longest sequence), lse is fp32 [n_seq, heads_q, seqlen_q]
+ * and the length arrays and slopes have n_seq rows.  Argument order after the
+ * tensors: [seqused_q] [seqused_k] [cu_seqlens_q cu_seqlens_k] [alibi_slopes].
  */
 #include <pthread.h>
 #include <stdint.h>
@@ -97,7 +106,9 @@ static XLA_FFI_Error *fg_jax_enter(XLA_FFI_CallFrame *frame, XLA_FFI_ExecutionSt
 /* Attributes every call carries (Python's _attrs()). */
 typedef struct fg_jax_attrs {
   int causal, deterministic, has_seqused_q, has_seqused_k, window, window_left, window_right;
-  float scale, softcap;
+  int packed, total_q, total_k, has_alibi, seqlen_q_max, seqlen_k_max;
+  float scale, softcap, dropout_p;
+  uint64_t dropout_seed, dropout_offset;
 } fg_jax_attrs;
 
 static XLA_FFI_Error *fg_jax_int_attr(const XLA_FFI_CallFrame *f, const char *name, int *out) {
@@ -112,7 +123,8 @@ static XLA_FFI_Error *fg_jax_int_attr(const XLA_FFI_CallFrame *f, const char *na
 }
 
 static XLA_FFI_Error *fg_jax_read_attrs(const XLA_FFI_CallFrame *f, fg_jax_attrs *a) {
-  double scale, softcap;
+  double scale, softcap, dropout_p;
+  int64_t seed, offset;
   FG_TRY(fg_jax_int_attr(f, "causal", &a->causal));
   FG_TRY(fg_jax_int_attr(f, "deterministic", &a->deterministic));
   FG_TRY(fg_jax_int_attr(f, "has_seqused_q", &a->has_seqused_q));
@@ -122,13 +134,27 @@ static XLA_FFI_Error *fg_jax_read_attrs(const XLA_FFI_CallFrame *f, fg_jax_attrs
   FG_TRY(fg_jax_int_attr(f, "window_right", &a->window_right));
   FG_TRY(fg_xla_attr_f64(f, "scale", &scale));
   FG_TRY(fg_xla_attr_f64(f, "softcap", &softcap));
+  FG_TRY(fg_jax_int_attr(f, "packed", &a->packed));
+  FG_TRY(fg_jax_int_attr(f, "total_q", &a->total_q));
+  FG_TRY(fg_jax_int_attr(f, "total_k", &a->total_k));
+  FG_TRY(fg_jax_int_attr(f, "has_alibi", &a->has_alibi));
+  FG_TRY(fg_jax_int_attr(f, "seqlen_q", &a->seqlen_q_max));
+  FG_TRY(fg_jax_int_attr(f, "seqlen_k", &a->seqlen_k_max));
+  FG_TRY(fg_xla_attr_f64(f, "dropout_p", &dropout_p));
+  /* 64-bit seed and offset travel as int64 bit patterns */
+  FG_TRY(fg_xla_attr_i64(f, "dropout_seed", &seed));
+  FG_TRY(fg_xla_attr_i64(f, "dropout_offset", &offset));
   a->scale = (float)scale;
   a->softcap = (float)softcap;
+  a->dropout_p = (float)dropout_p;
+  a->dropout_seed = (uint64_t)seed;
+  a->dropout_offset = (uint64_t)offset;
 #ifndef FAGEN_JAX_HAS_FEATURES
-  if (a->has_seqused_q || a->has_seqused_k || a->window || a->softcap != 0.f)
+  if (a->has_seqused_q || a->has_seqused_k || a->window || a->softcap != 0.f || a->packed ||
+      a->has_alibi || a->dropout_p != 0.f)
     return fg_xla_error(f->api, XLA_FFI_Error_Code_UNIMPLEMENTED,
-                        "fagen_jax: sequence lengths, windows and softcap need libfagen with "
-                        "feature support (fagen_attention_features)");
+                        "fagen_jax: sequence lengths, packing, windows, softcap, ALiBi and "
+                        "dropout need libfagen with feature support (fagen_attention_features)");
 #endif
   return NULL;
 }
@@ -213,58 +239,136 @@ static XLA_FFI_Error *fg_jax_buffer_sizes(const XLA_FFI_CallFrame *f, const XLA_
   return NULL;
 }
 
-/* lse must be fp32 [lead..., Hq, Sq] with q's leading dims. */
+/* lse must be fp32 [lead..., Hq, Sq] with q's leading dims; packed: fp32
+ * [batch, Hq, seqlen_q] (the sizes s already has). */
 static XLA_FFI_Error *fg_jax_check_lse(const XLA_FFI_CallFrame *f, const XLA_FFI_Buffer *lse,
-                                       const XLA_FFI_Buffer *q) {
+                                       const XLA_FFI_Buffer *q, const fg_jax_attrs *at,
+                                       const fg_jax_sizes *s) {
   int64_t r = q->rank;
-  int ok = lse->rank == r - 1 && lse->dtype == XLA_FFI_DataType_F32 &&
-           lse->dims[r - 3] == q->dims[r - 2] && lse->dims[r - 2] == q->dims[r - 3];
-  for (int64_t i = 0; ok && i < r - 3; i++) ok = lse->dims[i] == q->dims[i];
+  int ok;
+  if (at->packed) {
+    ok = lse->rank == 3 && lse->dtype == XLA_FFI_DataType_F32 && lse->dims[0] == s->batch &&
+         lse->dims[1] == s->heads_q && lse->dims[2] == s->seqlen_q;
+  } else {
+    ok = lse->rank == r - 1 && lse->dtype == XLA_FFI_DataType_F32 &&
+         lse->dims[r - 3] == q->dims[r - 2] && lse->dims[r - 2] == q->dims[r - 3];
+    for (int64_t i = 0; ok && i < r - 3; i++) ok = lse->dims[i] == q->dims[i];
+  }
   if (ok) return NULL;
   char x[128];
   return fg_xla_error(f->api, XLA_FFI_Error_Code_INVALID_ARGUMENT,
-                      "fagen_jax: lse has dims [%s]; expected float32 [lead..., heads_q, "
-                      "seqlen_q]",
-                      fg_jax_dims_str(lse, x, sizeof x));
+                      "fagen_jax: lse has dims [%s]; expected float32 %s",
+                      fg_jax_dims_str(lse, x, sizeof x),
+                      at->packed ? "[n_seq, heads_q, max_seqlen_q]"
+                                 : "[lead..., heads_q, seqlen_q]");
 }
 
-/* Optional int32 [lead...] length arrays from argument `next` on. */
-static XLA_FFI_Error *fg_jax_seqused(const XLA_FFI_CallFrame *f, const fg_jax_attrs *at,
-                                     const XLA_FFI_Buffer *q, int64_t next,
-                                     const int32_t **sq, const int32_t **sk) {
-  *sq = *sk = NULL;
-  const int has[2] = {at->has_seqused_q, at->has_seqused_k};
-  const int32_t **out[2] = {sq, sk};
-  for (int i = 0; i < 2; i++) {
-    if (!has[i]) continue;
-    XLA_FFI_Buffer *b;
-    FG_TRY(fg_xla_arg(f, next++, &b));
-    int64_t lead = fg_xla_dims_product(q, 0, q->rank - 3);
-    if (b->dtype != XLA_FFI_DataType_S32 || fg_xla_dims_product(b, 0, b->rank) != lead)
+/* The optional buffers after the tensors (from argument `next` on). */
+typedef struct fg_jax_extras {
+  const int32_t *seqused_q, *seqused_k, *cu_q, *cu_k;
+  const float *alibi;
+  int64_t alibi_stride;
+} fg_jax_extras;
+
+/* An int32 buffer of exactly n entries (any rank), or an error naming it. */
+static XLA_FFI_Error *fg_jax_int32s(const XLA_FFI_CallFrame *f, int64_t i, const char *name,
+                                    int64_t n, const int32_t **out) {
+  XLA_FFI_Buffer *b;
+  FG_TRY(fg_xla_arg(f, i, &b));
+  if (b->dtype != XLA_FFI_DataType_S32 || fg_xla_dims_product(b, 0, b->rank) != n)
+    return fg_xla_error(f->api, XLA_FFI_Error_Code_INVALID_ARGUMENT,
+                        "fagen_jax: %s must be int32 with %lld entries", name, (long long)n);
+  *out = (const int32_t *)b->data;
+  return NULL;
+}
+
+/* Reads the optional buffers and, when packed, turns s (sizes of q [1, total_q,
+ * ...] and k) into the packed call's: batch n_seq from the offsets, seqlen_q /
+ * seqlen_k the attributes' longest sequence; *total_q / *total_k the rows. */
+static XLA_FFI_Error *fg_jax_read_extras(const XLA_FFI_CallFrame *f, const fg_jax_attrs *at,
+                                         int64_t next, fg_jax_sizes *s, int *total_q,
+                                         int *total_k, fg_jax_extras *x) {
+  memset(x, 0, sizeof *x);
+  *total_q = *total_k = 0;
+  int64_t n_len = s->batch, arg = next + (at->has_seqused_q != 0) + (at->has_seqused_k != 0);
+  if (at->packed) {
+    XLA_FFI_Buffer *cq, *ck;
+    FG_TRY(fg_xla_arg(f, arg, &cq));
+    FG_TRY(fg_xla_arg(f, arg + 1, &ck));
+    int64_t nq = fg_xla_dims_product(cq, 0, cq->rank), nk = fg_xla_dims_product(ck, 0, ck->rank);
+    if (s->batch != 1 || nq < 1 || nq != nk || nq - 1 > 0x7fffffff ||
+        cq->dtype != XLA_FFI_DataType_S32 || ck->dtype != XLA_FFI_DataType_S32)
       return fg_xla_error(f->api, XLA_FFI_Error_Code_INVALID_ARGUMENT,
-                          "fagen_jax: %s must be int32 with one entry per sequence (%lld)",
-                          i ? "key_value_seq_lengths" : "query_seq_lengths", (long long)lead);
-    *out[i] = (const int32_t *)b->data;
+                          "fagen_jax: packed call: q and k need one leading dim of 1 (got %d) "
+                          "and cu_seqlens_q / cu_seqlens_k int32 of one length n_seq + 1 "
+                          "(got %lld and %lld)",
+                          s->batch, (long long)nq, (long long)nk);
+    x->cu_q = (const int32_t *)cq->data;
+    x->cu_k = (const int32_t *)ck->data;
+    *total_q = s->seqlen_q;
+    *total_k = s->seqlen_k;
+    s->batch = (int)(nq - 1);
+    s->seqlen_q = at->seqlen_q_max;
+    s->seqlen_k = at->seqlen_k_max;
+    n_len = s->batch;
+    arg += 2;
+  }
+  if (at->has_seqused_q)
+    FG_TRY(fg_jax_int32s(f, next++, "query_seq_lengths", n_len, &x->seqused_q));
+  if (at->has_seqused_k)
+    FG_TRY(fg_jax_int32s(f, next++, "key_value_seq_lengths", n_len, &x->seqused_k));
+  if (at->has_alibi) {
+    XLA_FFI_Buffer *b;
+    FG_TRY(fg_xla_arg(f, arg, &b));
+    int64_t n = fg_xla_dims_product(b, 0, b->rank);
+    if (b->dtype != XLA_FFI_DataType_F32 ||
+        (n != s->heads_q && n != (int64_t)s->batch * s->heads_q))
+      return fg_xla_error(f->api, XLA_FFI_Error_Code_INVALID_ARGUMENT,
+                          "fagen_jax: alibi_slopes must be float32 with heads_q (%d) or batch x "
+                          "heads_q (%lld) entries, got %lld",
+                          s->heads_q, (long long)s->batch * s->heads_q, (long long)n);
+    x->alibi = (const float *)b->data;
+    x->alibi_stride = n == s->heads_q ? 0 : s->heads_q;
   }
   return NULL;
 }
 
 #ifdef FAGEN_JAX_HAS_FEATURES
-/* The features of attributes at (with length arrays sq/sk: NULL for none). */
+/* The features of attributes at and the optional buffers x; total_q/_k are
+ * the packed buffers' rows. */
 static void fg_jax_features(fagen_attention_features *ft, const fg_jax_attrs *at,
-                            const int32_t *sq, const int32_t *sk) {
+                            const fg_jax_extras *x, int total_q, int total_k) {
   memset(ft, 0, sizeof *ft);
-  ft->seqused_q = sq;
-  ft->seqused_k = sk;
+  ft->seqused_q = x->seqused_q;
+  ft->seqused_k = x->seqused_k;
+  ft->cu_seqlens_q = x->cu_q;
+  ft->cu_seqlens_k = x->cu_k;
+  ft->total_q = x->cu_q ? total_q : 0;
+  ft->total_k = x->cu_k ? total_k : 0;
   ft->window = at->window;
   ft->window_left = at->window_left;
   ft->window_right = at->window_right;
   ft->softcap = at->softcap;
+  ft->alibi_slopes = x->alibi;
+  ft->alibi_batch_stride = x->alibi_stride;
+  ft->dropout_p = at->dropout_p;
+  ft->dropout_seed = at->dropout_seed;
+  ft->dropout_offset = at->dropout_offset;
 }
 
-/* In INSTANTIATE no buffer exists: selection only needs to know which length
- * arrays the call will pass, so stand-ins mark them (never dereferenced). */
+/* In INSTANTIATE no buffer exists: selection only needs to know which
+ * optional arrays the call will pass, so stand-ins mark them (never
+ * dereferenced). */
 static const int32_t fg_jax_marker[4] __attribute__((aligned(16)));
+static const float fg_jax_fmarker[4] __attribute__((aligned(16)));
+
+static void fg_jax_marker_extras(const fg_jax_attrs *at, fg_jax_extras *x) {
+  memset(x, 0, sizeof *x);
+  x->seqused_q = at->has_seqused_q ? fg_jax_marker : NULL;
+  x->seqused_k = at->has_seqused_k ? fg_jax_marker : NULL;
+  x->cu_q = x->cu_k = at->packed ? fg_jax_marker : NULL;
+  x->alibi = at->has_alibi ? fg_jax_fmarker : NULL;
+}
 #endif
 
 /* The fields fagen_attention_args and fagen_attention_bwd_args share. */
@@ -307,16 +411,17 @@ FG_JAX_API XLA_FFI_Error *fagen_jax_fwd_execute(XLA_FFI_CallFrame *frame) {
   fg_jax_sizes s;
   FG_TRY(fg_jax_buffer_sizes(frame, q, k, v, &s));
   FG_TRY(fg_jax_same_dims(frame, "o", o, q));
-  FG_TRY(fg_jax_check_lse(frame, lse, q));
-  const int32_t *sq, *sk;
-  FG_TRY(fg_jax_seqused(frame, &at, q, 3, &sq, &sk));
+  fg_jax_extras x;
+  int total_q, total_k;
+  FG_TRY(fg_jax_read_extras(frame, &at, 3, &s, &total_q, &total_k, &x));
+  FG_TRY(fg_jax_check_lse(frame, lse, q, &at, &s));
   void *stream;
   FG_TRY(fg_xla_stream(frame, &stream));
 
   fagen_attention_args a;
   fg_jax_fwd_args(&a, &s, &at);
 #ifdef FAGEN_JAX_HAS_FEATURES
-  fg_jax_features(&a.feat, &at, sq, sk);
+  fg_jax_features(&a.feat, &at, &x, total_q, total_k);
 #endif
   a.q = q->data;
   a.k = k->data;
@@ -349,10 +454,9 @@ static XLA_FFI_Error *fg_jax_instantiate(XLA_FFI_CallFrame *frame, int backward)
   fg_jax_sizes s;
   FG_TRY(fg_jax_read_attrs(frame, &at));
   FG_TRY(fg_jax_attr_sizes(frame, &s));
-  const int32_t *sq = NULL, *sk = NULL;
 #ifdef FAGEN_JAX_HAS_FEATURES
-  sq = at.has_seqused_q ? fg_jax_marker : NULL;
-  sk = at.has_seqused_k ? fg_jax_marker : NULL;
+  fg_jax_extras x;
+  fg_jax_marker_extras(&at, &x);
 #endif
   fagen_variant v;
   fagen_status st;
@@ -361,7 +465,7 @@ static XLA_FFI_Error *fg_jax_instantiate(XLA_FFI_CallFrame *frame, int backward)
     fagen_attention_bwd_args a;
     fg_jax_bwd_args(&a, &s, &at);
 #ifdef FAGEN_JAX_HAS_FEATURES
-    fg_jax_features(&a.feat, &at, sq, sk);
+    fg_jax_features(&a.feat, &at, &x, at.total_q, at.total_k);
 #endif
     st = fagen_attention_backward_select(ctx, &a, NULL, &v, NULL);
     what = "fagen_attention_backward_select";
@@ -369,12 +473,11 @@ static XLA_FFI_Error *fg_jax_instantiate(XLA_FFI_CallFrame *frame, int backward)
     fagen_attention_args a;
     fg_jax_fwd_args(&a, &s, &at);
 #ifdef FAGEN_JAX_HAS_FEATURES
-    fg_jax_features(&a.feat, &at, sq, sk);
+    fg_jax_features(&a.feat, &at, &x, at.total_q, at.total_k);
 #endif
     st = fagen_attention_select(ctx, &a, NULL, &v, NULL);
     what = "fagen_attention_select";
   }
-  (void)sq, (void)sk;
   if (st != FAGEN_OK) return fg_jax_fail(frame, what, st);
   st = fagen_prepare(ctx, &v, 1);
   return st == FAGEN_OK ? NULL : fg_jax_fail(frame, "fagen_prepare", st);
@@ -413,16 +516,17 @@ FG_JAX_API XLA_FFI_Error *fagen_jax_bwd_execute(XLA_FFI_CallFrame *frame) {
   FG_TRY(fg_jax_same_dims(frame, "dq", dq, q));
   FG_TRY(fg_jax_same_dims(frame, "dk", dk, k));
   FG_TRY(fg_jax_same_dims(frame, "dv", dv, k));
-  FG_TRY(fg_jax_check_lse(frame, lse, q));
-  const int32_t *sq, *sk;
-  FG_TRY(fg_jax_seqused(frame, &at, q, 6, &sq, &sk));
+  fg_jax_extras x;
+  int total_q, total_k;
+  FG_TRY(fg_jax_read_extras(frame, &at, 6, &s, &total_q, &total_k, &x));
+  FG_TRY(fg_jax_check_lse(frame, lse, q, &at, &s));
   void *stream;
   FG_TRY(fg_xla_stream(frame, &stream));
 
   fagen_attention_bwd_args a;
   fg_jax_bwd_args(&a, &s, &at);
 #ifdef FAGEN_JAX_HAS_FEATURES
-  fg_jax_features(&a.feat, &at, sq, sk);
+  fg_jax_features(&a.feat, &at, &x, total_q, total_k);
 #endif
   a.q = q->data;
   a.k = k->data;
