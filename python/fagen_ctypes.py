@@ -106,10 +106,10 @@ class FagenAttentionBwdArgs(ctypes.Structure):
                 ("dq_strides", FagenStrides),
                 ("dk_strides", FagenStrides),
                 ("dv_strides", FagenStrides),
+                ("feat", FagenAttentionFeatures),  # zero: none
                 ("deterministic", ctypes.c_int),
                 ("workspace", ctypes.c_void_p),
                 ("workspace_bytes", ctypes.c_size_t),
-                ("feat", FagenAttentionFeatures),  # zero: none
                 ("variant", ctypes.c_void_p)]      # const fagen_variant *: None here
 
 
