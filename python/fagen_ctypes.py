@@ -54,21 +54,25 @@ class FagenAttentionFeatures(ctypes.Structure):
                 ("dropout_offset", ctypes.c_uint64)]
 
 
+# The leading fields both argument structs share: sizes, flags, scale, q, k, v, o.
+_SHAPE_AND_INPUTS = [("dtype", ctypes.c_int),  # fagen_dtype
+                     ("batch", ctypes.c_int),
+                     ("seqlen_q", ctypes.c_int),
+                     ("seqlen_k", ctypes.c_int),
+                     ("heads_q", ctypes.c_int),
+                     ("heads_kv", ctypes.c_int),
+                     ("head_dim", ctypes.c_int),
+                     ("causal", ctypes.c_int),
+                     ("softmax_scale", ctypes.c_float),
+                     ("q", ctypes.c_void_p),
+                     ("k", ctypes.c_void_p),
+                     ("v", ctypes.c_void_p),
+                     ("o", ctypes.c_void_p)]
+
+
 class FagenAttentionArgs(ctypes.Structure):
     """fagen_attention_args, in the header's field order."""
-    _fields_ = [("dtype", ctypes.c_int),           # fagen_dtype
-                ("batch", ctypes.c_int),
-                ("seqlen_q", ctypes.c_int),
-                ("seqlen_k", ctypes.c_int),
-                ("heads_q", ctypes.c_int),
-                ("heads_kv", ctypes.c_int),
-                ("head_dim", ctypes.c_int),
-                ("causal", ctypes.c_int),
-                ("softmax_scale", ctypes.c_float),
-                ("q", ctypes.c_void_p),
-                ("k", ctypes.c_void_p),
-                ("v", ctypes.c_void_p),
-                ("o", ctypes.c_void_p),
+    _fields_ = _SHAPE_AND_INPUTS + [
                 ("lse", ctypes.c_void_p),          # float *
                 ("q_strides", FagenStrides),
                 ("k_strides", FagenStrides),
@@ -80,19 +84,7 @@ class FagenAttentionArgs(ctypes.Structure):
 
 class FagenAttentionBwdArgs(ctypes.Structure):
     """fagen_attention_bwd_args, in the header's field order."""
-    _fields_ = [("dtype", ctypes.c_int),           # fagen_dtype
-                ("batch", ctypes.c_int),
-                ("seqlen_q", ctypes.c_int),
-                ("seqlen_k", ctypes.c_int),
-                ("heads_q", ctypes.c_int),
-                ("heads_kv", ctypes.c_int),
-                ("head_dim", ctypes.c_int),
-                ("causal", ctypes.c_int),
-                ("softmax_scale", ctypes.c_float),
-                ("q", ctypes.c_void_p),
-                ("k", ctypes.c_void_p),
-                ("v", ctypes.c_void_p),
-                ("o", ctypes.c_void_p),
+    _fields_ = _SHAPE_AND_INPUTS + [
                 ("dout", ctypes.c_void_p),
                 ("lse", ctypes.c_void_p),          # const float *
                 ("dq", ctypes.c_void_p),

@@ -119,7 +119,7 @@ static fagen_status fg_bwd_validate(const fagen_attention_bwd_args *a, int check
       return fg_fail(err, FAGEN_E_MISALIGNED, "%s (%p) is not 16-byte aligned", ptrs[i].name,
                      ptrs[i].p);
   }
-  st = fg_features_validate(&a->feat, a->seqlen_q, a->seqlen_k, 1, err); /* array alignment */
+  st = fg_features_check_arrays(&a->feat, err); /* the values were checked with the forward's rules */
   if (st != FAGEN_OK) return st;
   if (!a->lse)
     return fg_fail(err, FAGEN_E_NULL_POINTER,

@@ -53,7 +53,7 @@ FAGEN_API fagen_status fagen_check_offsets(const int32_t *offsets, int n, int to
 }
 
 fagen_status fg_features_validate(const fagen_attention_features *f, int seqlen_q, int seqlen_k,
-                                  int check_pointers, fg_err *err) {
+                                  fg_err *err) {
   if ((f->cu_seqlens_q == NULL) != (f->cu_seqlens_k == NULL))
     return fg_fail(err, FAGEN_E_INVALID_ARGUMENT,
                    "feat.cu_seqlens_%s is set but feat.cu_seqlens_%s is NULL: packed sequences "
@@ -86,7 +86,10 @@ fagen_status fg_features_validate(const fagen_attention_features *f, int seqlen_
   if (f->alibi_batch_stride < 0)
     return fg_fail(err, FAGEN_E_INVALID_ARGUMENT, "feat.alibi_batch_stride %lld is negative",
                    (long long)f->alibi_batch_stride);
-  if (!check_pointers) return FAGEN_OK;
+  return FAGEN_OK;
+}
+
+fagen_status fg_features_check_arrays(const fagen_attention_features *f, fg_err *err) {
   const struct {
     const char *name;
     const void *p;

@@ -14,12 +14,14 @@ unsigned fg_features_bits(const fagen_attention_features *f);
 /* 1 when q-side (resp. k-side) tensors use the packed layout [total, H, D]. */
 int fg_features_packed(const fagen_attention_features *f);
 
-/* Checks the values (sizes, extents, cap, strides) and, with
- * check_pointers, the alignment of the device arrays.  seqlen_q/_k are the
- * call's (longest) lengths.  Returns FAGEN_OK, FAGEN_E_INVALID_ARGUMENT,
- * FAGEN_E_BAD_SHAPE or FAGEN_E_MISALIGNED with a message naming the field. */
+/* Checks the values (sizes, extents, cap, rate, strides).  seqlen_q/_k are
+ * the call's (longest) lengths.  Returns FAGEN_OK, FAGEN_E_INVALID_ARGUMENT or
+ * FAGEN_E_BAD_SHAPE with a message naming the field. */
 fagen_status fg_features_validate(const fagen_attention_features *f, int seqlen_q, int seqlen_k,
-                                  int check_pointers, fg_err *err);
+                                  fg_err *err);
+
+/* Checks the alignment of the device arrays: FAGEN_OK or FAGEN_E_MISALIGNED. */
+fagen_status fg_features_check_arrays(const fagen_attention_features *f, fg_err *err);
 
 /* The kernels' view of f for a call with these sizes, causal flag and
  * softmax scale (f valid). */

@@ -85,7 +85,8 @@ fagen_status fg_fwd_validate(const fagen_attention_args *a, int check_pointers, 
     return fg_fail(err, FAGEN_E_INVALID_ARGUMENT,
                    "softmax_scale %g must be finite and positive (0 means 1/sqrt(head_dim))",
                    (double)a->softmax_scale);
-  fagen_status st = fg_features_validate(&a->feat, a->seqlen_q, a->seqlen_k, check_pointers, err);
+  fagen_status st = fg_features_validate(&a->feat, a->seqlen_q, a->seqlen_k, err);
+  if (st == FAGEN_OK && check_pointers) st = fg_features_check_arrays(&a->feat, err);
   if (st != FAGEN_OK) return st;
   /* Packed sequences: q and o are [total_q, H, D], k and v [total_k, H, D]. */
   const int packed = fg_features_packed(&a->feat);
