@@ -7,9 +7,8 @@ the XLA FFI (libfagen_jax), with gradients (jax.custom_vjp).
 Flax: fagen_jax.flax (attention_fn for linen's MultiHeadDotProductAttention
 and nnx's MultiHeadAttention).  Library search: see fagen_jax._lib.
 """
-from ._lib import available, candidates, has_features
+from ._lib import available, candidates
 from .attention import SUPPORTED_DTYPES, dot_product_attention
 
 __version__ = "0.1.0"
-__all__ = ["dot_product_attention", "available", "candidates", "has_features",
-           "SUPPORTED_DTYPES"]
+__all__ = ["dot_product_attention", "available", "candidates", "SUPPORTED_DTYPES"]

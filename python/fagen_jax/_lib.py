@@ -46,8 +46,6 @@ def _declare(lib):
     lib.fagen_jax_bwd_workspace_per_batch.argtypes = (
         [ctypes.c_int] * 8 + [ctypes.POINTER(ctypes.c_ulonglong), ctypes.c_char_p,
                               ctypes.c_size_t])
-    lib.fagen_jax_has_features.restype = ctypes.c_int
-    lib.fagen_jax_has_features.argtypes = []
     lib.fagen_jax_fagen_version.restype = ctypes.c_char_p
     lib.fagen_jax_fagen_version.argtypes = []
 
@@ -91,11 +89,6 @@ def available():
         return True
     except RuntimeError:
         return False
-
-
-def has_features():
-    """True when libfagen_jax was built against a libfagen with mask features."""
-    return bool(load().fagen_jax_has_features())
 
 
 def register():

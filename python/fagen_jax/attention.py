@@ -142,16 +142,6 @@ def _check(query, key, value, bias, mask, scale, is_causal, q_lens, kv_lens, win
         _fail("with is_causal or local_window_size, give both query_seq_lengths and "
               "key_value_seq_lengths (equal per sequence) or neither: fagen aligns masks to "
               "each sequence's own lengths, jax.nn to absolute positions")
-    uses = [name for name, used in (("query_seq_lengths", q_lens is not None),
-                                    ("key_value_seq_lengths", kv_lens is not None),
-                                    ("local_window_size", window is not None),
-                                    ("softcap", softcap is not None),
-                                    ("packed sequences", packed is not None),
-                                    ("alibi_slopes", alibi is not None),
-                                    ("dropout_rate", dropout is not None)) if used]
-    if uses and not _lib.has_features():
-        _fail(", ".join(uses) + " needs libfagen with feature support "
-              "(fagen_attention_features); this libfagen_jax was built without it")
     return _Config(causal=bool(is_causal), deterministic=bool(deterministic),
                    has_q_lens=q_lens is not None, has_kv_lens=kv_lens is not None,
                    window=window, softcap=float(softcap or 0.0),

@@ -149,13 +149,6 @@ static XLA_FFI_Error *fg_jax_read_attrs(const XLA_FFI_CallFrame *f, fg_jax_attrs
   a->dropout_p = (float)dropout_p;
   a->dropout_seed = (uint64_t)seed;
   a->dropout_offset = (uint64_t)offset;
-#ifndef FAGEN_JAX_HAS_FEATURES
-  if (a->has_seqused_q || a->has_seqused_k || a->window || a->softcap != 0.f || a->packed ||
-      a->has_alibi || a->dropout_p != 0.f)
-    return fg_xla_error(f->api, XLA_FFI_Error_Code_UNIMPLEMENTED,
-                        "fagen_jax: sequence lengths, packing, windows, softcap, ALiBi and "
-                        "dropout need libfagen with feature support (fagen_attention_features)");
-#endif
   return NULL;
 }
 
@@ -333,7 +326,6 @@ static XLA_FFI_Error *fg_jax_read_extras(const XLA_FFI_CallFrame *f, const fg_ja
   return NULL;
 }
 
-#ifdef FAGEN_JAX_HAS_FEATURES
 /* The features of attributes at and the optional buffers x; total_q/_k are
  * the packed buffers' rows. */
 static void fg_jax_features(fagen_attention_features *ft, const fg_jax_attrs *at,
@@ -369,7 +361,6 @@ static void fg_jax_marker_extras(const fg_jax_attrs *at, fg_jax_extras *x) {
   x->cu_q = x->cu_k = at->packed ? fg_jax_marker : NULL;
   x->alibi = at->has_alibi ? fg_jax_fmarker : NULL;
 }
-#endif
 
 /* The fields fagen_attention_args and fagen_attention_bwd_args share. */
 #define FG_JAX_SET_COMMON(a, s, at)  \
@@ -420,9 +411,7 @@ FG_JAX_API XLA_FFI_Error *fagen_jax_fwd_execute(XLA_FFI_CallFrame *frame) {
 
   fagen_attention_args a;
   fg_jax_fwd_args(&a, &s, &at);
-#ifdef FAGEN_JAX_HAS_FEATURES
   fg_jax_features(&a.feat, &at, &x, total_q, total_k);
-#endif
   a.q = q->data;
   a.k = k->data;
   a.v = v->data;
@@ -454,27 +443,21 @@ static XLA_FFI_Error *fg_jax_instantiate(XLA_FFI_CallFrame *frame, int backward)
   fg_jax_sizes s;
   FG_TRY(fg_jax_read_attrs(frame, &at));
   FG_TRY(fg_jax_attr_sizes(frame, &s));
-#ifdef FAGEN_JAX_HAS_FEATURES
   fg_jax_extras x;
   fg_jax_marker_extras(&at, &x);
-#endif
   fagen_variant v;
   fagen_status st;
   const char *what;
   if (backward) {
     fagen_attention_bwd_args a;
     fg_jax_bwd_args(&a, &s, &at);
-#ifdef FAGEN_JAX_HAS_FEATURES
     fg_jax_features(&a.feat, &at, &x, at.total_q, at.total_k);
-#endif
     st = fagen_attention_backward_select(ctx, &a, NULL, &v, NULL);
     what = "fagen_attention_backward_select";
   } else {
     fagen_attention_args a;
     fg_jax_fwd_args(&a, &s, &at);
-#ifdef FAGEN_JAX_HAS_FEATURES
     fg_jax_features(&a.feat, &at, &x, at.total_q, at.total_k);
-#endif
     st = fagen_attention_select(ctx, &a, NULL, &v, NULL);
     what = "fagen_attention_select";
   }
@@ -525,9 +508,7 @@ FG_JAX_API XLA_FFI_Error *fagen_jax_bwd_execute(XLA_FFI_CallFrame *frame) {
 
   fagen_attention_bwd_args a;
   fg_jax_bwd_args(&a, &s, &at);
-#ifdef FAGEN_JAX_HAS_FEATURES
   fg_jax_features(&a.feat, &at, &x, total_q, total_k);
-#endif
   a.q = q->data;
   a.k = k->data;
   a.v = v->data;
@@ -578,16 +559,6 @@ FG_JAX_API int fagen_jax_bwd_workspace_per_batch(int dtype, int seqlen_q, int se
   }
   *bytes = n;
   return 0;
-}
-
-/* 1 when built against a libfagen header with fagen_attention_features
- * (sequence lengths, sliding window, softcap), else 0. */
-FG_JAX_API int fagen_jax_has_features(void) {
-#ifdef FAGEN_JAX_HAS_FEATURES
-  return 1;
-#else
-  return 0;
-#endif
 }
 
 /* The version of libfagen this library was built against. */

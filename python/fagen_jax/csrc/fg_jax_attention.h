@@ -31,7 +31,6 @@ FG_JAX_API int fagen_jax_bwd_workspace_per_batch(int dtype, int seqlen_q, int se
                                                  int causal, int deterministic,
                                                  unsigned long long *bytes, char *msg,
                                                  size_t msg_size);
-FG_JAX_API int fagen_jax_has_features(void);
 FG_JAX_API const char *fagen_jax_fagen_version(void);
 
 #endif /* FG_JAX_ATTENTION_H */
