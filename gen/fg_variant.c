@@ -296,6 +296,75 @@ static void fg_default_bwd_sm80(fagen_variant *v) {
   if (fg_variant_check(v, NULL, NULL) != FAGEN_OK) v->stages = 1;
 }
 
+/* fwd_sm90.cu.tpl (Hopper: wgmma, TMA, warp specialization): one producer
+ * warpgroup and block_q / 64 consumer warpgroups (warps = 4 x (1 + block_q /
+ * 64)).  Shared memory: Q and `stages` K and V tiles, each stored as whole
+ * 64-column slices (head_dim rounded up to 64), plus 1024 bytes to align the
+ * tiles to the swizzle pattern.  Registers: setmaxnreg leaves the producer
+ * 24 and gives each consumer thread the rest (at most 240); a consumer holds
+ * the O accumulators (head_dim / 2), S (block_kv / 2), P (block_kv / 4) and
+ * ~40 for addresses and softmax state. */
+static int fg_sm90_consumer_regs(int consumers) {
+  int r = (65536 - 128 * 24) / (128 * consumers) / 8 * 8;
+  return r < 240 ? r : 240;
+}
+
+static fagen_status fg_check_fwd_sm90(const fagen_variant *v, fg_resources *res, fg_err *err) {
+  if (v->target.arch != 90 || !v->target.arch_specific)
+    return fg_fail(err, FAGEN_E_INVALID_VARIANT,
+                   "the wgmma forward kernel runs on sm_90a only (wgmma, setmaxnreg), not sm_%d%s",
+                   v->target.arch, v->target.arch_specific ? "a" : "");
+  if (v->features != 0)
+    return fg_fail(err, FAGEN_E_INVALID_VARIANT,
+                   "features 0x%x: the wgmma forward kernel has no score or mask features yet",
+                   v->features);
+  if (v->warps % 4 != 0 || v->warps < 8 || v->warps > 16)
+    return fg_fail(err, FAGEN_E_INVALID_VARIANT,
+                   "warps=%d: the wgmma forward kernel has one producer and 1 to 3 consumer "
+                   "warpgroups (8, 12 or 16 warps)",
+                   v->warps);
+  const int consumers = v->warps / 4 - 1;
+  if (v->block_q != 64 * consumers)
+    return fg_fail(err, FAGEN_E_INVALID_VARIANT,
+                   "block_q=%d with %d warps: each of the %d consumer warpgroups owns 64 rows "
+                   "(block_q %d)",
+                   v->block_q, v->warps, consumers, 64 * consumers);
+  if (v->block_kv % 16 != 0 || v->block_kv < 16 || v->block_kv > 256)
+    return fg_fail(err, FAGEN_E_INVALID_VARIANT,
+                   "block_kv=%d is not a multiple of 16 in [16, 256] (the n of wgmma.m64nNk16)",
+                   v->block_kv);
+  if (v->stages < 1 || v->stages > 4)
+    return fg_fail(err, FAGEN_E_INVALID_VARIANT,
+                   "stages=%d: the wgmma forward kernel has 1 to 4 K/V buffers", v->stages);
+  const int dp = (v->head_dim + 63) / 64 * 64;
+  long smem = (long)(v->block_q + 2 * v->stages * v->block_kv) * dp * 2 + 1024;
+  int regs = v->head_dim / 2 + v->block_kv / 2 + v->block_kv / 4 + 40;
+  int budget = fg_sm90_consumer_regs(consumers);
+  if (regs > budget)
+    return fg_fail(err, FAGEN_E_INVALID_VARIANT,
+                   "a consumer thread needs about %d registers, over the %d that setmaxnreg can "
+                   "give each of %d consumer warpgroups",
+                   regs, budget, consumers);
+  if (res) {
+    res->threads = v->warps * 32;
+    res->smem_bytes = (int)smem;
+    /* The launch cap (see above); a thread never has more than 255. */
+    res->regs_estimate = 65536 / res->threads / 8 * 8 < 255 ? 65536 / res->threads / 8 * 8 : 255;
+  }
+  return FAGEN_OK;
+}
+
+/* Hopper forward heuristic: two consumer warpgroups (128 query rows) and two
+ * K/V buffers; 128 keys per tile up to head_dim 128 (FlashAttention-3's
+ * published d128 tile), then fewer as the O accumulators grow (d256: 80). */
+static void fg_default_fwd_sm90(fagen_variant *v) {
+  const int d = v->head_dim;
+  v->warps = 12;
+  v->block_q = 128;
+  v->stages = 2;
+  v->block_kv = d <= 128 ? 128 : d <= 192 ? 96 : 80;
+}
+
 static const fg_family fg_families[] = {
     {FAGEN_OP_FWD, "fwd", "fwd_sm80.cu.tpl", {64, 128, 256}, {32, 64, 128}, {4, 8}, {1, 2},
      fg_check_fwd_sm80, fg_default_fwd_sm80},
@@ -303,6 +372,8 @@ static const fg_family fg_families[] = {
      fg_check_bwd_sm80, fg_default_bwd_sm80},
     {FAGEN_OP_BWD_DET, "bwddet", "bwd_sm80.cu.tpl", {32, 64, 128}, {32, 64, 128}, {4, 8}, {1, 2},
      fg_check_bwd_sm80, fg_default_bwd_sm80},
+    {FAGEN_OP_FWD_WGMMA, "fwdwg", "fwd_sm90.cu.tpl", {64, 128, 192}, {64, 80, 96, 128, 160, 176},
+     {8, 12, 16}, {2, 3}, fg_check_fwd_sm90, fg_default_fwd_sm90},
 };
 
 static const fg_family *fg_family_of(fagen_op op) {
@@ -620,6 +691,8 @@ FAGEN_API fagen_status fagen_default_variants(const fagen_target *targets, size_
             v.causal = causal;
             v.target = targets[t];
             fg_default_tiles(&v);
+            /* A family that does not run on this target (wgmma below sm_90a). */
+            if (fg_variant_check(&v, NULL, NULL) != FAGEN_OK) continue;
             if (total < capacity) out[total] = v;
             total++;
           }

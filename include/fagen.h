@@ -118,8 +118,14 @@ typedef enum fagen_op {
   FAGEN_OP_FWD = 0,    /* attention forward: O and the log-sum-exp */
   FAGEN_OP_BWD = 1,    /* attention backward: dQ, dK, dV; dQ summed with fp32
                           atomics (name token "bwd") */
-  FAGEN_OP_BWD_DET = 2 /* attention backward with no unordered reductions:
+  FAGEN_OP_BWD_DET = 2, /* attention backward with no unordered reductions:
                           bitwise reproducible, slower ("bwddet") */
+  FAGEN_OP_FWD_WGMMA = 3 /* attention forward, computed like FAGEN_OP_FWD by the
+                          Hopper kernel family (wgmma, TMA, warp-specialized;
+                          sm_90a only, no score or mask features): warps are
+                          4 per warpgroup, one producer and block_q / 64
+                          consumers ("fwdwg").  fagen_attention_forward uses
+                          it on sm_90a where it applies */
 } fagen_op;
 
 typedef enum fagen_dtype {
@@ -208,9 +214,10 @@ FAGEN_API fagen_status fagen_variant_source(const fagen_variant *variant, char *
 FAGEN_API void fagen_free(void *ptr);
 
 /* The default kernel set: the variants `fagen --emit` writes and
- * `fagen cache warm` compiles — every op (fwd, bwd, bwddet), every supported
- * head_dim, both dtypes, causal and not, each with its default tile choice,
- * for each of n_targets targets (96 per target).
+ * `fagen cache warm` compiles — every op (fwd, bwd, bwddet, and fwdwg on
+ * sm_90a), every supported head_dim, both dtypes, causal and not, each with
+ * its default tile choice, for each of n_targets targets (96 per target, 128
+ * for sm_90a).
  * Writes up to capacity variants to out and sets *count to the total; with
  * out NULL and capacity 0 it only counts.  Returns FAGEN_OK, FAGEN_E_NULL_POINTER,
  * FAGEN_E_INVALID_ARGUMENT (unsupported target) or FAGEN_E_BUFFER_TOO_SMALL

@@ -62,7 +62,8 @@
   X(event_destroy, cuEventDestroy)                        \
   X(event_record, cuEventRecord)                          \
   X(event_synchronize, cuEventSynchronize)                \
-  X(event_elapsed_time, cuEventElapsedTime)
+  X(event_elapsed_time, cuEventElapsedTime)              \
+  X(tensor_map_encode_tiled, cuTensorMapEncodeTiled)
 
 #define FG_CUDA_FIELD_(field, sym) __typeof__(&sym) field;
 typedef struct fg_cuda_api {

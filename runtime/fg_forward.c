@@ -8,6 +8,7 @@
 #include "fg_ctx.h"
 #include "fg_features.h"
 #include "fg_kernels.h"
+#include "fg_tma.h"
 #include "fg_variant.h"
 
 FAGEN_API void fagen_attention_args_init(fagen_attention_args *a) {
@@ -133,19 +134,30 @@ fagen_status fg_fwd_validate(const fagen_attention_args *a, int check_pointers, 
       err->status = FAGEN_E_INVALID_ARGUMENT;
       return err->status;
     }
-    if (v->op != FAGEN_OP_FWD || v->dtype != a->dtype || v->causal != a->causal ||
+    if ((v->op != FAGEN_OP_FWD && v->op != FAGEN_OP_FWD_WGMMA) || v->dtype != a->dtype || v->causal != a->causal ||
         v->features != fg_features_bits(&a->feat) || v->head_dim < a->head_dim)
       return fg_fail(err, FAGEN_E_INVALID_ARGUMENT,
-                     "forced variant %s does not fit the call (op fwd, dtype, causal, features "
+                     "forced variant %s does not fit the call (op fwd or fwdwg, dtype, causal, features "
                      "0x%x and head_dim >= %d must match)",
                      name, fg_features_bits(&a->feat), a->head_dim);
   }
   return FAGEN_OK;
 }
 
+/* The Hopper family (FAGEN_OP_FWD_WGMMA) serves a forward call on sm_90a
+ * when it has no features and TMA can describe its tensors; everything else
+ * runs the mma.sync family. */
+static int fg_fwd_wgmma_applies(const fagen_attention_args *a, const fagen_target *t) {
+  return t->arch == 90 && t->arch_specific && fg_features_bits(&a->feat) == 0 &&
+         fg_tma_fwd_fits(a);
+}
+
 fagen_status fg_fwd_select(const fagen_attention_args *a, const fagen_target *t,
                            const fg_tune_state *tune, fagen_variant *out, fagen_select_info *info,
                            fg_err *err) {
+  if (!a->variant && fg_fwd_wgmma_applies(a, t) &&
+      fg_op_select(FAGEN_OP_FWD_WGMMA, a, t, tune, out, info, NULL) == FAGEN_OK)
+    return FAGEN_OK;
   return fg_op_select(FAGEN_OP_FWD, a, t, tune, out, info, err);
 }
 
@@ -306,10 +318,14 @@ FAGEN_API fagen_status fagen_attention_forward(fagen_ctx *ctx, const fagen_atten
     fg_fwd_params p;
     fg_fwd_params_fill(a, &v, &p);
     unsigned grid = (unsigned)((int64_t)p.q_blocks * a->heads_q * a->batch);
-    void *params[] = {&p};
-    CUresult rc = cu->launch_kernel(l.fn, grid, 1, 1, (unsigned)l.threads, 1, 1,
-                                    (unsigned)l.smem, (CUstream)stream, params, NULL);
-    if (rc != CUDA_SUCCESS) st = fg_cuda_fail(&err, rc, "cuLaunchKernel");
+    fg_tmaps maps; /* the wgmma kernel's second parameter */
+    void *params[] = {&p, &maps};
+    if (v.op == FAGEN_OP_FWD_WGMMA) st = fg_tma_fwd_maps(cu, &p, &v, a->dtype, &maps, &err);
+    if (st == FAGEN_OK) {
+      CUresult rc = cu->launch_kernel(l.fn, grid, 1, 1, (unsigned)l.threads, 1, 1,
+                                      (unsigned)l.smem, (CUstream)stream, params, NULL);
+      if (rc != CUDA_SUCCESS) st = fg_cuda_fail(&err, rc, "cuLaunchKernel");
+    }
   }
   fg_scope_leave(cu, &s);
   return st == FAGEN_OK ? FAGEN_OK : fg_ctx_fail(ctx, &err);

@@ -66,7 +66,7 @@ Test(cli, emit_writes_default_set_and_manifest) {
   char *out, *err;
   int rc = fagen((const char *[]){"--emit", "-o", sub, NULL}, NULL, &out, &err);
   cr_assert_eq(rc, 0, "%s", err);
-  cr_assert_eq(fg_test_count_files(sub, ".cu"), 192);
+  cr_assert_eq(fg_test_count_files(sub, ".cu"), 224);
   cr_assert_eq(fg_test_count_files(sub, ".tmp"), 0);
   char path[1200];
   snprintf(path, sizeof path, "%s/manifest.json", sub);
@@ -201,7 +201,7 @@ Test(cli, list_and_verbose_culls) {
   cr_assert_eq(fagen((const char *[]){"list", NULL}, NULL, &out, &err), 0);
   int lines = 0;
   for (char *p = out; *p; p++) lines += *p == '\n';
-  cr_assert_eq(lines, 192);
+  cr_assert_eq(lines, 224);
   cr_assert(strstr(out, "fwd_d128_") && strstr(out, "_causal_bf16_sm90a\n"));
   cr_assert(strstr(out, "\nbwd_d128_bq64_bk128_w8_s2_bf16_sm80\n"), "%s", out);
   cr_assert(strstr(out, "\nbwddet_d128_"), "%s", out);

@@ -367,12 +367,19 @@ Test(forward_gpu, every_tile_candidate_agrees, .init = gpu_setup, .fini = gpu_te
       probe.seqlen_q = probe.seqlen_k = 64;
       probe.head_dim = dims[di];
       probe.causal = causal;
-      fagen_variant base, cand[64];
+      fagen_variant base, cand[128];
       size_t nc;
       cr_assert_eq(fagen_attention_select(ctx, &probe, NULL, &base, NULL), FAGEN_OK);
-      fagen_variant_candidates(&base, cand, 64, &nc);
-      for (size_t k = 0; k < nc; k++)
-        if (fagen_variant_validate(&cand[k], NULL, 0) == FAGEN_OK) all[n++] = cand[k];
+      /* Both forward families where the device runs both (sm_90a). */
+      for (int fam = 0; fam < 2; fam++) {
+        if (fam == 1) {
+          if (base.op != FAGEN_OP_FWD_WGMMA) break;
+          base.op = FAGEN_OP_FWD;
+        }
+        fagen_variant_candidates(&base, cand, 128, &nc);
+        for (size_t k = 0; k < nc && k < 128; k++)
+          if (fagen_variant_validate(&cand[k], NULL, 0) == FAGEN_OK) all[n++] = cand[k];
+      }
     }
   compile_pool cp = {ctx, all, n, 0, 0, PTHREAD_MUTEX_INITIALIZER};
   pthread_t th[16];

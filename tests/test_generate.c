@@ -32,9 +32,9 @@ Test(generate, banner_names_version_template_and_parameters) {
 
 Test(generate, sources_are_self_contained_and_export_the_variant_name) {
   fagen_target t[2] = {{80, 0}, {90, 1}};
-  fagen_variant vs[192];
+  fagen_variant vs[224];
   size_t n;
-  cr_assert_eq(fagen_default_variants(t, 2, vs, 192, &n), FAGEN_OK);
+  cr_assert_eq(fagen_default_variants(t, 2, vs, 224, &n), FAGEN_OK);
   for (size_t i = 0; i < n; i++) {
     char name[FAGEN_VARIANT_NAME_MAX], sym[FAGEN_VARIANT_NAME_MAX + 8];
     fagen_variant_name(&vs[i], name, sizeof name);
@@ -45,7 +45,7 @@ Test(generate, sources_are_self_contained_and_export_the_variant_name) {
     cr_assert(strstr(src, "extern \"C\" __global__"), "%s", name);
     snprintf(sym, sizeof sym, "\n%s(", name);
     cr_assert(strstr(src, sym), "%s does not define its kernel symbol", name);
-    if (vs[i].op != FAGEN_OP_FWD) { /* the backward's helper kernels */
+    if (vs[i].op == FAGEN_OP_BWD || vs[i].op == FAGEN_OP_BWD_DET) { /* the backward's helpers */
       const char *helpers[] = {"_pre(", vs[i].op == FAGEN_OP_BWD ? "_post(" : "_dq("};
       for (size_t h = 0; h < 2; h++) {
         snprintf(sym, sizeof sym, "\n%s%s", name, helpers[h]);
@@ -53,10 +53,14 @@ Test(generate, sources_are_self_contained_and_export_the_variant_name) {
       }
     }
     cr_assert(strstr(src, "#line "), "%s has no #line marks", name);
-    cr_assert(strstr(src, vs[i].dtype == FAGEN_DTYPE_BF16
-                              ? "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32"
-                              : "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32"),
+    const int bf = vs[i].dtype == FAGEN_DTYPE_BF16;
+    cr_assert(strstr(src, vs[i].op == FAGEN_OP_FWD_WGMMA
+                              ? (bf ? "k16.f32.bf16.bf16" : "k16.f32.f16.f16")
+                              : (bf ? "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32"
+                                    : "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32")),
               "%s does not use the tensor-core instruction for its type", name);
+    if (vs[i].op == FAGEN_OP_FWD_WGMMA)
+      cr_assert(strstr(src, "wgmma.mma_async.sync.aligned.m64n"), "%s", name);
     fagen_free(src);
   }
 }

@@ -1,0 +1,66 @@
+#include "fg_tma.h"
+
+#include <string.h>
+
+#include "fg_forward.h"
+
+/* One operand: dims {head_dim, seq, heads, batch} with element strides. */
+static fagen_status fg_tma_encode(const fg_cuda_api *cu, CUtensorMap *map, const char *what,
+                                  const void *base, CUtensorMapDataType type, int head_dim,
+                                  int seq, int heads, int batch, int64_t stride_s,
+                                  int64_t stride_h, int64_t stride_b, int rows, fg_err *err) {
+  cuuint64_t dims[4] = {(cuuint64_t)head_dim, (cuuint64_t)seq, (cuuint64_t)heads,
+                        (cuuint64_t)batch};
+  int64_t st[3] = {stride_s * 2, stride_h * 2, stride_b * 2};
+  /* An axis of extent 1 is never stepped along; its stride may be anything
+     the driver accepts, and a zero one (allowed for inputs) is not. */
+  for (int i = 0; i < 3; i++)
+    if (dims[i + 1] == 1) st[i] = i ? st[i - 1] * (int64_t)dims[i] : ((int64_t)head_dim * 2 + 15) / 16 * 16;
+  cuuint64_t strides[3] = {(cuuint64_t)st[0], (cuuint64_t)st[1], (cuuint64_t)st[2]};
+  cuuint32_t box[4] = {64, (cuuint32_t)rows, 1, 1};
+  cuuint32_t estride[4] = {1, 1, 1, 1};
+  CUresult rc = cu->tensor_map_encode_tiled(
+      map, type, 4, (void *)base, dims, strides, box, estride, CU_TENSOR_MAP_INTERLEAVE_NONE,
+      CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+      CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  if (rc != CUDA_SUCCESS) {
+    fg_cuda_fail(err, rc, "cuTensorMapEncodeTiled");
+    fg_err_prefix(err, "%s (strides %lld, %lld, %lld bytes)", what, (long long)st[0],
+                  (long long)st[1], (long long)st[2]);
+    return err->status;
+  }
+  return FAGEN_OK;
+}
+
+fagen_status fg_tma_fwd_maps(const fg_cuda_api *cu, const fg_fwd_params *p, const fagen_variant *v,
+                             fagen_dtype dtype, fg_tmaps *out, fg_err *err) {
+  memset(out, 0, sizeof *out);
+  const CUtensorMapDataType t =
+      dtype == FAGEN_DTYPE_BF16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
+  fagen_status st = fg_tma_encode(cu, &out->q, "q", p->q, t, p->head_dim, p->seqlen_q, p->heads_q,
+                                  p->batch, p->q_stride_s, p->q_stride_h, p->q_stride_b,
+                                  v->block_q, err);
+  if (st == FAGEN_OK)
+    st = fg_tma_encode(cu, &out->k, "k", p->k, t, p->head_dim, p->seqlen_k, p->heads_kv, p->batch,
+                       p->k_stride_s, p->k_stride_h, p->k_stride_b, v->block_kv, err);
+  if (st == FAGEN_OK)
+    st = fg_tma_encode(cu, &out->v, "v", p->v, t, p->head_dim, p->seqlen_k, p->heads_kv, p->batch,
+                       p->v_stride_s, p->v_stride_h, p->v_stride_b, v->block_kv, err);
+  return st;
+}
+
+static int fg_tma_stride_ok(int64_t stride, int extent) {
+  return extent == 1 || (stride > 0 && stride * 2 < ((int64_t)1 << 40));
+}
+
+static int fg_tma_tensor_ok(fagen_strides given, int batch, int seq, int heads, int head_dim) {
+  fagen_strides s = fg_effective(given, seq, heads, head_dim);
+  return fg_tma_stride_ok(s.seq, seq) && fg_tma_stride_ok(s.head, heads) &&
+         fg_tma_stride_ok(s.batch, batch);
+}
+
+int fg_tma_fwd_fits(const fagen_attention_args *a) {
+  return fg_tma_tensor_ok(a->q_strides, a->batch, a->seqlen_q, a->heads_q, a->head_dim) &&
+         fg_tma_tensor_ok(a->k_strides, a->batch, a->seqlen_k, a->heads_kv, a->head_dim) &&
+         fg_tma_tensor_ok(a->v_strides, a->batch, a->seqlen_k, a->heads_kv, a->head_dim);
+}

@@ -1,0 +1,425 @@
+{#
+  Forward attention for Hopper (sm_90a): wgmma on the tensor cores, TMA
+  copies into an mbarrier pipeline, warp specialization.
+
+  A CTA takes block_q = 64 * NC query rows of one (batch, head) and has NC + 1
+  warpgroups.  Warpgroup 0 is the producer: it gives its registers away
+  (setmaxnreg) and one of its threads issues every copy, Q once and then K(j)
+  and V(j) for each tile j into a ring of STAGES buffers, each copy completing
+  on its own mbarrier.  Warpgroups 1..NC are consumers, each owning 64 rows:
+      wait K(j) -> S = Q K(j)^T (wgmma, Q and K from shared memory) ->
+      mask, online softmax in registers -> wait V(j) ->
+      O += P V(j) (wgmma, P from registers) -> release buffer j
+  The consumers run out of phase, so one's softmax overlaps the other's
+  products on the tensor cores.
+
+  Shared layout: every tile is stored as head_dim / 64 slices of [rows][64]
+  elements, 128-byte rows, with the 128-byte swizzle (16-byte chunk c of row r
+  at chunk c ^ (r % 8)) that TMA writes and wgmma reads.  Descriptors: Q and K
+  are K-major (the reduction dimension contiguous), V is MN-major (head_dim
+  contiguous, "transposed" for the product P V).
+
+  Tiles go from the last to the first, as in fwd_sm80: tiles that need a mask
+  (sequence end, causal diagonal) first; causally invisible tiles are never
+  loaded.  The softmax is fwd_sm80's (exp2 domain, lazy rescale, per-thread
+  partial row sums).  O is normalized once, staged through the consumer's own
+  rows of the Q tile and written with 16-byte stores.
+#}
+{% include("common.cuh.tpl") %}
+{% include("fwd_params.cuh.tpl") %}
+{%
+  local D, BQ, BK, W = v.head_dim, v.block_q, v.block_kv, v.warps
+  NC = W // 4 - 1
+  DP = ((D + 63) // 64) * 64
+  assert(NC >= 1 and BQ == 64 * NC, "block_q must be 64 per consumer warpgroup")
+  assert(BK % 16 == 0 and BK <= 256 and D % 16 == 0, "block_kv and head_dim must be multiples of 16")
+  local smem = (BQ + 2 * v.stages * BK) * DP * 2 + 1024
+  assert(smem == v.smem_bytes, "shared-memory layout disagrees with the generator's resource model")
+  local ty = v.dtype == "bf16" and "bf16" or "f16"
+  -- Register budgets after setmaxnreg: the producer keeps 24, the consumers
+  -- share the rest of the SM's 64K registers (multiples of 8, at most 240).
+  PRODUCER_REGS = 24
+  CONSUMER_REGS = math.min(240, ((65536 - 128 * PRODUCER_REGS) // (128 * NC)) // 8 * 8)
+
+  -- An operand list "%a, %b, ..." over registers first..first+n-1.
+  function oplist(first, n)
+    local t = {}
+    for i = 0, n - 1 do t[#t + 1] = "%" .. (first + i) end
+    return table.concat(t, ", ")
+  end
+  -- "+f"(d[0][0]), ... over an accumulator array [N/8][4].
+  function accs(N)
+    local t = {}
+    for i = 0, N // 8 - 1 do
+      for e = 0, 3 do t[#t + 1] = '"+f"(d[' .. i .. '][' .. e .. '])' end
+    end
+    return table.concat(t, ", ")
+  end
+%}
+
+namespace {
+
+constexpr int D = {{ D }};         // compiled head dimension
+constexpr int DP = {{ DP }};       // head dimension rounded up to whole 64-element slices
+constexpr int SL = DP / 64;        // slices per tile row
+constexpr int BQ = {{ BQ }};       // query rows per CTA
+constexpr int BK = {{ BK }};       // keys per tile
+constexpr int NC = {{ NC }};       // consumer warpgroups (64 rows each)
+constexpr int STAGES = {{ v.stages }};
+constexpr int THREADS = {{ v.threads }};
+constexpr bool CAUSAL = {{ v.causal }};
+constexpr int NS = BK / 8;         // 8-key column groups of S
+constexpr int NO = D / 8;          // 8-column groups of O
+constexpr int Q_BYTES = BQ * DP * 2;
+constexpr int KV_BYTES = BK * DP * 2;
+constexpr float FG_RESCALE_SLACK = 8.f; // log2 units: P <= 256 between rescales
+static_assert(THREADS == 128 * (NC + 1), "one producer warpgroup and NC consumers");
+
+// The opaque 128-byte CUtensorMap of the driver API (cuda.h is not available
+// to NVRTC); the runtime encodes one per operand for each call.
+struct alignas(64) fg_tmap {
+  fg_u64 opaque[16];
+};
+struct fg_tmaps {
+  fg_tmap q, k, v;
+};
+static_assert(sizeof(fg_tmaps) == 384, "fg_tmaps size differs from the host's");
+
+__device__ __forceinline__ fg_u32 fg_smem_addr(const void *p) {
+  return (fg_u32)__cvta_generic_to_shared(p);
+}
+
+// ---- mbarriers ----
+__device__ __forceinline__ void fg_mbar_init(fg_u32 bar, int count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" :: "r"(bar), "r"(count) : "memory");
+}
+// Arrives once and adds `bytes` to the transactions the current phase waits for.
+__device__ __forceinline__ void fg_mbar_expect(fg_u32 bar, fg_u32 bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" :: "r"(bar), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void fg_mbar_arrive(fg_u32 bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" :: "r"(bar) : "memory");
+}
+// Waits until the phase of parity `parity` has completed.  A fresh barrier
+// counts its (nonexistent) previous phase, parity 1, as completed.
+__device__ __forceinline__ void fg_mbar_wait(fg_u32 bar, int parity) {
+  fg_u32 done;
+  do {
+    asm volatile("{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+                 " selp.u32 %0, 1, 0, p;\n}\n"
+                 : "=r"(done) : "r"(bar), "r"(parity) : "memory");
+  } while (!done);
+}
+
+// ---- TMA: one box of a 4-D tensor [batch][heads][seq][head_dim] ----
+__device__ __forceinline__ void fg_tma_load(fg_u32 dst, const fg_tmap &map, int col, int row, int head,
+                                            int batch, fg_u32 bar) {
+  asm volatile("cp.async.bulk.tensor.4d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
+               " [%0], [%1, {%2, %3, %4, %5}], [%6];"
+               :: "r"(dst), "l"((fg_u64)&map), "r"(col), "r"(row), "r"(head), "r"(batch), "r"(bar)
+               : "memory");
+}
+
+// ---- wgmma ----
+// A shared-memory matrix descriptor with the 128-byte swizzle: start address,
+// leading and stride byte offsets (all in 16-byte units).
+__device__ __forceinline__ fg_u64 fg_desc(fg_u32 addr, fg_u32 lbo, fg_u32 sbo) {
+  return (fg_u64)((addr & 0x3FFFF) >> 4) | ((fg_u64)(lbo >> 4) << 16) | ((fg_u64)(sbo >> 4) << 32) |
+         (1ull << 62);
+}
+__device__ __forceinline__ void fg_wg_fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
+__device__ __forceinline__ void fg_wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void fg_wg_wait() { asm volatile("wgmma.wait_group.sync.aligned %0;" :: "n"(N) : "memory"); }
+
+// S (+)= Q K^T for one k16 step: A and B K-major in shared memory.
+__device__ __forceinline__ void fg_wgmma_qk(float (&d)[NS][4], fg_u64 da, fg_u64 db, int accumulate) {
+  asm volatile("{\n .reg .pred p;\n setp.ne.b32 p, %{{ BK // 2 + 2 }}, 0;\n"
+               " wgmma.mma_async.sync.aligned.m64n{{ BK }}k16.f32.{{ ty }}.{{ ty }}"
+               " { {{ oplist(0, BK // 2) }} }, %{{ BK // 2 }}, %{{ BK // 2 + 1 }}, p, 1, 1, 0, 0;\n}\n"
+               : {{ accs(BK) }}
+               : "l"(da), "l"(db), "r"(accumulate));
+}
+
+// O += P V for one k16 step: P (A) from registers, V (B) MN-major in shared memory.
+__device__ __forceinline__ void fg_wgmma_pv(float (&d)[NO][4], const fg_u32 (&a)[4], fg_u64 db) {
+  asm volatile("wgmma.mma_async.sync.aligned.m64n{{ D }}k16.f32.{{ ty }}.{{ ty }}"
+               " { {{ oplist(0, D // 2) }} }, { {{ oplist(D // 2, 4) }} }, %{{ D // 2 + 4 }}, 1, 1, 1, 1;\n"
+               : {{ accs(D) }}
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db));
+}
+
+// Two floats -> one register of two 16-bit values, lo in the low half.
+__device__ __forceinline__ fg_u32 fg_pack(float lo, float hi) {
+  fg_u32 r;
+  asm("cvt.rn.{{ ty }}x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+  return r;
+}
+
+__device__ __forceinline__ float fg_ex2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+struct alignas(16) fg_v4 {
+  fg_u32 x, y, z, w;
+};
+
+// Byte offset of 16-byte chunk `chunk` (of DP / 8) of row `row` in a tile of
+// `rows` rows stored as 128-byte-swizzled slices.
+__device__ __forceinline__ int fg_swz(int rows, int row, int chunk) {
+  return (chunk >> 3) * rows * 128 + row * 128 + (((chunk & 7) ^ (row & 7)) << 4);
+}
+
+// What one consumer warpgroup knows.
+struct fg_cons {
+  fg_u32 sQ, sK, sV, bars;
+  int row0;     // first query row of this warpgroup (in the sequence)
+  int wrow;     // first row of this thread's warp within the sequence
+  int g, t;
+  int sk, diag;
+};
+
+// Barrier addresses: Q, then K full, V full and empty for each stage.
+__device__ __forceinline__ fg_u32 fg_bar_q(fg_u32 bars) { return bars; }
+__device__ __forceinline__ fg_u32 fg_bar_k(fg_u32 bars, int s) { return bars + 8 * (1 + s); }
+__device__ __forceinline__ fg_u32 fg_bar_v(fg_u32 bars, int s) { return bars + 8 * (1 + STAGES + s); }
+__device__ __forceinline__ fg_u32 fg_bar_e(fg_u32 bars, int s) { return bars + 8 * (1 + 2 * STAGES + s); }
+
+// One K/V tile for one consumer warpgroup (MASK: apply the sequence-end and
+// causal masks).
+template <bool MASK>
+__device__ __forceinline__ void fg_step(const fg_fwd_params &p, const fg_cons &c, int j, int it,
+                                        float (&o)[NO][4], float (&m)[2], float (&l)[2]) {
+  const int s = it % STAGES;
+  const int parity = (it / STAGES) & 1;
+  const fg_u32 sK = c.sK + s * KV_BYTES, sV = c.sV + s * KV_BYTES;
+
+  // S = Q K(j)^T
+  float sc[NS][4];
+  fg_mbar_wait(fg_bar_k(c.bars, s), parity);
+  fg_wg_fence();
+#pragma unroll
+  for (int kd = 0; kd < D / 16; ++kd) {
+    const fg_u32 off = (kd & 3) * 32; // k16 step within a 128-byte row
+    const fg_u64 da = fg_desc(c.sQ + (kd >> 2) * BQ * 128 + off, 16, 1024);
+    const fg_u64 db = fg_desc(sK + (kd >> 2) * BK * 128 + off, 16, 1024);
+    fg_wgmma_qk(sc, da, db, kd > 0);
+  }
+  fg_wg_commit();
+  fg_wg_wait<0>();
+
+  // Element (n, e) holds key j*BK + 8n + 2t + (e&1) of row wrow + g + 8*(e>>1).
+  const int kbase = j * BK + 2 * c.t;
+  if (MASK) {
+    const int klim = c.sk - kbase;                   // key < len_k
+    const int dlim = c.wrow + c.g + c.diag - kbase;  // key <= row + diag
+#pragma unroll
+    for (int n = 0; n < NS; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int kc = n * 8 + (e & 1);
+        bool visible = kc < klim;
+        if (CAUSAL) visible = visible && kc - 8 * (e >> 1) <= dlim;
+        if (!visible) sc[n][e] = FG_NEG_INF;
+      }
+  }
+  const float sl2 = p.scale_log2;
+  float mx[2];
+  bool grow = false;
+#pragma unroll
+  for (int h2 = 0; h2 < 2; ++h2) {
+    float r = FG_NEG_INF;
+#pragma unroll
+    for (int n = 0; n < NS; ++n) r = fmaxf(r, fmaxf(sc[n][2 * h2], sc[n][2 * h2 + 1]));
+    r = fmaxf(r, __shfl_xor_sync(0xffffffffu, r, 1));
+    r = fmaxf(r, __shfl_xor_sync(0xffffffffu, r, 2));
+    mx[h2] = r * sl2;
+    grow |= mx[h2] > m[h2] + FG_RESCALE_SLACK;
+  }
+  if (__any_sync(0xffffffffu, grow)) {
+#pragma unroll
+    for (int h2 = 0; h2 < 2; ++h2) {
+      const float m_new = fmaxf(m[h2], mx[h2]);
+      const float alpha = m_new == FG_NEG_INF ? 1.f : fg_ex2(m[h2] - m_new);
+      m[h2] = m_new;
+      l[h2] *= alpha;
+#pragma unroll
+      for (int n = 0; n < NO; ++n) {
+        o[n][2 * h2] *= alpha;
+        o[n][2 * h2 + 1] *= alpha;
+      }
+    }
+  }
+#pragma unroll
+  for (int h2 = 0; h2 < 2; ++h2) {
+    const float m_use = m[h2] == FG_NEG_INF ? 0.f : m[h2];
+    float rs = 0.f;
+#pragma unroll
+    for (int n = 0; n < NS; ++n)
+#pragma unroll
+      for (int e = 2 * h2; e < 2 * h2 + 2; ++e) {
+        sc[n][e] = fg_ex2(fmaf(sc[n][e], sl2, -m_use));
+        rs += sc[n][e];
+      }
+    l[h2] += rs;
+  }
+  fg_u32 a[BK / 16][4];
+#pragma unroll
+  for (int kk = 0; kk < BK / 16; ++kk) {
+    a[kk][0] = fg_pack(sc[2 * kk][0], sc[2 * kk][1]);
+    a[kk][1] = fg_pack(sc[2 * kk][2], sc[2 * kk][3]);
+    a[kk][2] = fg_pack(sc[2 * kk + 1][0], sc[2 * kk + 1][1]);
+    a[kk][3] = fg_pack(sc[2 * kk + 1][2], sc[2 * kk + 1][3]);
+  }
+
+  // O += P V(j)
+  fg_mbar_wait(fg_bar_v(c.bars, s), parity);
+  fg_wg_fence();
+#pragma unroll
+  for (int kk = 0; kk < BK / 16; ++kk)
+    fg_wgmma_pv(o, a[kk], fg_desc(sV + kk * 16 * 128, BK * 128, 1024));
+  fg_wg_commit();
+  fg_wg_wait<0>();
+  __syncwarp();
+  if ((threadIdx.x & 31) == 0) fg_mbar_arrive(fg_bar_e(c.bars, s)); // this warp is done with buffer s
+}
+
+} // namespace
+
+// minBlocks 1: setmaxnreg needs the register cap that a launch bound gives.
+extern "C" __global__ void __launch_bounds__({{ v.threads }}, 1)
+{{ v.name }}(const fg_fwd_params p, const __grid_constant__ fg_tmaps tm) {
+  extern __shared__ unsigned char fg_smem_raw[];
+  __shared__ alignas(8) fg_u64 fg_bars[1 + 3 * STAGES];
+  // The 128-byte swizzle repeats every 1024 bytes: tiles start on such a boundary.
+  const fg_u32 sQ = (fg_smem_addr(fg_smem_raw) + 1023u) & ~1023u;
+  unsigned char *const smem = fg_smem_raw + (sQ - fg_smem_addr(fg_smem_raw));
+  const fg_u32 sK = sQ + Q_BYTES;                // STAGES K tiles
+  const fg_u32 sV = sK + STAGES * KV_BYTES;      // STAGES V tiles
+  const fg_u32 bars = fg_smem_addr(fg_bars);
+
+  const int wg = threadIdx.x / 128;
+  const fg_i64 bid = blockIdx.x;
+  const fg_i64 bh = bid / p.q_blocks;
+  // Causal: the longest rows (last q blocks) start first, so the short ones fill the tail.
+  const int q_block = CAUSAL ? p.q_blocks - 1 - (int)(bid % p.q_blocks) : (int)(bid % p.q_blocks);
+  const int h = (int)(bh % p.heads_q);
+  const int b = (int)(bh / p.heads_q);
+  const int hk = h / p.group;
+  const int q0 = q_block * BQ;
+  const int len_q = p.seqlen_q, sk = p.seqlen_k;
+  // Query i sees key j iff j < len_k and (causal) j <= i + diag: aligned
+  // bottom-right when len_q != len_k.  Tiles no row sees are never loaded.
+  const int diag = sk - len_q;
+  int kv_end = q0 < len_q ? sk : 0;
+  if (CAUSAL) kv_end = min(kv_end, min(q0 + BQ, len_q) + diag);
+  const int n_tiles = kv_end > 0 ? (kv_end + BK - 1) / BK : 0;
+
+  if (threadIdx.x == 0) {
+    fg_mbar_init(fg_bar_q(bars), 1);
+    for (int s = 0; s < STAGES; ++s) {
+      fg_mbar_init(fg_bar_k(bars, s), 1);
+      fg_mbar_init(fg_bar_v(bars, s), 1);
+      fg_mbar_init(fg_bar_e(bars, s), 4 * NC); // one arrival per consumer warp
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+  }
+  __syncthreads();
+
+  if (wg == 0) {
+    // Producer.
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 {{ PRODUCER_REGS }};");
+    if (threadIdx.x == 0 && n_tiles > 0) {
+      fg_mbar_expect(fg_bar_q(bars), Q_BYTES);
+      for (int sl = 0; sl < SL; ++sl) fg_tma_load(sQ + sl * BQ * 128, tm.q, sl * 64, q0, h, b, fg_bar_q(bars));
+      for (int it = 0; it < n_tiles; ++it) {
+        const int j = n_tiles - 1 - it, s = it % STAGES;
+        fg_mbar_wait(fg_bar_e(bars, s), ((it / STAGES) & 1) ^ 1);
+        fg_mbar_expect(fg_bar_k(bars, s), KV_BYTES);
+        for (int sl = 0; sl < SL; ++sl)
+          fg_tma_load(sK + s * KV_BYTES + sl * BK * 128, tm.k, sl * 64, j * BK, hk, b, fg_bar_k(bars, s));
+        fg_mbar_expect(fg_bar_v(bars, s), KV_BYTES);
+        for (int sl = 0; sl < SL; ++sl)
+          fg_tma_load(sV + s * KV_BYTES + sl * BK * 128, tm.v, sl * 64, j * BK, hk, b, fg_bar_v(bars, s));
+      }
+    }
+    return;
+  }
+
+  // Consumers.
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 {{ CONSUMER_REGS }};");
+  const int cw = wg - 1;                        // consumer index
+  const int warp = (threadIdx.x / 32) & 3, lane = threadIdx.x & 31;
+  fg_cons c;
+  c.sQ = sQ + cw * 64 * 128;
+  c.sK = sK;
+  c.sV = sV;
+  c.bars = bars;
+  c.row0 = q0 + 64 * cw;
+  c.wrow = c.row0 + 16 * warp;
+  c.g = lane >> 2;
+  c.t = lane & 3;
+  c.sk = sk;
+  c.diag = diag;
+
+  float o[NO][4];
+  float m[2] = {FG_NEG_INF, FG_NEG_INF}, l[2] = {0.f, 0.f};
+#pragma unroll
+  for (int n = 0; n < NO; ++n)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) o[n][e] = 0.f;
+
+  if (n_tiles > 0) {
+    fg_mbar_wait(fg_bar_q(bars), 0);
+    int it = 0;
+    for (; it < n_tiles; ++it) {
+      const int j = n_tiles - 1 - it;
+      const bool needs_mask = (j + 1) * BK > sk || (CAUSAL && (j + 1) * BK - 1 > c.row0 + diag);
+      if (!needs_mask) break;
+      fg_step<true>(p, c, j, it, o, m, l);
+    }
+    for (; it < n_tiles; ++it) fg_step<false>(p, c, n_tiles - 1 - it, it, o, m, l);
+  }
+
+  // Epilogue: finish the row sums, normalize, stage O in this warp's own
+  // rows of the Q tile (its products are complete) and store 16-byte chunks.
+#pragma unroll
+  for (int h2 = 0; h2 < 2; ++h2) {
+    l[h2] += __shfl_xor_sync(0xffffffffu, l[h2], 1);
+    l[h2] += __shfl_xor_sync(0xffffffffu, l[h2], 2);
+  }
+  const int g = c.g, t = c.t;
+  unsigned char *const sq = smem + cw * 64 * 128; // this warpgroup's rows, slice 0
+#pragma unroll
+  for (int h2 = 0; h2 < 2; ++h2) {
+    const int r = 16 * warp + g + 8 * h2; // row within the warpgroup
+    const float inv = l[h2] > 0.f ? 1.f / l[h2] : 0.f;
+#pragma unroll
+    for (int n = 0; n < NO; ++n)
+      *reinterpret_cast<fg_u32 *>(sq + fg_swz(BQ, r, n) + 4 * t) = fg_pack(o[n][2 * h2] * inv, o[n][2 * h2 + 1] * inv);
+  }
+  __syncwarp();
+  fg_u16 *og = (fg_u16 *)p.o + b * p.o_stride_b + h * p.o_stride_h;
+  const int hd = p.head_dim;
+#pragma unroll
+  for (int i0 = 0; i0 < 16 * NO; i0 += 32) {
+    const int i = i0 + lane;
+    const int r = 16 * warp + i / NO, ch = i % NO;
+    const int row = c.row0 + r;
+    if ((16 * NO) % 32 == 0 || i < 16 * NO)
+      if (row < len_q && ch * 8 < hd)
+        *reinterpret_cast<fg_v4 *>(og + (fg_i64)row * p.o_stride_s + ch * 8) =
+            *reinterpret_cast<const fg_v4 *>(sq + fg_swz(BQ, r, ch));
+  }
+  if (p.lse && t == 0) {
+#pragma unroll
+    for (int h2 = 0; h2 < 2; ++h2) {
+      const int row = c.wrow + g + 8 * h2;
+      if (row < len_q)
+        p.lse[((fg_i64)b * p.heads_q + h) * p.seqlen_q + row] =
+            l[h2] > 0.f ? m[h2] * FG_LN2 + logf(l[h2]) : FG_NEG_INF;
+    }
+  }
+}
