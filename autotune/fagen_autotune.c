@@ -3,7 +3,10 @@
  * the CUDA runtime for buffers and events, and Jansson for the JSON).
  *
  * A case is (op, dtype, head_dim, causal, sequence-length bucket), measured on
- * the standard grid's shape (B*S = 16384 tokens, hidden 2048).  For each
+ * the standard grid's shape (B*S = 16384 tokens, hidden 2048).  The op is the
+ * kernel family: fwd (mma.sync) everywhere, and on sm_90a also fwdwg (wgmma),
+ * which serves the plain calls there while fwd serves those with features;
+ * each family's cases compare against its own heuristic.  For each
  * (op, dtype, head_dim, causal) the tile candidates are enumerated and the
  * invalid ones dropped before compiling (-v says why); the rest are compiled
  * in parallel threads and each is checked once against the heuristic default
@@ -65,7 +68,9 @@ static void usage(FILE *f) {
           "  --dtypes LIST      bf16 and/or fp16 (default both)\n"
           "  --causal MODE      no, yes or both (default)\n"
           "  --cases GLOB       keep cases whose name matches, e.g. 'fwd_d128_bf16_*'\n"
-          "                     (names: fwd_dD_DTYPE[_causal]_sSEQ)\n"
+          "                     (names: OP_dD_DTYPE[_causal]_sSEQ; OP is fwd, the\n"
+          "                     mma.sync family, and on sm_90a also fwdwg, the wgmma\n"
+          "                     family that plain calls use there)\n"
           "  --only GLOB        keep candidate variants whose name matches\n"
           "  --budget SECONDS   stop measuring after this long; untuned cases keep the\n"
           "                     heuristic (they get no entry)\n"
@@ -84,6 +89,7 @@ static void usage(FILE *f) {
 
 /* One tuned case. */
 typedef struct tcase {
+  fagen_op op; /* the kernel family: FAGEN_OP_FWD or FAGEN_OP_FWD_WGMMA */
   fagen_dtype dtype;
   int head_dim, causal, seqlen;
   char name[64];
@@ -94,8 +100,31 @@ typedef struct tcase {
   int done;
 } tcase;
 
+/* An op's name token ("fwd", "fwdwg"): the head of its variants' names. */
+static void op_token(fagen_op op, char *buf, size_t size) {
+  fagen_variant v;
+  memset(&v, 0, sizeof v);
+  v.op = op;
+  v.dtype = FAGEN_DTYPE_BF16;
+  char name[FAGEN_VARIANT_NAME_MAX] = "?";
+  fagen_variant_name(&v, name, sizeof name);
+  name[strcspn(name, "_")] = '\0';
+  snprintf(buf, size, "%s", name);
+}
+
+/* The forward families tuned for a target: fwd (mma.sync) everywhere, and on
+ * sm_90a also fwdwg (wgmma), which plain calls there use. */
+static int case_ops(const fagen_target *t, fagen_op ops[2]) {
+  int n = 0;
+  ops[n++] = FAGEN_OP_FWD;
+  if (t->arch == 90 && t->arch_specific) ops[n++] = FAGEN_OP_FWD_WGMMA;
+  return n;
+}
+
 static void case_name(const tcase *c, char *buf, size_t size) {
-  snprintf(buf, size, "fwd_d%d_%s%s_s%d", c->head_dim, c->dtype == FAGEN_DTYPE_BF16 ? "bf16" : "fp16",
+  char op[16];
+  op_token(c->op, op, sizeof op);
+  snprintf(buf, size, "%s_d%d_%s%s_s%d", op, c->head_dim, c->dtype == FAGEN_DTYPE_BF16 ? "bf16" : "fp16",
            c->causal ? "_causal" : "", c->seqlen);
 }
 
@@ -186,16 +215,22 @@ static int write_table(const opts *o, const fagen_device_class *dc, int measured
     json_object_set_new(pol, "shape", json_string("B*S = 16384 tokens, hidden 2048, seqlen_q = seqlen_k"));
     json_object_set_new(pol, "check", json_string("each candidate against the heuristic default, odd shape"));
   } else {
-    json_object_set_new(pol, "source", json_string("heuristic: FlashAttention-2's published tiles, not measured"));
+    int wgmma = 0;
+    for (int i = 0; i < n; i++) wgmma |= cases[i].op == FAGEN_OP_FWD_WGMMA;
+    json_object_set_new(pol, "source",
+                        json_string(wgmma ? "heuristic: FlashAttention-2's published tiles (fwd) and the "
+                                            "wgmma family's defaults (fwdwg), not measured"
+                                          : "heuristic: FlashAttention-2's published tiles, not measured"));
   }
   json_object_set_new(root, "policy", pol);
   json_t *entries = json_array();
   for (int i = 0; i < n; i++) {
     const tcase *c = &cases[i];
     if (!c->done || c->winner < 0) continue;
-    char name[FAGEN_VARIANT_NAME_MAX];
+    char name[FAGEN_VARIANT_NAME_MAX], op[16];
+    op_token(c->op, op, sizeof op);
     json_t *e = json_object();
-    json_object_set_new(e, "op", json_string("fwd"));
+    json_object_set_new(e, "op", json_string(op));
     json_object_set_new(e, "dtype", json_string(c->dtype == FAGEN_DTYPE_BF16 ? "bf16" : "fp16"));
     json_object_set_new(e, "head_dim", json_integer(c->head_dim));
     json_object_set_new(e, "causal", json_boolean(c->causal));
@@ -234,6 +269,8 @@ static double tflops_of(const tcase *c, double ms) {
 }
 
 static int write_report(const opts *o, const tcase *cases, int n, const fagen_device_class *dc) {
+  fagen_op ops[2];
+  const int n_ops = case_ops(&dc->target, ops);
   mkdir(o->report, 0777);
   char path[1400];
   snprintf(path, sizeof path, "%s/report.md", o->report);
@@ -260,9 +297,10 @@ static int write_report(const opts *o, const tcase *cases, int n, const fagen_de
   }
   fclose(f);
   /* One SVG, a panel per head_dim: TFLOPS of the winner (solid) and of the
-     heuristic default (dashed) against sequence length, a line per dtype x
-     causal. */
-  static const char *const colors[4] = {"#1f77b4", "#d62728", "#2ca02c", "#9467bd"};
+     heuristic default (dashed) against sequence length, a line per op x dtype
+     x causal (the legend a row per op). */
+  static const char *const colors[8] = {"#1f77b4", "#d62728", "#2ca02c", "#9467bd",
+                                        "#ff7f0e", "#8c564b", "#17becf", "#e377c2"};
   const double PW = 420, PH = 260, L = 50, R = 20, T = 30, B = 40, LEG = 30;
   const int cols = 2, rows = (o->n_head_dims + 1) / 2;
   snprintf(path, sizeof path, "%s/tflops.svg", o->report);
@@ -274,15 +312,20 @@ static int write_report(const opts *o, const tcase *cases, int n, const fagen_de
   fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
              "font-family=\"sans-serif\" font-size=\"11\">\n<rect width=\"100%%\" "
              "height=\"100%%\" fill=\"white\"/>\n",
-          cols * PW, rows * PH + LEG + 20);
+          cols * PW, rows * PH + LEG + 20 + 16 * (n_ops - 1));
   fprintf(f, "<text x=\"10\" y=\"18\" font-size=\"14\">fagen-autotune on %s: TFLOPS against "
              "sequence length (tuned solid, heuristic dashed)</text>\n", dc->name);
   int line = 0;
-  for (int ti = 0; ti < o->n_dtypes; ti++)
-    for (int ci = 0; ci < o->n_causal; ci++, line++)
-      fprintf(f, "<text x=\"%.0f\" y=\"%.0f\" fill=\"%s\">%s%s</text>\n", 10 + 120.0 * line,
-              rows * PH + LEG + 12, colors[line % 4], o->dtypes[ti] == FAGEN_DTYPE_BF16 ? "bf16" : "fp16",
-              o->causal_modes[ci] ? " causal" : "");
+  for (int oi = 0; oi < n_ops; oi++) {
+    char op[16];
+    op_token(ops[oi], op, sizeof op);
+    for (int ti = 0; ti < o->n_dtypes; ti++)
+      for (int ci = 0; ci < o->n_causal; ci++, line++)
+        fprintf(f, "<text x=\"%.0f\" y=\"%.0f\" fill=\"%s\">%s%s%s%s</text>\n",
+                10 + 120.0 * (line % (o->n_dtypes * o->n_causal)), rows * PH + LEG + 12 + 16.0 * oi,
+                colors[line % 8], n_ops > 1 ? op : "", n_ops > 1 ? " " : "",
+                o->dtypes[ti] == FAGEN_DTYPE_BF16 ? "bf16" : "fp16", o->causal_modes[ci] ? " causal" : "");
+  }
   double lmin = log2(o->seqlens[0]), lmax = log2(o->seqlens[o->n_seqlens - 1]);
   if (lmax <= lmin) lmax = lmin + 1;
   for (int di = 0; di < o->n_head_dims; di++) {
@@ -306,21 +349,22 @@ static int write_report(const opts *o, const tcase *cases, int n, const fagen_de
       fprintf(f, "<text x=\"%.1f\" y=\"%.0f\" text-anchor=\"middle\">%d</text>\n",
               XS(o->seqlens[si]), oy + PH - B + 14, o->seqlens[si]);
     line = 0;
-    for (int ti = 0; ti < o->n_dtypes; ti++)
-      for (int ci = 0; ci < o->n_causal; ci++, line++)
-        for (int pass = 0; pass < 2; pass++) { /* 0: winner, 1: default */
-          fprintf(f, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2\"%s points=\"",
-                  colors[line % 4], pass ? " stroke-dasharray=\"5,4\"" : "");
-          for (int i = 0; i < n; i++) {
-            const tcase *c = &cases[i];
-            if (c->head_dim != d || c->dtype != o->dtypes[ti] || c->causal != o->causal_modes[ci] ||
-                !c->done || c->winner < 0)
-              continue;
-            int k = pass ? c->deflt : c->winner;
-            if (k >= 0 && c->ms[k] > 0) fprintf(f, "%.1f,%.1f ", XS(c->seqlen), YS(tflops_of(c, c->ms[k])));
+    for (int oi = 0; oi < n_ops; oi++)
+      for (int ti = 0; ti < o->n_dtypes; ti++)
+        for (int ci = 0; ci < o->n_causal; ci++, line++)
+          for (int pass = 0; pass < 2; pass++) { /* 0: winner, 1: default */
+            fprintf(f, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2\"%s points=\"",
+                    colors[line % 8], pass ? " stroke-dasharray=\"5,4\"" : "");
+            for (int i = 0; i < n; i++) {
+              const tcase *c = &cases[i];
+              if (c->op != ops[oi] || c->head_dim != d || c->dtype != o->dtypes[ti] ||
+                  c->causal != o->causal_modes[ci] || !c->done || c->winner < 0)
+                continue;
+              int k = pass ? c->deflt : c->winner;
+              if (k >= 0 && c->ms[k] > 0) fprintf(f, "%.1f,%.1f ", XS(c->seqlen), YS(tflops_of(c, c->ms[k])));
+            }
+            fprintf(f, "\"/>\n");
           }
-          fprintf(f, "\"/>\n");
-        }
 #undef XS
 #undef YS
   }
@@ -332,38 +376,89 @@ static int write_report(const opts *o, const tcase *cases, int n, const fagen_de
 
 /* ---- modes ----------------------------------------------------------------- */
 
-static int build_cases(const opts *o, tcase **out) {
-  int cap = o->n_dtypes * o->n_head_dims * o->n_causal * o->n_seqlens, n = 0;
+/* The cases for a target, in measuring order: the ops of one shape side by
+ * side, so that a --budget cut leaves both families measured as far. */
+static int build_cases(const opts *o, const fagen_target *t, tcase **out) {
+  fagen_op ops[2];
+  const int n_ops = case_ops(t, ops);
+  int cap = n_ops * o->n_dtypes * o->n_head_dims * o->n_causal * o->n_seqlens, n = 0;
   tcase *cs = calloc((size_t)(cap ? cap : 1), sizeof *cs);
   for (int ti = 0; ti < o->n_dtypes; ti++)
     for (int di = 0; di < o->n_head_dims; di++)
       for (int ci = 0; ci < o->n_causal; ci++)
-        for (int si = 0; si < o->n_seqlens; si++) {
-          tcase *c = &cs[n];
-          memset(c, 0, sizeof *c);
-          c->dtype = o->dtypes[ti];
-          c->head_dim = o->head_dims[di];
-          c->causal = o->causal_modes[ci];
-          c->seqlen = o->seqlens[si];
-          c->winner = c->runner_up = c->deflt = -1;
-          case_name(c, c->name, sizeof c->name);
-          if (o->cases && fnmatch(o->cases, c->name, 0) != 0) continue;
-          n++;
-        }
+        for (int si = 0; si < o->n_seqlens; si++)
+          for (int oi = 0; oi < n_ops; oi++) {
+            tcase *c = &cs[n];
+            memset(c, 0, sizeof *c);
+            c->op = ops[oi];
+            c->dtype = o->dtypes[ti];
+            c->head_dim = o->head_dims[di];
+            c->causal = o->causal_modes[ci];
+            c->seqlen = o->seqlens[si];
+            c->winner = c->runner_up = c->deflt = -1;
+            case_name(c, c->name, sizeof c->name);
+            if (o->cases && fnmatch(o->cases, c->name, 0) != 0) continue;
+            n++;
+          }
   *out = cs;
   return n;
 }
 
-/* The heuristic's variant for a case on a device class (anonymous: no table). */
+/* The heuristic's variant of `op` for a head_dim, dtype and causal on a target:
+ * its entry in the default kernel set (the heuristic's tiles per op), else, as
+ * the runtime does when those do not fit, the first valid candidate. */
+static int op_default(fagen_op op, const fagen_variant *like, fagen_variant *out) {
+  size_t n = 0;
+  fagen_variant base = *like, *vs;
+  base.op = op;
+  int found = 0;
+  if (fagen_default_variants(&like->target, 1, NULL, 0, &n) == FAGEN_OK &&
+      (vs = calloc(n ? n : 1, sizeof *vs)) != NULL) {
+    if (fagen_default_variants(&like->target, 1, vs, n, &n) == FAGEN_OK)
+      for (size_t i = 0; i < n && !found; i++)
+        if (vs[i].op == op && vs[i].head_dim == like->head_dim && vs[i].dtype == like->dtype &&
+            vs[i].causal == like->causal)
+          *out = vs[i], found = 1;
+    free(vs);
+  }
+  if (!found && fagen_variant_candidates(&base, NULL, 0, &n) == FAGEN_OK &&
+      (vs = calloc(n ? n : 1, sizeof *vs)) != NULL) {
+    if (fagen_variant_candidates(&base, vs, n, &n) == FAGEN_OK)
+      for (size_t i = 0; i < n && !found; i++)
+        if (fagen_variant_validate(&vs[i], NULL, 0) == FAGEN_OK) *out = vs[i], found = 1;
+    free(vs);
+  }
+  return found ? 0 : -1;
+}
+
+/* The heuristic's variant for a case on a device class (anonymous: no table):
+ * what fagen_attention_select picks for the case's plain call, if that is of
+ * the case's op (fwd below sm_90a, fwdwg on sm_90a); else (fwd cases on
+ * sm_90a, the family of calls with features) the op's heuristic at the head_dim
+ * the select chose.  On failure writes why to err. */
 static int heuristic_of(fagen_ctx *ctx, const fagen_device_class *dc, const tcase *c,
-                        fagen_variant *out) {
+                        fagen_variant *out, char *err, size_t size) {
   fagen_device_class anon = *dc;
   anon.name[0] = '\0';
   fg_cell cell;
   fg_cell_standard(&cell, c->dtype, c->head_dim, c->seqlen, c->causal);
   fagen_attention_args a;
   fg_cell_args(&cell, 0, NULL, &a);
-  return fagen_attention_select(ctx, &a, &anon, out, NULL) == FAGEN_OK ? 0 : -1;
+  fagen_variant sel;
+  if (fagen_attention_select(ctx, &a, &anon, &sel, NULL) != FAGEN_OK) {
+    snprintf(err, size, "%s", fagen_errmsg(ctx));
+    return -1;
+  }
+  if (sel.op == c->op) {
+    *out = sel;
+    return 0;
+  }
+  if (op_default(c->op, &sel, out) == 0) return 0;
+  char op[16], target[16];
+  op_token(c->op, op, sizeof op);
+  fagen_target_name(&dc->target, 1, target, sizeof target);
+  snprintf(err, size, "no %s kernel for head_dim %d fits %s", op, sel.head_dim, target);
+  return -1;
 }
 
 static int heuristic_table(const opts *o, fagen_ctx *ctx) {
@@ -378,10 +473,11 @@ static int heuristic_table(const opts *o, fagen_ctx *ctx) {
     return 2;
   }
   tcase *cs;
-  int n = build_cases(o, &cs);
+  int n = build_cases(o, &dc.target, &cs);
   for (int i = 0; i < n; i++) {
-    if (heuristic_of(ctx, &dc, &cs[i], &cs[i].cand[0]) != 0) {
-      fprintf(stderr, "fagen-autotune: %s: %s\n", cs[i].name, fagen_errmsg(ctx));
+    char why[512];
+    if (heuristic_of(ctx, &dc, &cs[i], &cs[i].cand[0], why, sizeof why) != 0) {
+      fprintf(stderr, "fagen-autotune: %s: %s\n", cs[i].name, why);
       free(cs);
       return 1;
     }
@@ -436,7 +532,7 @@ static int tune(const opts *o, fagen_ctx *ctx) {
   const int tty = isatty(2);
   const double t0 = now();
   tcase *cs;
-  int n = build_cases(o, &cs);
+  int n = build_cases(o, &dc.target, &cs);
   if (n == 0) {
     fprintf(stderr, "fagen-autotune: no case matches --cases %s\n", o->cases ? o->cases : "");
     free(cs);
@@ -446,16 +542,24 @@ static int tune(const opts *o, fagen_ctx *ctx) {
   /* Candidates per case; compile every distinct one once. */
   fagen_variant *all = calloc((size_t)n * MAX_CAND, sizeof *all);
   int *ok = calloc((size_t)n * MAX_CAND, sizeof *ok);
-  size_t n_all = 0, culled = 0;
+  size_t n_all = 0, culled = 0, cap_space = 0;
+  fagen_variant *cand = NULL; /* the case's whole axis table, valid or not */
   for (int i = 0; i < n; i++) {
     tcase *c = &cs[i];
-    fagen_variant base, cand[MAX_CAND];
+    fagen_variant base;
     size_t nc = 0;
-    if (heuristic_of(ctx, &dc, c, &base) != 0) {
-      fprintf(stderr, "fagen-autotune: %s: %s\n", c->name, fagen_errmsg(ctx));
+    char herr[512];
+    if (heuristic_of(ctx, &dc, c, &base, herr, sizeof herr) != 0) {
+      fprintf(stderr, "fagen-autotune: %s: %s\n", c->name, herr);
       return 1;
     }
-    fagen_variant_candidates(&base, cand, MAX_CAND, &nc);
+    fagen_variant_candidates(&base, NULL, 0, &nc);
+    if (nc > cap_space) {
+      free(cand);
+      cand = calloc(nc, sizeof *cand);
+      cap_space = cand ? nc : 0;
+    }
+    if (fagen_variant_candidates(&base, cand, cap_space, &nc) != FAGEN_OK) nc = 0;
     c->cand[c->n_cand++] = base; /* the default is always a candidate */
     c->deflt = 0;
     for (size_t k = 0; k < nc && c->n_cand < MAX_CAND; k++) {
@@ -476,6 +580,7 @@ static int tune(const opts *o, fagen_ctx *ctx) {
       if (j == n_all) all[n_all++] = c->cand[k];
     }
   }
+  free(cand);
   fprintf(stderr, "fagen-autotune: %zu distinct candidates to compile (%zu dropped before "
                   "compiling%s)\n", n_all, culled, o->verbose ? "" : "; -v says why");
   compile_progress prog = {ctx, all, ok, n_all, tty, now()};

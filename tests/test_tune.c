@@ -70,6 +70,9 @@ static void write_table(const char *entries, const char *version, const char *ha
 
 static const char *ENTRY_FMT = "{\"op\": \"fwd\", \"dtype\": \"bf16\", \"head_dim\": 128, "
                                "\"causal\": false, \"seqlen\": %d, \"variant\": \"%s\", \"ms\": 1.5}";
+/* The same for the wgmma family, which serves plain calls on sm_90a. */
+static const char *ENTRY_WG_FMT = "{\"op\": \"fwdwg\", \"dtype\": \"bf16\", \"head_dim\": 128, "
+                                  "\"causal\": false, \"seqlen\": %d, \"variant\": \"%s\", \"ms\": 1.5}";
 
 Test(tune, slug_and_parse) {
   char slug[200];
@@ -107,21 +110,22 @@ static void expect_heuristic(int arch, int specific, int d, int causal, const ch
 Test(tune, heuristic_is_flashattention2s_published_tiles) {
   expect_heuristic(80, 0, 64, 0, "fwd_d64_bq128_bk128_w4_s1_bf16_sm80");
   expect_heuristic(80, 0, 64, 1, "fwd_d64_bq128_bk64_w4_s1_causal_bf16_sm80"); /* the deviation */
-  expect_heuristic(90, 1, 64, 1, "fwd_d64_bq128_bk128_w4_s1_causal_bf16_sm90a");
+  /* sm_90a: plain calls take the wgmma family's heuristic (gen/fg_variant.c) */
+  expect_heuristic(90, 1, 64, 1, "fwdwg_d64_bq128_bk128_w12_s2_causal_bf16_sm90a");
   expect_heuristic(80, 0, 128, 0, "fwd_d128_bq128_bk64_w4_s1_bf16_sm80");
   expect_heuristic(86, 0, 128, 0, "fwd_d128_bq128_bk32_w4_s1_bf16_sm86");
   expect_heuristic(86, 0, 128, 1, "fwd_d128_bq64_bk64_w4_s1_causal_bf16_sm86");
   expect_heuristic(86, 0, 96, 1, "fwd_d96_bq64_bk64_w4_s1_causal_bf16_sm86");
   expect_heuristic(80, 0, 192, 0, "fwd_d192_bq128_bk64_w8_s1_bf16_sm80");
   expect_heuristic(80, 0, 256, 0, "fwd_d256_bq128_bk64_w8_s1_bf16_sm80"); /* A100: 2 x 64 KB */
-  expect_heuristic(90, 1, 256, 0, "fwd_d256_bq64_bk64_w4_s1_bf16_sm90a"); /* H100 */
+  expect_heuristic(90, 1, 256, 0, "fwdwg_d256_bq128_bk80_w12_s2_bf16_sm90a"); /* H100 */
   expect_heuristic(86, 0, 224, 0, "fwd_d224_bq64_bk64_w4_s1_bf16_sm86");  /* 128x64x8 does not fit */
 }
 
 Test(tune, user_table_entry_and_nearest_bucket, .init = setup, .fini = teardown) {
   char entries[1024], e1[300], e2[300];
-  snprintf(e1, sizeof e1, ENTRY_FMT, 1024, "fwd_d128_bq64_bk32_w4_s2_bf16_sm90a");
-  snprintf(e2, sizeof e2, ENTRY_FMT, 8192, "fwd_d128_bq256_bk64_w8_s2_bf16_sm90a");
+  snprintf(e1, sizeof e1, ENTRY_WG_FMT, 1024, "fwdwg_d128_bq64_bk64_w8_s2_bf16_sm90a");
+  snprintf(e2, sizeof e2, ENTRY_WG_FMT, 8192, "fwdwg_d128_bq192_bk64_w16_s2_bf16_sm90a");
   snprintf(entries, sizeof entries, "[%s, %s]", e1, e2);
   write_table(entries, NULL, NULL, NULL);
   fagen_ctx *ctx;
@@ -132,10 +136,10 @@ Test(tune, user_table_entry_and_nearest_bucket, .init = setup, .fini = teardown)
     int seqlen;
     const char *want;
     int bucket;
-  } cases[] = {{512, "fwd_d128_bq64_bk32_w4_s2_bf16_sm90a", 1024},
-               {2896, "fwd_d128_bq64_bk32_w4_s2_bf16_sm90a", 1024}, /* just under 2^11.5: nearer 1024 */
-               {3000, "fwd_d128_bq256_bk64_w8_s2_bf16_sm90a", 8192},
-               {65536, "fwd_d128_bq256_bk64_w8_s2_bf16_sm90a", 8192}};
+  } cases[] = {{512, "fwdwg_d128_bq64_bk64_w8_s2_bf16_sm90a", 1024},
+               {2896, "fwdwg_d128_bq64_bk64_w8_s2_bf16_sm90a", 1024}, /* just under 2^11.5: nearer 1024 */
+               {3000, "fwdwg_d128_bq192_bk64_w16_s2_bf16_sm90a", 8192},
+               {65536, "fwdwg_d128_bq192_bk64_w16_s2_bf16_sm90a", 8192}};
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     fagen_attention_args a = call(120, cases[i].seqlen, 0); /* 120 runs as 128 */
     fagen_variant v;
@@ -144,7 +148,7 @@ Test(tune, user_table_entry_and_nearest_bucket, .init = setup, .fini = teardown)
                  fagen_errmsg(ctx));
     char name[FAGEN_VARIANT_NAME_MAX];
     fagen_variant_name(&v, name, sizeof name);
-    cr_assert_str_eq(name, cases[i].want, "seqlen %d", cases[i].seqlen);
+    cr_assert_str_eq(name, cases[i].want, "seqlen %d: %s (%s)", cases[i].seqlen, name, w.last);
     cr_assert_eq(info.source, FAGEN_SELECT_USER_TABLE);
     cr_assert_eq(info.bucket, cases[i].bucket);
     cr_assert(strstr(info.table, dir), "%s", info.table);
@@ -298,9 +302,19 @@ Test(tune, every_shipped_table_is_current, .init = setup, .fini = teardown) {
                                   json_is_true(json_object_get(e0, "causal")));
     a.dtype = strcmp(json_string_value(json_object_get(e0, "dtype")), "bf16") == 0 ? FAGEN_DTYPE_BF16
                                                                                   : FAGEN_DTYPE_FP16;
+    /* On sm_90a, "fwd" (mma.sync) entries serve the calls the wgmma family
+       does not take, e.g. those with features: the entry's tiles plus the
+       call's feature bits. */
+    const int mma_on_hopper = dc.target.arch == 90 && dc.target.arch_specific &&
+                              strcmp(json_string_value(json_object_get(e0, "op")), "fwd") == 0;
+    if (mma_on_hopper) a.feat.softcap = 30.f;
     fagen_variant v;
     fagen_select_info info;
     cr_assert_eq(fagen_attention_select(ctx, &a, &dc, &v, &info), FAGEN_OK);
+    if (mma_on_hopper) {
+      cr_assert_eq(v.features, FAGEN_FEATURE_SOFTCAP);
+      v.features = 0;
+    }
     cr_assert_eq(w.warnings, 0, "%s: %s", file, w.last);
     cr_assert_eq(info.source, FAGEN_SELECT_SHIPPED_TABLE, "%s", file);
     char name[FAGEN_VARIANT_NAME_MAX];
@@ -348,6 +362,32 @@ Test(tune, autotune_cli, .init = setup, .fini = teardown) {
                    &out, &err),
                0, "%s", err);
   free(out), free(err);
+  /* On sm_90a it holds both forward families' entries: "fwdwg" (wgmma, plain
+     calls) and "fwd" (mma.sync, calls with features); elsewhere only "fwd". */
+  char path80[1400];
+  snprintf(path80, sizeof path80, "%s/heuristic-sm80.json", dir);
+  cr_assert_eq(run(FAGEN_AUTOTUNE, (const char *[]){"--heuristic-table", "--device", "NVIDIA A100-SXM4-80GB,sm_80,108",
+                                                    "--head-dims", "64,128", "--seqlens", "2048",
+                                                    "--out", path80, NULL},
+                   &out, &err),
+               0, "%s", err);
+  free(out), free(err);
+  const char *const written[2] = {path, path80};
+  for (int t = 0; t < 2; t++) {
+    json_error_t jerr;
+    json_t *root = json_load_file(written[t], 0, &jerr);
+    cr_assert_not_null(root, "%s: %s", written[t], jerr.text);
+    json_t *entries = json_object_get(root, "entries");
+    int n_fwd = 0, n_fwdwg = 0;
+    for (size_t i = 0; i < json_array_size(entries); i++) {
+      const char *op = json_string_value(json_object_get(json_array_get(entries, i), "op"));
+      n_fwd += op && strcmp(op, "fwd") == 0;
+      n_fwdwg += op && strcmp(op, "fwdwg") == 0;
+    }
+    cr_assert_eq(n_fwd, 8, "%s", written[t]); /* 2 head dims x 2 dtypes x causal or not */
+    cr_assert_eq(n_fwdwg, t == 0 ? 8 : 0, "%s", written[t]);
+    json_decref(root);
+  }
   fagen_ctx *ctx;
   fagen_ctx_create(&ctx);
   warn_count w = {0, ""};
@@ -358,6 +398,11 @@ Test(tune, autotune_cli, .init = setup, .fini = teardown) {
   cr_assert_eq(fagen_attention_select(ctx, &a, &TEST_GPU, &v, &info), FAGEN_OK);
   cr_assert_eq(info.source, FAGEN_SELECT_USER_TABLE, "%s", w.last);
   cr_assert_eq(info.bucket, 2048);
+  cr_assert_eq(v.op, FAGEN_OP_FWD_WGMMA);
+  a.feat.softcap = 30.f; /* a call with features: the table's mma.sync entry */
+  cr_assert_eq(fagen_attention_select(ctx, &a, &TEST_GPU, &v, &info), FAGEN_OK);
+  cr_assert_eq(info.source, FAGEN_SELECT_USER_TABLE, "%s", w.last);
+  cr_assert_eq(v.op, FAGEN_OP_FWD);
   cr_assert_eq(w.warnings, 0, "%s", w.last);
   fagen_ctx_destroy(ctx);
   const fagen_device_class *none = NULL;
