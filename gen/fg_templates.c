@@ -87,7 +87,7 @@ fagen_status fg_templates_hash(char hex[65], fg_err *err) {
  * without invalidating measured forward tables.  test_generate checks that
  * the forward's sources include exactly these. */
 const char *const fg_table_templates[] = {"common.cuh.tpl", "features.cuh.tpl", "fwd_params.cuh.tpl",
-                                          "fwd_sm80.cu.tpl", "sm80_mma.cuh.tpl"};
+                                          "fwd_sm80.cu.tpl", "fwd_sm90.cu.tpl", "sm80_mma.cuh.tpl"};
 const size_t fg_table_templates_count = FG_ARRAY_LEN(fg_table_templates);
 
 static fagen_status fg_templates_hash_compute(char hex[65], fg_err *err) {

@@ -21,7 +21,7 @@ extern const size_t fg_embedded_templates_count;
 fagen_status fg_template_read(void *user, const char *name, fg_buf *text, fg_err *err);
 
 /* SHA-256 (hex) over the generator revision and the templates of the forward
- * kernels (fg_table_templates: name and bytes), the hash tuning tables
+ * kernels of both families (fg_table_templates: name and bytes), the hash tuning tables
  * record: it changes whenever anything that shapes a forward kernel changes.
  * Returns FAGEN_OK or FAGEN_E_IO (a template of the set unreadable). */
 extern const char *const fg_table_templates[];

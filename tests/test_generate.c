@@ -140,28 +140,35 @@ Test(generate, template_runtime_error_through_the_api) {
   free(dir);
 }
 
-/* The tables' template hash covers exactly the templates a forward source is
- * made of: each one of fg_table_templates appears in a forward kernel's #line
- * marks, and no other template does. */
+/* The tables' template hash covers exactly the templates the forward sources
+ * of both families are made of: each one of fg_table_templates appears in the
+ * #line marks of a forward kernel, and no other template does. */
 Test(generate, table_hash_covers_the_forward_templates) {
-  fagen_variant v = variant("fwd_d96_bq64_bk64_w4_s1_causal_fp16_sm90a");
-  char *src;
-  cr_assert_eq(fagen_variant_source(&v, &src, NULL), FAGEN_OK);
+  char *src = NULL;
   size_t seen = 0;
-  for (const char *p = strstr(src, "#line "); p; p = strstr(p + 1, "#line ")) {
-    const char *q = strstr(p, "\"templates/");
-    const char *nl = strchr(p, '\n');
-    cr_assert(q && (!nl || q < nl), "a #line mark without a template");
-    q += strlen("\"templates/");
-    const char *e = strchr(q, '"');
-    int listed = 0;
-    for (size_t i = 0; i < fg_table_templates_count; i++)
-      if (strlen(fg_table_templates[i]) == (size_t)(e - q) &&
-          strncmp(fg_table_templates[i], q, (size_t)(e - q)) == 0) {
-        listed = 1;
-        seen |= (size_t)1 << i;
-      }
-    cr_assert(listed, "forward template %.*s is not in fg_table_templates", (int)(e - q), q);
+  const char *forwards[] = {"fwd_d96_bq64_bk64_w4_s1_causal_fp16_sm90a",
+                            "fwdwg_d96_bq128_bk128_w12_s2_causal_fp16_sm90a"};
+  for (size_t f = 0; f < 2; f++) {
+    fagen_variant v = variant(forwards[f]);
+    fagen_free(src);
+    cr_assert_eq(fagen_variant_source(&v, &src, NULL), FAGEN_OK);
+    for (const char *p = strstr(src, "#line "); p;
+         p = strstr(p + 1, "#line ")) {
+      const char *q = strstr(p, "\"templates/");
+      const char *nl = strchr(p, '\n');
+      cr_assert(q && (!nl || q < nl), "a #line mark without a template");
+      q += strlen("\"templates/");
+      const char *e = strchr(q, '"');
+      int listed = 0;
+      for (size_t i = 0; i < fg_table_templates_count; i++)
+        if (strlen(fg_table_templates[i]) == (size_t)(e - q) &&
+            strncmp(fg_table_templates[i], q, (size_t)(e - q)) == 0) {
+          listed = 1;
+          seen |= (size_t)1 << i;
+        }
+      cr_assert(listed, "forward template %.*s is not in fg_table_templates",
+                (int)(e - q), q);
+    }
   }
   cr_assert_eq(seen, ((size_t)1 << fg_table_templates_count) - 1,
                "a template of fg_table_templates is not part of the forward");
