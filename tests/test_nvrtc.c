@@ -218,3 +218,40 @@ Test(nvrtc, missing_ptxas_report_reads_as_unknown) {
   cr_assert_eq(r.spill_loads, -1);
   cr_assert_eq(r.stack_bytes, -1);
 }
+
+/* The options are sorted (they feed cache keys) and include --minimal: the
+ * kernels are self-contained, and without NVRTC's builtin declarations the
+ * front end is shorter with the same SASS. */
+Test(nvrtc, options_are_sorted_and_minimal) {
+  fagen_target t = {90, 1};
+  char opts[8][64];
+  size_t n = fg_nvrtc_options(&t, opts, 8);
+  cr_assert_geq(n, 5);
+  int minimal = 0, arch = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (i) cr_assert_lt(strcmp(opts[i - 1], opts[i]), 0, "%s before %s", opts[i - 1], opts[i]);
+    minimal += strcmp(opts[i], FG_NVRTC_MINIMAL) == 0;
+    arch += strcmp(opts[i], "--gpu-architecture=sm_90a") == 0;
+  }
+  cr_assert_eq(minimal, 1);
+  cr_assert_eq(arch, 1);
+  cr_assert_eq(fg_nvrtc_options(&t, opts, 6), 0, "a list too short for every option is refused");
+}
+
+/* --minimal reaches NVRTC 12.4+: a builtin texture type is then unknown. */
+Test(nvrtc, minimal_reaches_nvrtc, .init = setup, .fini = teardown) {
+  int major = 0, minor = 0;
+  fg_err err;
+  if (fg_nvrtc_version(&major, &minor, &err) != FAGEN_OK) cr_skip_test("no NVRTC");
+  if (major == 12 && minor < 4) cr_skip_test("NVRTC %d.%d has no --minimal", major, minor);
+  fagen_target t = {80, 0};
+  fg_nvrtc_result r;
+  const char *tex = "__global__ void k(cudaTextureObject_t t, int *p) { p[0] = (int)t; }\n";
+  cr_assert_eq(fg_nvrtc_compile(tex, "tex", &t, &r, &err), FAGEN_E_COMPILE);
+  cr_assert(strstr(r.log, "cudaTextureObject_t"), "%s", r.log);
+  fg_nvrtc_result_free(&r);
+  const char *plain = "__global__ void k(int *p) { p[threadIdx.x] = 1; }\n";
+  cr_assert_eq(fg_nvrtc_compile(plain, "plain", &t, &r, &err), FAGEN_OK, "%s", err.msg);
+  cr_assert_gt(r.cubin_size, 0);
+  fg_nvrtc_result_free(&r);
+}
