@@ -179,15 +179,21 @@ fagen_status fg_scope_enter(fagen_ctx *ctx, const fg_cuda_api *cu, CUstream stre
   pthread_mutex_lock(&ctx->mu);
   int known = ctx->target_known[d];
   s->target = ctx->targets[d];
+  s->sm_count = ctx->sm_counts[d];
   pthread_mutex_unlock(&ctx->mu);
   if (!known) {
     fagen_status st = fg_cuda_device_target(s->dev, &s->target, err);
+    if (st == FAGEN_OK) {
+      rc = cu->device_get_attribute(&s->sm_count, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, s->dev);
+      if (rc != CUDA_SUCCESS) st = fg_cuda_fail(err, rc, "cuDeviceGetAttribute(MULTIPROCESSOR_COUNT)");
+    }
     if (st != FAGEN_OK) {
       fg_scope_leave(cu, s);
       return st;
     }
     pthread_mutex_lock(&ctx->mu);
     ctx->targets[d] = s->target;
+    ctx->sm_counts[d] = s->sm_count;
     ctx->target_known[d] = 1;
     pthread_mutex_unlock(&ctx->mu);
   }

@@ -30,6 +30,7 @@ struct fagen_ctx {
   CUcontext primary[FG_MAX_DEVICES];     /* retained primary contexts */
   fagen_target targets[FG_MAX_DEVICES];  /* compile target of each device */
   unsigned char target_known[FG_MAX_DEVICES];
+  int sm_counts[FG_MAX_DEVICES];         /* multiprocessors of each device (with targets) */
   fg_tune_state tunes[FG_MAX_TUNE];      /* tables per device class, loaded on first use */
   int n_tunes;
   unsigned char dev_tune[FG_MAX_DEVICES]; /* 1 + index into tunes, 0: not looked up */
@@ -52,6 +53,7 @@ typedef struct fg_scope {
   CUdevice dev;
   int pushed;
   fagen_target target;
+  int sm_count; /* multiprocessors of dev */
 } fg_scope;
 
 fagen_status fg_scope_enter(fagen_ctx *ctx, const fg_cuda_api *cu, CUstream stream, fg_scope *s,
