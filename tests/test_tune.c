@@ -122,6 +122,49 @@ Test(tune, heuristic_is_flashattention2s_published_tiles) {
   expect_heuristic(86, 0, 224, 0, "fwd_d224_bq64_bk64_w4_s1_bf16_sm86");  /* 128x64x8 does not fit */
 }
 
+/* The wgmma family serves exactly the plain sm_90a calls whose tensors TMA
+ * can describe; everything else selects the mma.sync family. */
+Test(tune, wgmma_family_only_where_it_applies) {
+  fagen_ctx *ctx;
+  fagen_ctx_create(&ctx);
+  const fagen_device_class hopper = {"", {90, 1}, 0}, ampere = {"", {80, 0}, 0};
+  fagen_variant v;
+  fagen_attention_args a = call(128, 2048, 1);
+  cr_assert_eq(fagen_attention_select(ctx, &a, &hopper, &v, NULL), FAGEN_OK);
+  cr_assert_eq(v.op, FAGEN_OP_FWD_WGMMA);
+  cr_assert_eq(fagen_attention_select(ctx, &a, &ampere, &v, NULL), FAGEN_OK);
+  cr_assert_eq(v.op, FAGEN_OP_FWD);
+  a.feat.window = 1;
+  a.feat.window_left = 256;
+  a.feat.window_right = 0;
+  cr_assert_eq(fagen_attention_select(ctx, &a, &hopper, &v, NULL), FAGEN_OK);
+  cr_assert(v.op == FAGEN_OP_FWD && v.features == FAGEN_FEATURE_WINDOW);
+  /* One key row broadcast along the sequence (stride 0, allowed for inputs):
+     a layout TMA cannot describe. */
+  a = call(128, 2048, 0);
+  a.k_strides.seq = 0;
+  a.k_strides.head = 128;
+  a.k_strides.batch = 128;
+  cr_assert_eq(fagen_attention_select(ctx, &a, &hopper, &v, NULL), FAGEN_OK);
+  cr_assert_eq(v.op, FAGEN_OP_FWD);
+  /* A zero stride along an axis of extent 1 is fine. */
+  a.k_strides.seq = 128;
+  a.k_strides.batch = 0;
+  cr_assert_eq(fagen_attention_select(ctx, &a, &hopper, &v, NULL), FAGEN_OK);
+  cr_assert_eq(v.op, FAGEN_OP_FWD_WGMMA);
+  /* A forced wgmma variant must fit: not with features. */
+  fagen_variant forced;
+  cr_assert_eq(fagen_variant_parse("fwdwg_d128_bq128_bk128_w12_s2_bf16_sm90a", &forced), FAGEN_OK);
+  a = call(128, 2048, 0);
+  a.feat.softcap = 30.f;
+  a.variant = &forced;
+  cr_assert_eq(fagen_attention_select(ctx, &a, &hopper, &v, NULL), FAGEN_E_INVALID_ARGUMENT);
+  a.feat.softcap = 0.f;
+  cr_assert_eq(fagen_attention_select(ctx, &a, &hopper, &v, NULL), FAGEN_OK);
+  cr_assert_eq(v.op, FAGEN_OP_FWD_WGMMA);
+  fagen_ctx_destroy(ctx);
+}
+
 Test(tune, user_table_entry_and_nearest_bucket, .init = setup, .fini = teardown) {
   char entries[1024], e1[300], e2[300];
   snprintf(e1, sizeof e1, ENTRY_WG_FMT, 1024, "fwdwg_d128_bq64_bk64_w8_s2_bf16_sm90a");
