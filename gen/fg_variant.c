@@ -314,10 +314,10 @@ static fagen_status fg_check_fwd_sm90(const fagen_variant *v, fg_resources *res,
     return fg_fail(err, FAGEN_E_INVALID_VARIANT,
                    "the wgmma forward kernel runs on sm_90a only (wgmma, setmaxnreg), not sm_%d%s",
                    v->target.arch, v->target.arch_specific ? "a" : "");
-  if (v->features != 0)
+  if ((v->features & ~(unsigned)FAGEN_FEATURE_SOFTCAP) != 0)
     return fg_fail(err, FAGEN_E_INVALID_VARIANT,
-                   "features 0x%x: the wgmma forward kernel has no score or mask features yet",
-                   v->features);
+                   "features 0x%x: the wgmma forward kernel has softcap (0x%x) only", v->features,
+                   (unsigned)FAGEN_FEATURE_SOFTCAP);
   if (v->warps % 4 != 0 || v->warps < 8 || v->warps > 16)
     return fg_fail(err, FAGEN_E_INVALID_VARIANT,
                    "warps=%d: the wgmma forward kernel has one producer and 1 to 3 consumer "

@@ -145,10 +145,11 @@ fagen_status fg_fwd_validate(const fagen_attention_args *a, int check_pointers, 
 }
 
 /* The Hopper family (FAGEN_OP_FWD_WGMMA) serves a forward call on sm_90a
- * when it has no features and TMA can describe its tensors; everything else
- * runs the mma.sync family. */
+ * when it uses no feature but softcap and TMA can describe its tensors;
+ * everything else runs the mma.sync family. */
 static int fg_fwd_wgmma_applies(const fagen_attention_args *a, const fagen_target *t) {
-  return t->arch == 90 && t->arch_specific && fg_features_bits(&a->feat) == 0 &&
+  return t->arch == 90 && t->arch_specific &&
+         (fg_features_bits(&a->feat) & ~(unsigned)FAGEN_FEATURE_SOFTCAP) == 0 &&
          fg_tma_fwd_fits(a);
 }
 

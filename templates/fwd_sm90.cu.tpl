@@ -1,6 +1,7 @@
 {#
   Forward attention for Hopper (sm_90a): wgmma on the tensor cores, TMA
-  copies into an mbarrier pipeline, warp specialization.
+  copies into an mbarrier pipeline, warp specialization.  Features: softcap
+  only (the other feature bits select the sm80 family).
 
   A CTA takes block_q = 64 * NC query rows of one (batch, head) and has NC + 1
   warpgroups.  Warpgroup 0 is the producer: it gives its registers away
@@ -73,6 +74,8 @@ constexpr int NC = {{ NC }};       // consumer warpgroups (64 rows each)
 constexpr int STAGES = {{ v.stages }};
 constexpr int THREADS = {{ v.threads }};
 constexpr bool CAUSAL = {{ v.causal }};
+{% include("features.cuh.tpl") %}
+static_assert(!VARLEN && !WINDOW && !ALIBI && !DROPOUT, "the wgmma kernel has softcap only");
 constexpr int NS = BK / 8;         // 8-key column groups of S
 constexpr int NO = D / 8;          // 8-column groups of O
 constexpr int Q_BYTES = BQ * DP * 2;
@@ -245,6 +248,16 @@ __device__ __forceinline__ void fg_step(const fg_fwd_params &p, const fg_cons &c
 
   // Element (n, e) holds key j*BK + 8n + 2t + (e&1) of row wrow + g + 8*(e>>1).
   const int kbase = j * BK + 2 * c.t;
+  if (SOFTCAP) { // cap * tanh(s * scale / cap), in units of cap (fg_score_unit)
+#pragma unroll
+    for (int nn = 0; nn < NS; ++nn)
+#pragma unroll
+      for (int e = 0; e < 4; e += 2) {
+        sc[nn][e] *= p.cap_pre;
+        sc[nn][e + 1] *= p.cap_pre;
+        fg_tanh2(sc[nn][e], sc[nn][e + 1]);
+      }
+  }
   if (MASK) {
     const int klim = c.sk - kbase;                   // key < len_k
     const int dlim = c.wrow + c.g + c.diag - kbase;  // key <= row + diag
@@ -258,7 +271,7 @@ __device__ __forceinline__ void fg_step(const fg_fwd_params &p, const fg_cons &c
         if (!visible) sc[n][e] = FG_NEG_INF;
       }
   }
-  const float sl2 = p.scale_log2;
+  const float sl2 = fg_score_unit(p); // softmax multiplier: scale * log2 e, or cap * log2 e
   float mx[2];
   bool grow = false;
 #pragma unroll

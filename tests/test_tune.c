@@ -152,11 +152,14 @@ Test(tune, wgmma_family_only_where_it_applies) {
   a.k_strides.batch = 0;
   cr_assert_eq(fagen_attention_select(ctx, &a, &hopper, &v, NULL), FAGEN_OK);
   cr_assert_eq(v.op, FAGEN_OP_FWD_WGMMA);
-  /* A forced wgmma variant must fit: not with features. */
-  fagen_variant forced;
-  cr_assert_eq(fagen_variant_parse("fwdwg_d128_bq128_bk128_w12_s2_bf16_sm90a", &forced), FAGEN_OK);
+  /* Softcap is the one feature the wgmma family has. */
   a = call(128, 2048, 0);
   a.feat.softcap = 30.f;
+  cr_assert_eq(fagen_attention_select(ctx, &a, &hopper, &v, NULL), FAGEN_OK);
+  cr_assert(v.op == FAGEN_OP_FWD_WGMMA && v.features == FAGEN_FEATURE_SOFTCAP);
+  /* A forced wgmma variant must fit: the call's features included. */
+  fagen_variant forced;
+  cr_assert_eq(fagen_variant_parse("fwdwg_d128_bq128_bk128_w12_s2_bf16_sm90a", &forced), FAGEN_OK);
   a.variant = &forced;
   cr_assert_eq(fagen_attention_select(ctx, &a, &hopper, &v, NULL), FAGEN_E_INVALID_ARGUMENT);
   a.feat.softcap = 0.f;
@@ -350,12 +353,16 @@ Test(tune, every_shipped_table_is_current, .init = setup, .fini = teardown) {
        call's feature bits. */
     const int mma_on_hopper = dc.target.arch == 90 && dc.target.arch_specific &&
                               strcmp(json_string_value(json_object_get(e0, "op")), "fwd") == 0;
-    if (mma_on_hopper) a.feat.softcap = 30.f;
+    if (mma_on_hopper) { /* a window: a feature the wgmma family does not have */
+      a.feat.window = 1;
+      a.feat.window_left = 64;
+      a.feat.window_right = 0;
+    }
     fagen_variant v;
     fagen_select_info info;
     cr_assert_eq(fagen_attention_select(ctx, &a, &dc, &v, &info), FAGEN_OK);
     if (mma_on_hopper) {
-      cr_assert_eq(v.features, FAGEN_FEATURE_SOFTCAP);
+      cr_assert_eq(v.features, FAGEN_FEATURE_WINDOW);
       v.features = 0;
     }
     cr_assert_eq(w.warnings, 0, "%s: %s", file, w.last);
@@ -442,7 +449,8 @@ Test(tune, autotune_cli, .init = setup, .fini = teardown) {
   cr_assert_eq(info.source, FAGEN_SELECT_USER_TABLE, "%s", w.last);
   cr_assert_eq(info.bucket, 2048);
   cr_assert_eq(v.op, FAGEN_OP_FWD_WGMMA);
-  a.feat.softcap = 30.f; /* a call with features: the table's mma.sync entry */
+  a.feat.window = 1; /* a feature the wgmma family lacks: the table's mma.sync entry */
+  a.feat.window_left = 64;
   cr_assert_eq(fagen_attention_select(ctx, &a, &TEST_GPU, &v, &info), FAGEN_OK);
   cr_assert_eq(info.source, FAGEN_SELECT_USER_TABLE, "%s", w.last);
   cr_assert_eq(v.op, FAGEN_OP_FWD);
