@@ -349,7 +349,8 @@ static fagen_status fg_check_fwd_sm90(const fagen_variant *v, fg_resources *res,
     res->threads = v->warps * 32;
     res->smem_bytes = (int)smem;
     /* The launch cap (see above); a thread never has more than 255. */
-    res->regs_estimate = 65536 / res->threads / 8 * 8 < 255 ? 65536 / res->threads / 8 * 8 : 255;
+    const int cap = 65536 / res->threads / 8 * 8;
+    res->regs_estimate = cap < 255 ? cap : 255;
   }
   return FAGEN_OK;
 }

@@ -184,8 +184,10 @@ fagen_status fg_scope_enter(fagen_ctx *ctx, const fg_cuda_api *cu, CUstream stre
   if (!known) {
     fagen_status st = fg_cuda_device_target(s->dev, &s->target, err);
     if (st == FAGEN_OK) {
-      rc = cu->device_get_attribute(&s->sm_count, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, s->dev);
-      if (rc != CUDA_SUCCESS) st = fg_cuda_fail(err, rc, "cuDeviceGetAttribute(MULTIPROCESSOR_COUNT)");
+      rc = cu->device_get_attribute(&s->sm_count, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT,
+                                    s->dev);
+      if (rc != CUDA_SUCCESS)
+        st = fg_cuda_fail(err, rc, "cuDeviceGetAttribute(MULTIPROCESSOR_COUNT)");
     }
     if (st != FAGEN_OK) {
       fg_scope_leave(cu, s);

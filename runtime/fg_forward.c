@@ -134,11 +134,12 @@ fagen_status fg_fwd_validate(const fagen_attention_args *a, int check_pointers, 
       err->status = FAGEN_E_INVALID_ARGUMENT;
       return err->status;
     }
-    if ((v->op != FAGEN_OP_FWD && v->op != FAGEN_OP_FWD_WGMMA) || v->dtype != a->dtype || v->causal != a->causal ||
+    const int forward = v->op == FAGEN_OP_FWD || v->op == FAGEN_OP_FWD_WGMMA;
+    if (!forward || v->dtype != a->dtype || v->causal != a->causal ||
         v->features != fg_features_bits(&a->feat) || v->head_dim < a->head_dim)
       return fg_fail(err, FAGEN_E_INVALID_ARGUMENT,
-                     "forced variant %s does not fit the call (op fwd or fwdwg, dtype, causal, features "
-                     "0x%x and head_dim >= %d must match)",
+                     "forced variant %s does not fit the call (op fwd or fwdwg, dtype, causal, "
+                     "features 0x%x and head_dim >= %d must match)",
                      name, fg_features_bits(&a->feat), a->head_dim);
   }
   return FAGEN_OK;
