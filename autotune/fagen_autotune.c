@@ -32,7 +32,7 @@
 #include "fg_tool_util.h"
 
 #define MAX_LIST 32
-#define MAX_CAND 64
+#define MAX_CAND 96
 
 typedef struct opts {
   int head_dims[MAX_LIST], n_head_dims;

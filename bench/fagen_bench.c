@@ -34,7 +34,7 @@
 #include "fg_tool_util.h"
 
 #define MAX_LIST 32
-#define MAX_RUNS 64
+#define MAX_RUNS 128
 
 typedef struct opts {
   fg_mode mode;
@@ -247,6 +247,7 @@ typedef struct bench {
   int first_json, failures, n_ratio;
   double log_ratio;
   double noncausal_ms, noncausal_tf; /* the current (d, S)'s non-causal cell; 0: none */
+  int forced_used[MAX_LIST];         /* --variant k was timed in some cell */
 } bench;
 
 /* The case of grid cell (d, S, causal). */
@@ -279,7 +280,7 @@ static int inputs_needed(const bench *bn, size_t *n) {
 
 /* The variants to time in a cell: selected, heuristic, forced, candidates.
  * Returns their count (at least 1). */
-static int collect_runs(const bench *bn, const fg_case *c, const fagen_variant *sel,
+static int collect_runs(bench *bn, const fg_case *c, const fagen_variant *sel,
                         const fagen_variant *heur, fagen_variant *runs) {
   int nr = 0;
   if (bn->o.vs_heuristic) {
@@ -288,19 +289,24 @@ static int collect_runs(const bench *bn, const fg_case *c, const fagen_variant *
   }
   for (int f = 0; f < bn->o.n_forced && nr < MAX_RUNS; f++) {
     const fagen_variant *v = &bn->o.forced[f];
-    if (v->op == fg_case_op(c) && v->head_dim >= c->head_dim && v->dtype == c->dtype &&
+    if (fg_case_takes_op(c, v->op) && v->head_dim >= c->head_dim && v->dtype == c->dtype &&
         v->causal == c->causal && v->features == sel->features &&
-        v->target.arch == sel->target.arch)
+        v->target.arch == sel->target.arch) {
       runs[nr++] = *v;
+      bn->forced_used[f] = 1;
+    }
   }
   if (bn->o.candidates) {
-    fagen_variant cand[MAX_RUNS];
+    /* The space is larger than the valid runs kept (fwdwg: 216 combinations). */
     size_t nc = 0;
-    fagen_variant_candidates(sel, cand, MAX_RUNS, &nc);
+    fagen_variant_candidates(sel, NULL, 0, &nc);
+    fagen_variant *cand = nc ? calloc(nc, sizeof *cand) : NULL;
+    if (!cand || fagen_variant_candidates(sel, cand, nc, &nc) != FAGEN_OK) nc = 0;
     for (size_t k = 0; k < nc && nr < MAX_RUNS; k++) {
       cand[k].features = sel->features; /* the candidates keep the call's features */
       if (fagen_variant_validate(&cand[k], NULL, 0) == FAGEN_OK) runs[nr++] = cand[k];
     }
+    free(cand);
   }
   if (nr == 0) runs[nr++] = *sel;
   return nr;
@@ -459,12 +465,18 @@ static int run_cell(bench *bn, int d, int s, int causal) {
   }
   if (base_prepare(bn, &c, &base) != 0) goto done;
   /* With a comparison in the cell, everything is timed twice, interleaved,
-   * and the better median kept: drift hits both sides alike. */
+   * the second round in reverse order, and the better median kept: drift
+   * hits both sides alike, and so does the clock dropping as the GPU heats
+   * (in one order only, the same variant measured up to 1.095x against
+   * itself at S = 16384 on an H100). */
   const int rounds = bn->o.vs_heuristic || base.has ? 2 : 1;
   for (int r = 0; r < rounds; r++) {
-    for (int k = 0; k < nr; k++)
+    if (r % 2 && base.has && time_one(bn, &base.c, &base.v, r, &base.ms) != 0) goto done;
+    for (int i = 0; i < nr; i++) {
+      const int k = r % 2 ? nr - 1 - i : i;
       if (ok[k] && time_one(bn, &c, &runs[k], r, &mss[k]) != 0) goto done;
-    if (base.has && time_one(bn, &base.c, &base.v, r, &base.ms) != 0) goto done;
+    }
+    if (r % 2 == 0 && base.has && time_one(bn, &base.c, &base.v, r, &base.ms) != 0) goto done;
   }
   const double flops = fg_case_flops(&c);
   int best_k = -1;
@@ -570,5 +582,15 @@ int main(int argc, char **argv) {
         st = run_cell(&bn, bn.o.head_dims[di], bn.o.seqlens[si], bn.o.causal_modes[ci]) ? 1 : 0;
     }
   bench_close(&bn);
+  /* A --variant that fits no cell was a typo or a wrong grid: say so. */
+  for (int f = 0; st == 0 && f < bn.o.n_forced; f++)
+    if (!bn.forced_used[f]) {
+      char name[FAGEN_VARIANT_NAME_MAX];
+      fagen_variant_name(&bn.o.forced[f], name, sizeof name);
+      fprintf(stderr,
+              "fagen-bench: --variant %s fits no cell (op, head_dim, dtype, causal, "
+              "features and arch must match)\n",
+              name);
+    }
   return st ? 1 : bn.failures ? 1 : 0;
 }

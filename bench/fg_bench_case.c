@@ -316,9 +316,9 @@ void fg_case_bwd_args(const fg_case *c, int set, const fagen_variant *variant,
   b->variant = variant;
 }
 
-fagen_op fg_case_op(const fg_case *c) {
-  if (c->mode == FG_MODE_FWD) return FAGEN_OP_FWD;
-  return c->deterministic ? FAGEN_OP_BWD_DET : FAGEN_OP_BWD;
+int fg_case_takes_op(const fg_case *c, fagen_op op) {
+  if (c->mode == FG_MODE_FWD) return op == FAGEN_OP_FWD || op == FAGEN_OP_FWD_WGMMA;
+  return op == (c->deterministic ? FAGEN_OP_BWD_DET : FAGEN_OP_BWD);
 }
 
 fagen_status fg_case_select(fagen_ctx *ctx, const fg_case *c, const fagen_device_class *device,

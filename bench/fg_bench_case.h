@@ -96,8 +96,10 @@ void fg_case_bwd_args(const fg_case *c, int set, const fagen_variant *variant,
 fagen_status fg_case_select(fagen_ctx *ctx, const fg_case *c, const fagen_device_class *device,
                             fagen_variant *out, fagen_select_info *info);
 
-/* The operation a variant must have to be timed in this case. */
-fagen_op fg_case_op(const fg_case *c);
+/* Whether a variant of operation `op` can be timed in this case: the
+ * backward modes take the backward's op (deterministic or not), fwd mode
+ * either forward family (mma.sync or, on sm_90a, wgmma). */
+int fg_case_takes_op(const fg_case *c, fagen_op op);
 
 /* FLOPs of the timed work: 4 * heads * d per visible pair for cells with a
  * window or sequence lengths, else 4 B H S^2 d (halved when causal); 2.5x
