@@ -192,12 +192,14 @@ int cli_emit(int argc, char **argv) {
         fagen_target_name(&vs[i].target, 1, target, sizeof target);
         fprintf(m, "    {\"name\": ");
         json_string(m, name);
+        /* The op token leads the name (fwd, fwdwg, bwd, bwddet). */
+        const int op_len = (int)strcspn(name, "_");
         fprintf(m,
-                ", \"file\": \"%s.cu\", \"op\": \"fwd\", \"head_dim\": %d, \"block_q\": %d, "
-                "\"block_kv\": %d, \"warps\": %d, \"stages\": %d, \"causal\": %s, "
-                "\"dtype\": \"%s\", \"target\": \"%s\", \"bytes\": %zu}%s\n",
-                name, vs[i].head_dim, vs[i].block_q, vs[i].block_kv, vs[i].warps, vs[i].stages,
-                vs[i].causal ? "true" : "false",
+                ", \"file\": \"%s.cu\", \"op\": \"%.*s\", \"head_dim\": %d, \"block_q\": %d, "
+                "\"block_kv\": %d, \"warps\": %d, \"stages\": %d, \"pingpong\": %s, "
+                "\"causal\": %s, \"dtype\": \"%s\", \"target\": \"%s\", \"bytes\": %zu}%s\n",
+                name, op_len, name, vs[i].head_dim, vs[i].block_q, vs[i].block_kv, vs[i].warps,
+                vs[i].stages, vs[i].pingpong ? "true" : "false", vs[i].causal ? "true" : "false",
                 vs[i].dtype == FAGEN_DTYPE_BF16 ? "bf16" : "fp16", target, len[i],
                 i + 1 < n ? "," : "");
       }

@@ -169,6 +169,9 @@ typedef struct fagen_variant {
   unsigned features; /* fagen_feature bits; 0 for plain attention */
   fagen_dtype dtype; /* element type of q, k, v, o */
   fagen_target target;
+  int pingpong;      /* fwdwg only, 0 or 1: the consumer warpgroups take turns issuing
+                        their products (named barriers), so that one's products run
+                        while the others do their softmax; 0 for every other family */
 } fagen_variant;
 
 /* Longest variant name plus its NUL: a buffer of this size always suffices. */
@@ -177,8 +180,9 @@ typedef struct fagen_variant {
 /* Writes the variant's self-describing name, e.g.
  *   fwd_d128_bq128_bk64_w4_s2_causal_bf16_sm80
  *   bwd_d128_bq64_bk128_w8_s2_varlen_window_softcap_bf16_sm90a
- * ("_causal" appears only for causal variants, then the feature tokens in
- * bit order; the arch token is sm80, sm90a, ...).  The name is the kernel symbol, cache file stem and autotune key.
+ *   fwdwg_d128_bq128_bk128_w12_s2_pp_causal_bf16_sm90a
+ * ("_pp" appears only with pingpong set, "_causal" only for causal variants,
+ * then the feature tokens in bit order; the arch token is sm80, sm90a, ...).  The name is the kernel symbol, cache file stem and autotune key.
  * Returns FAGEN_OK; FAGEN_E_NULL_POINTER; FAGEN_E_INVALID_ARGUMENT if a field is
  * outside anything nameable (unknown op or dtype, a negative number);
  * FAGEN_E_BUFFER_TOO_SMALL if size cannot hold the name.  Does not validate
@@ -227,7 +231,8 @@ FAGEN_API fagen_status fagen_default_variants(const fagen_target *targets, size_
                                               size_t *count);
 
 /* The tile candidates of one case: every combination of the block_q,
- * block_kv, warps and stages values that the axis table lists for base's op,
+ * block_kv, warps and stages values that the axis table lists for base's op
+ * (and for fwdwg both pingpong settings),
  * combined with base's op, head_dim, dtype, causal and target — valid or not
  * (fagen_variant_validate says which, and why).  Writes up to capacity to out
  * and sets *count to the total; out may be NULL when capacity is 0.  Returns

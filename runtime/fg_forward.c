@@ -324,13 +324,13 @@ FAGEN_API fagen_status fagen_attention_forward(fagen_ctx *ctx, const fagen_atten
     void *params[] = {&p, &maps};
     if (v.op == FAGEN_OP_FWD_WGMMA) {
       st = fg_tma_fwd_maps(cu, &p, &v, a->dtype, &maps, &err);
-      /* Persistent (one CTA per SM at most, each taking a whole SM's
-         registers, looping over the output tiles) where tiles cost the same.
-         Causal tiles do not: a static round-robin measured up to 1.7x slower
-         on an H100 (with 128 q blocks per head and 132 SMs each CTA kept
-         drawing blocks of nearly the same length), so there every tile gets
-         its own CTA and the hardware balances them. */
-      if (!v.causal && s.sm_count > 0 && grid > (unsigned)s.sm_count)
+      /* Persistent: one CTA per SM at most, each taking a whole SM's
+         registers and looping over work items (fwd_sm90.cu.tpl's
+         fg_tile_of): one tile each, or with causal masking a pair of tiles
+         of one head whose lengths add up to the same for every pair. */
+      if (v.causal)
+        grid = (unsigned)((int64_t)(p.q_blocks + 1) / 2 * a->heads_q * a->batch);
+      if (s.sm_count > 0 && grid > (unsigned)s.sm_count)
         grid = (unsigned)s.sm_count;
     }
     if (st == FAGEN_OK) {

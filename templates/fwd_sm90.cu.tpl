@@ -8,11 +8,9 @@
   (setmaxnreg) and one of its threads issues every copy, Q once and then K(j)
   and V(j) for each tile j into a ring of STAGES buffers, each copy completing
   on its own mbarrier.  Warpgroups 1..NC are consumers, each owning 64 rows:
-      wait K(j) -> S = Q K(j)^T (wgmma, Q and K from shared memory) ->
-      mask, online softmax in registers -> wait V(j) ->
-      O += P V(j) (wgmma, P from registers) -> release buffer j
-  The consumers run out of phase, so one's softmax overlaps the other's
-  products on the tensor cores.
+      S = Q K(j)^T (wgmma, Q and K from shared memory) -> release K(j) ->
+      mask, online softmax in registers -> O += P V(j) (wgmma, P from
+      registers) -> release V(j)
 
   Shared layout: every tile is stored as head_dim / 64 slices of [rows][64]
   elements, 128-byte rows, with the 128-byte swizzle (16-byte chunk c of row r
@@ -25,11 +23,17 @@
   loaded.  The softmax is fwd_sm80's (exp2 domain, lazy rescale, per-thread
   partial row sums).  O is normalized once and stored from the accumulators.
 
-  Without causal masking the runtime launches a persistent grid (at most one
-  CTA per SM, each looping over output tiles), so the next tile's Q and K/V
+  The runtime launches a persistent grid (at most one CTA per SM, each
+  looping over work items, see fg_tile_of), so the next tile's Q and K/V
   copies overlap the end of the current one: short sequences lose less time
-  to each CTA's start and finish.  Causal tiles differ in length, and get one
-  CTA each (the same loop, run once).
+  to each CTA's start and finish.
+
+  Within a consumer the products are software-pipelined (FlashAttention-3's
+  intra-warpgroup overlap): S(j) = Q K(j)^T and O += P(j-1) V(j-1) are issued
+  together and the softmax of S(j) runs while the second finishes; on an
+  H100 that measured 1.02-1.09x at d128 and d256.  With the pingpong knob
+  the consumers also take turns issuing their products (named barriers):
+  one warpgroup's products run while the others do their softmax.
 #}
 {% include("common.cuh.tpl") %}
 {% include("fwd_params.cuh.tpl") %}
@@ -179,30 +183,46 @@ struct fg_cons {
   int sk, diag;
 };
 
-// Barrier addresses: Q full and Q empty, then K full, V full and empty for
-// each stage.
+// Barrier addresses: Q full and Q empty, then for each stage K full, V full,
+// K empty and V empty (K(j) is free once S(j) is computed, V(j) half a step
+// later, once O += P V(j) is).
 __device__ __forceinline__ fg_u32 fg_bar_q(fg_u32 bars) { return bars; }
 __device__ __forceinline__ fg_u32 fg_bar_qe(fg_u32 bars) { return bars + 8; }
 __device__ __forceinline__ fg_u32 fg_bar_k(fg_u32 bars, int s) { return bars + 8 * (2 + s); }
 __device__ __forceinline__ fg_u32 fg_bar_v(fg_u32 bars, int s) { return bars + 8 * (2 + STAGES + s); }
-__device__ __forceinline__ fg_u32 fg_bar_e(fg_u32 bars, int s) { return bars + 8 * (2 + 2 * STAGES + s); }
-constexpr int NBARS = 2 + 3 * STAGES;
+__device__ __forceinline__ fg_u32 fg_bar_ke(fg_u32 bars, int s) { return bars + 8 * (2 + 2 * STAGES + s); }
+__device__ __forceinline__ fg_u32 fg_bar_ve(fg_u32 bars, int s) { return bars + 8 * (2 + 3 * STAGES + s); }
+constexpr int NBARS = 2 + 4 * STAGES;
 
 // One output tile: 64 * NC query rows of one (batch, head).
 struct fg_tile {
   int b, h, hk, q0;
   int n_tiles; // K/V tiles its rows see (tiles past them are never loaded)
+  bool none;   // the missing second half of a causal item: nothing to do
 };
 
-// Tile t of the persistent schedule.  The q blocks of one head are
+// The persistent schedule.  CTA x takes work items x, x + gridDim.x, ...;
+// without causal masking an item is one tile, with it a pair of tiles of one
+// head, its longest and its shortest remaining q block (q_blocks - 1 - i and
+// i), so that every item costs about the same and the static round-robin
+// stays balanced.  (One causal tile per item measured up to 1.7x slower on
+// an H100: with 128 q blocks per head and 132 SMs each CTA kept drawing
+// blocks of nearly the same length.)  The q blocks of one head are
 // neighbours, so the CTAs running at any time share K and V in L2 (ordering
-// all heads' longest causal blocks first instead measured up to 1.5x slower
-// on an H100: each wave re-read K and V from memory).  Causal: within a head
-// the longest rows (last q blocks) come first.
-__device__ __forceinline__ fg_tile fg_tile_of(const fg_fwd_params &p, int t) {
+// all heads' longest causal blocks first instead measured up to 1.5x slower:
+// each wave re-read K and V from memory).
+constexpr int PER_ITEM = CAUSAL ? 2 : 1;
+__device__ __forceinline__ int fg_items(const fg_fwd_params &p) {
+  return (CAUSAL ? (p.q_blocks + 1) / 2 : p.q_blocks) * p.heads_q * p.batch;
+}
+
+// Tile `half` (0 or 1) of work item `item`; `none` marks the missing second
+// half of a causal item (the middle q block of an odd count has no partner).
+__device__ __forceinline__ fg_tile fg_tile_of(const fg_fwd_params &p, int item, int half) {
   fg_tile T;
-  const int bh = t / p.q_blocks;
-  const int q_block = CAUSAL ? p.q_blocks - 1 - t % p.q_blocks : t % p.q_blocks;
+  const int per_bh = CAUSAL ? (p.q_blocks + 1) / 2 : p.q_blocks;
+  const int bh = item / per_bh, i = item % per_bh;
+  const int q_block = CAUSAL ? (half ? i : p.q_blocks - 1 - i) : i;
   T.h = bh % p.heads_q;
   T.b = bh / p.heads_q;
   T.hk = T.h / p.group;
@@ -212,7 +232,8 @@ __device__ __forceinline__ fg_tile fg_tile_of(const fg_fwd_params &p, int t) {
   const int len_q = p.seqlen_q, sk = p.seqlen_k;
   int kv_end = T.q0 < len_q ? sk : 0;
   if (CAUSAL) kv_end = min(kv_end, min(T.q0 + BQ, len_q) + sk - len_q);
-  T.n_tiles = kv_end > 0 ? (kv_end + BK - 1) / BK : 0;
+  T.none = CAUSAL && half && i == p.q_blocks - 1 - i;
+  T.n_tiles = kv_end > 0 && !T.none ? (kv_end + BK - 1) / BK : 0;
   return T;
 }
 
@@ -223,19 +244,22 @@ __device__ __forceinline__ void fg_release(fg_u32 bar) {
   if ((threadIdx.x & 31) == 0) fg_mbar_arrive(bar);
 }
 
-// One K/V tile for one consumer warpgroup (MASK: apply the sequence-end and
-// causal masks).
-template <bool MASK>
-__device__ __forceinline__ void fg_step(const fg_fwd_params &p, const fg_cons &c, int j, int it,
-                                        float (&o)[NO][4], float (&m)[2], float (&l)[2]) {
-  const int s = it % STAGES;
-  const int parity = (it / STAGES) & 1;
-  const fg_u32 sK = c.sK + s * KV_BYTES, sV = c.sV + s * KV_BYTES;
+// Ping-pong (the variant's pingpong knob) between the consumer warpgroups:
+// each takes its turn to issue its products (named barrier 1 + its index,
+// counted by its own 128 threads and the 128 of the warpgroup before it), so
+// one warpgroup's products run on the tensor cores while the others do their
+// softmax.  On an H100 it measured 0.94-0.99x at d64, 0.98-1.04x at d128-256.
+constexpr bool PINGPONG = {{ v.pingpong }};
+static_assert(!PINGPONG || NC > 1, "ping-pong needs two or more consumers");
+__device__ __forceinline__ void fg_turn_wait(int cw) {
+  if (PINGPONG) asm volatile("bar.sync %0, 256;" :: "r"(1 + cw) : "memory");
+}
+__device__ __forceinline__ void fg_turn_pass(int cw) {
+  if (PINGPONG) asm volatile("bar.arrive %0, 256;" :: "r"(1 + (cw + 1) % NC) : "memory");
+}
 
-  // S = Q K(j)^T
-  float sc[NS][4];
-  fg_mbar_wait(fg_bar_k(c.bars, s), parity);
-  fg_wg_fence();
+// Issues S = Q K^T from the K tile at sK (asynchronous; the caller commits).
+__device__ __forceinline__ void fg_issue_qk(const fg_cons &c, fg_u32 sK, float (&sc)[NS][4]) {
 #pragma unroll
   for (int kd = 0; kd < D / 16; ++kd) {
     const fg_u32 off = (kd & 3) * 32; // k16 step within a 128-byte row
@@ -243,9 +267,22 @@ __device__ __forceinline__ void fg_step(const fg_fwd_params &p, const fg_cons &c
     const fg_u64 db = fg_desc(sK + (kd >> 2) * BK * 128 + off, 16, 1024);
     fg_wgmma_qk(sc, da, db, kd > 0);
   }
-  fg_wg_commit();
-  fg_wg_wait<0>();
+}
 
+// Issues O += P V from the V tile at sV (asynchronous; the caller commits).
+__device__ __forceinline__ void fg_issue_pv(fg_u32 sV, const fg_u32 (&a)[BK / 16][4], float (&o)[NO][4]) {
+#pragma unroll
+  for (int kk = 0; kk < BK / 16; ++kk) fg_wgmma_pv(o, a[kk], fg_desc(sV + kk * 16 * 128, BK * 128, 1024));
+}
+
+// The online softmax of S(j) for this thread's two rows: softcap, mask (MASK:
+// sequence end and causal diagonal), new running maxima, P = exp in place and
+// the row sums.  O is not touched (its last product may still be running):
+// when a maximum grew by more than the slack, `alpha` holds the factors O
+// must be scaled by before the next product and the result is true.
+template <bool MASK>
+__device__ __forceinline__ bool fg_softmax(const fg_fwd_params &p, const fg_cons &c, int j, float (&sc)[NS][4],
+                                           float (&m)[2], float (&l)[2], float (&alpha)[2]) {
   // Element (n, e) holds key j*BK + 8n + 2t + (e&1) of row wrow + g + 8*(e>>1).
   const int kbase = j * BK + 2 * c.t;
   if (SOFTCAP) { // cap * tanh(s * scale / cap), in units of cap (fg_score_unit)
@@ -284,18 +321,15 @@ __device__ __forceinline__ void fg_step(const fg_fwd_params &p, const fg_cons &c
     mx[h2] = r * sl2;
     grow |= mx[h2] > m[h2] + FG_RESCALE_SLACK;
   }
-  if (__any_sync(0xffffffffu, grow)) {
+  const bool rescale = __any_sync(0xffffffffu, grow);
 #pragma unroll
-    for (int h2 = 0; h2 < 2; ++h2) {
+  for (int h2 = 0; h2 < 2; ++h2) {
+    alpha[h2] = 1.f;
+    if (rescale) {
       const float m_new = fmaxf(m[h2], mx[h2]);
-      const float alpha = m_new == FG_NEG_INF ? 1.f : fg_ex2(m[h2] - m_new);
+      alpha[h2] = m_new == FG_NEG_INF ? 1.f : fg_ex2(m[h2] - m_new);
       m[h2] = m_new;
-      l[h2] *= alpha;
-#pragma unroll
-      for (int n = 0; n < NO; ++n) {
-        o[n][2 * h2] *= alpha;
-        o[n][2 * h2 + 1] *= alpha;
-      }
+      l[h2] *= alpha[h2];
     }
   }
 #pragma unroll
@@ -311,7 +345,11 @@ __device__ __forceinline__ void fg_step(const fg_fwd_params &p, const fg_cons &c
       }
     l[h2] += rs;
   }
-  fg_u32 a[BK / 16][4];
+  return rescale;
+}
+
+// P (16-bit, the A operand of O += P V) from the exponentials in S.
+__device__ __forceinline__ void fg_pack_p(const float (&sc)[NS][4], fg_u32 (&a)[BK / 16][4]) {
 #pragma unroll
   for (int kk = 0; kk < BK / 16; ++kk) {
     a[kk][0] = fg_pack(sc[2 * kk][0], sc[2 * kk][1]);
@@ -319,24 +357,51 @@ __device__ __forceinline__ void fg_step(const fg_fwd_params &p, const fg_cons &c
     a[kk][2] = fg_pack(sc[2 * kk + 1][0], sc[2 * kk + 1][1]);
     a[kk][3] = fg_pack(sc[2 * kk + 1][2], sc[2 * kk + 1][3]);
   }
+}
 
-  // O += P V(j)
-  fg_mbar_wait(fg_bar_v(c.bars, s), parity);
-  fg_wg_fence();
+__device__ __forceinline__ void fg_scale_o(float (&o)[NO][4], const float (&alpha)[2]) {
 #pragma unroll
-  for (int kk = 0; kk < BK / 16; ++kk)
-    fg_wgmma_pv(o, a[kk], fg_desc(sV + kk * 16 * 128, BK * 128, 1024));
+  for (int n = 0; n < NO; ++n)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) o[n][e] *= alpha[e >> 1];
+}
+
+// Pipeline step `it` (K/V tile j) after the first of a tile: S = Q K(j)^T and
+// O += P V of the step before are issued together; the softmax of S runs
+// while the tensor cores finish O += P V (commit groups complete in order,
+// so wait_group 1 waits for S only).  Only straight-line code lies between
+// a product's issue and its wait: ptxas serializes the products when an
+// accumulator in flight meets a branch it cannot see through.
+template <bool MASK>
+__device__ __forceinline__ void fg_step(const fg_fwd_params &p, const fg_cons &c, int cw, int j, int it,
+                                        float (&sc)[NS][4], fg_u32 (&a)[BK / 16][4], float (&o)[NO][4],
+                                        float (&m)[2], float (&l)[2]) {
+  const int s = it % STAGES, sp = (it - 1) % STAGES;
+  fg_mbar_wait(fg_bar_k(c.bars, s), (it / STAGES) & 1);
+  fg_mbar_wait(fg_bar_v(c.bars, sp), ((it - 1) / STAGES) & 1);
+  fg_turn_wait(cw);
+  fg_wg_fence();
+  fg_issue_qk(c, c.sK + s * KV_BYTES, sc);
   fg_wg_commit();
+  fg_issue_pv(c.sV + sp * KV_BYTES, a, o);
+  fg_wg_commit();
+  fg_turn_pass(cw);
+  fg_wg_wait<1>();
+  fg_release(fg_bar_ke(c.bars, s));
+  float alpha[2];
+  const bool rescale = fg_softmax<MASK>(p, c, j, sc, m, l, alpha);
   fg_wg_wait<0>();
-  fg_release(fg_bar_e(c.bars, s)); // this warp is done with buffer s
+  fg_release(fg_bar_ve(c.bars, sp));
+  if (rescale) fg_scale_o(o, alpha);
+  fg_pack_p(sc, a);
 }
 
 } // namespace
 
 // minBlocks 1: setmaxnreg needs the register cap that a launch bound gives.
-// Persistent: the grid is at most one CTA per SM, and CTA x takes tiles x,
-// x + gridDim.x, ...  The producer runs ahead across tiles (the K/V ring and
-// the next tile's Q are loaded while the consumers finish the current one).
+// Persistent: the grid is at most one CTA per SM, each taking the work items
+// of fg_tile_of.  The producer runs ahead across tiles (the K/V ring and the
+// next tile's Q are loaded while the consumers finish the current one).
 extern "C" __global__ void __launch_bounds__({{ v.threads }}, 1)
 {{ v.name }}(const fg_fwd_params p, const __grid_constant__ fg_tmaps tm) {
   extern __shared__ unsigned char fg_smem_raw[];
@@ -347,7 +412,7 @@ extern "C" __global__ void __launch_bounds__({{ v.threads }}, 1)
   const fg_u32 sV = sK + STAGES * KV_BYTES;      // STAGES V tiles
   const fg_u32 bars = fg_smem_addr(fg_bars);
   const int wg = threadIdx.x / 128;
-  const int total = p.q_blocks * p.heads_q * p.batch;
+  const int items = fg_items(p);
 
   if (threadIdx.x == 0) {
     fg_mbar_init(fg_bar_q(bars), 1);
@@ -355,7 +420,8 @@ extern "C" __global__ void __launch_bounds__({{ v.threads }}, 1)
     for (int s = 0; s < STAGES; ++s) {
       fg_mbar_init(fg_bar_k(bars, s), 1);
       fg_mbar_init(fg_bar_v(bars, s), 1);
-      fg_mbar_init(fg_bar_e(bars, s), 4 * NC);
+      fg_mbar_init(fg_bar_ke(bars, s), 4 * NC);
+      fg_mbar_init(fg_bar_ve(bars, s), 4 * NC);
     }
     asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
   }
@@ -367,24 +433,33 @@ extern "C" __global__ void __launch_bounds__({{ v.threads }}, 1)
     asm volatile("setmaxnreg.dec.sync.aligned.u32 {{ PRODUCER_REGS }};");
     if (threadIdx.x == 0) {
       int it = 0, kq = 0;
-      for (int t = blockIdx.x; t < total; t += gridDim.x) {
-        const fg_tile T = fg_tile_of(p, t);
+      for (int k = 0, item = blockIdx.x; item < items; ++k, item = blockIdx.x + k / PER_ITEM * gridDim.x) {
+        const fg_tile T = fg_tile_of(p, item, k % PER_ITEM);
         if (T.n_tiles == 0) continue;
         fg_mbar_wait(fg_bar_qe(bars), (kq & 1) ^ 1); // the previous tile's S products are done
         ++kq;
         fg_mbar_expect(fg_bar_q(bars), Q_BYTES);
         for (int sl = 0; sl < SL; ++sl)
           fg_tma_load(sQ + sl * BQ * 128, tm.q, sl * 64, T.q0, T.h, T.b, fg_bar_q(bars));
-        for (int i = 0; i < T.n_tiles; ++i, ++it) {
-          const int j = T.n_tiles - 1 - i, s = it % STAGES;
-          fg_mbar_wait(fg_bar_e(bars, s), ((it / STAGES) & 1) ^ 1);
-          fg_mbar_expect(fg_bar_k(bars, s), KV_BYTES);
-          for (int sl = 0; sl < SL; ++sl)
-            fg_tma_load(sK + s * KV_BYTES + sl * BK * 128, tm.k, sl * 64, j * BK, T.hk, T.b, fg_bar_k(bars, s));
-          fg_mbar_expect(fg_bar_v(bars, s), KV_BYTES);
-          for (int sl = 0; sl < SL; ++sl)
-            fg_tma_load(sV + s * KV_BYTES + sl * BK * 128, tm.v, sl * 64, j * BK, T.hk, T.b, fg_bar_v(bars, s));
+        // K runs one tile ahead of V, in the order the consumers use them:
+        // K(0), then K(i) and V(i - 1), then V(last).
+        for (int i = 0; i <= T.n_tiles; ++i) {
+          if (i < T.n_tiles) {
+            const int j = T.n_tiles - 1 - i, s = (it + i) % STAGES;
+            fg_mbar_wait(fg_bar_ke(bars, s), (((it + i) / STAGES) & 1) ^ 1);
+            fg_mbar_expect(fg_bar_k(bars, s), KV_BYTES);
+            for (int sl = 0; sl < SL; ++sl)
+              fg_tma_load(sK + s * KV_BYTES + sl * BK * 128, tm.k, sl * 64, j * BK, T.hk, T.b, fg_bar_k(bars, s));
+          }
+          if (i > 0) {
+            const int j = T.n_tiles - i, s = (it + i - 1) % STAGES;
+            fg_mbar_wait(fg_bar_ve(bars, s), (((it + i - 1) / STAGES) & 1) ^ 1);
+            fg_mbar_expect(fg_bar_v(bars, s), KV_BYTES);
+            for (int sl = 0; sl < SL; ++sl)
+              fg_tma_load(sV + s * KV_BYTES + sl * BK * 128, tm.v, sl * 64, j * BK, T.hk, T.b, fg_bar_v(bars, s));
+          }
         }
+        it += T.n_tiles;
       }
     }
     return;
@@ -393,6 +468,7 @@ extern "C" __global__ void __launch_bounds__({{ v.threads }}, 1)
   // Consumers.
   asm volatile("setmaxnreg.inc.sync.aligned.u32 {{ CONSUMER_REGS }};");
   const int cw = wg - 1;                        // consumer index
+  if (cw == NC - 1) fg_turn_pass(cw);           // consumer 0 takes the first turn
   const int warp = (threadIdx.x / 32) & 3, lane = threadIdx.x & 31;
   const int g = lane >> 2, t4 = lane & 3;
   const int len_q = p.seqlen_q, sk = p.seqlen_k, hd = p.head_dim;
@@ -406,8 +482,9 @@ extern "C" __global__ void __launch_bounds__({{ v.threads }}, 1)
   c.sk = sk;
   c.diag = sk - len_q;
   int it = 0, kq = 0;
-  for (int t = blockIdx.x; t < total; t += gridDim.x) {
-    const fg_tile T = fg_tile_of(p, t);
+  for (int k = 0, item = blockIdx.x; item < items; ++k, item = blockIdx.x + k / PER_ITEM * gridDim.x) {
+    const fg_tile T = fg_tile_of(p, item, k % PER_ITEM);
+    if (T.none) continue;
     c.row0 = T.q0 + 64 * cw;
     c.wrow = c.row0 + 16 * warp;
 
@@ -422,17 +499,43 @@ extern "C" __global__ void __launch_bounds__({{ v.threads }}, 1)
       fg_mbar_wait(fg_bar_q(bars), kq & 1);
       ++kq;
       const int n_tiles = T.n_tiles;
-      int i = 0;
+      float sc[NS][4];
+      fg_u32 a[BK / 16][4];
+      // The first tile: S alone (always masked: that costs one tile's mask).
+      {
+        const int s = it % STAGES;
+        fg_mbar_wait(fg_bar_k(bars, s), (it / STAGES) & 1);
+        fg_wg_fence();
+        fg_issue_qk(c, sK + s * KV_BYTES, sc);
+        fg_wg_commit();
+        fg_wg_wait<0>();
+        fg_release(fg_bar_ke(bars, s));
+        float alpha[2];
+        fg_softmax<true>(p, c, n_tiles - 1, sc, m, l, alpha); // O is still zero
+        fg_pack_p(sc, a);
+      }
       // Tiles at the sequence end or across this warpgroup's causal
       // diagonal need the mask; they come first.
-      for (; i < n_tiles; ++i, ++it) {
+      int i = 1;
+      for (; i < n_tiles; ++i) {
         const int j = n_tiles - 1 - i;
         const bool needs_mask = (j + 1) * BK > sk || (CAUSAL && (j + 1) * BK - 1 > c.row0 + c.diag);
         if (!needs_mask) break;
-        fg_step<true>(p, c, j, it, o, m, l);
+        fg_step<true>(p, c, cw, j, it + i, sc, a, o, m, l);
       }
-      for (; i < n_tiles; ++i, ++it) fg_step<false>(p, c, n_tiles - 1 - i, it, o, m, l);
+      for (; i < n_tiles; ++i) fg_step<false>(p, c, cw, n_tiles - 1 - i, it + i, sc, a, o, m, l);
       fg_release(fg_bar_qe(bars)); // every product that reads this Q is complete
+      // The last O += P V.
+      {
+        const int s = (it + n_tiles - 1) % STAGES;
+        fg_mbar_wait(fg_bar_v(bars, s), ((it + n_tiles - 1) / STAGES) & 1);
+        fg_wg_fence();
+        fg_issue_pv(sV + s * KV_BYTES, a, o);
+        fg_wg_commit();
+        fg_wg_wait<0>();
+        fg_release(fg_bar_ve(bars, s));
+      }
+      it += n_tiles;
     }
 
     // Epilogue: finish the row sums, normalize and store straight from the

@@ -74,6 +74,12 @@ Test(cli, emit_writes_default_set_and_manifest) {
   cr_assert_not_null(m);
   cr_assert(strstr(m, "\"name\": \"fwd_d256_") && strstr(m, "_causal_bf16_sm90a\""), "%s", m);
   cr_assert(strstr(m, "\"target\": \"sm_80\""));
+  /* Each entry names its own op (regression: every entry used to say "fwd"). */
+  cr_assert(strstr(m, "\"file\": \"bwddet_d64_bq128_bk128_w8_s2_bf16_sm80.cu\", \"op\": \"bwddet\""),
+            "%s", m);
+  cr_assert(strstr(m, ".cu\", \"op\": \"fwdwg\", \"head_dim\": 128, \"block_q\": 128, "
+                      "\"block_kv\": 128, \"warps\": 12, \"stages\": 2, \"pingpong\": true"),
+            "%s", m);
   free(m);
   /* Every file matches the library's source for that variant. */
   fagen_target t80 = {80, 0};

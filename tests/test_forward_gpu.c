@@ -357,7 +357,7 @@ Test(forward_gpu, every_tile_candidate_agrees, .init = gpu_setup, .fini = gpu_te
   fagen_ctx *ctx;
   cr_assert_eq(fagen_ctx_create(&ctx), FAGEN_OK);
   const int dims[] = {64, 128};
-  fagen_variant all[256];
+  fagen_variant all[512];
   int n = 0;
   for (int di = 0; di < 2; di++)
     for (int causal = 0; causal < 2; causal++) {
@@ -367,7 +367,7 @@ Test(forward_gpu, every_tile_candidate_agrees, .init = gpu_setup, .fini = gpu_te
       probe.seqlen_q = probe.seqlen_k = 64;
       probe.head_dim = dims[di];
       probe.causal = causal;
-      fagen_variant base, cand[128];
+      fagen_variant base, cand[256];
       size_t nc;
       cr_assert_eq(fagen_attention_select(ctx, &probe, NULL, &base, NULL), FAGEN_OK);
       /* Both forward families where the device runs both (sm_90a). */
@@ -376,9 +376,12 @@ Test(forward_gpu, every_tile_candidate_agrees, .init = gpu_setup, .fini = gpu_te
           if (base.op != FAGEN_OP_FWD_WGMMA) break;
           base.op = FAGEN_OP_FWD;
         }
-        fagen_variant_candidates(&base, cand, 128, &nc);
-        for (size_t k = 0; k < nc && k < 128; k++)
-          if (fagen_variant_validate(&cand[k], NULL, 0) == FAGEN_OK) all[n++] = cand[k];
+        cr_assert_eq(fagen_variant_candidates(&base, cand, 256, &nc), FAGEN_OK, "%zu candidates", nc);
+        for (size_t k = 0; k < nc; k++)
+          if (fagen_variant_validate(&cand[k], NULL, 0) == FAGEN_OK) {
+            cr_assert_lt(n, 512);
+            all[n++] = cand[k];
+          }
       }
     }
   compile_pool cp = {ctx, all, n, 0, 0, PTHREAD_MUTEX_INITIALIZER};
@@ -386,7 +389,7 @@ Test(forward_gpu, every_tile_candidate_agrees, .init = gpu_setup, .fini = gpu_te
   for (int t = 0; t < 16; t++) pthread_create(&th[t], NULL, compile_some, &cp);
   for (int t = 0; t < 16; t++) pthread_join(th[t], NULL);
   cr_assert_not(cp.failed, "a candidate failed to compile: %s", fagen_errmsg(ctx));
-  int stages2 = 0;
+  int stages2 = 0, pingpong = 0;
   for (int i = 0; i < n; i++) {
     shape s = {BF, 2, 333, 257, 4, 2, all[i].head_dim, all[i].causal, 0, 0};
     result r = run_forced(ctx, &s, &all[i]);
@@ -396,8 +399,10 @@ Test(forward_gpu, every_tile_candidate_agrees, .init = gpu_setup, .fini = gpu_te
     cr_assert_lt(r.o_err, 1e-2, "%s: O error %.3e", name, r.o_err);
     cr_assert_lt(r.lse_err, 1e-4, "%s: LSE error %.3e", name, r.lse_err);
     stages2 += all[i].stages == 2;
+    pingpong += all[i].pingpong;
   }
   cr_assert_gt(stages2, 0, "no two-stage candidate was exercised");
+  if (all[0].target.arch == 90) cr_assert_gt(pingpong, 0, "no ping-pong candidate was exercised");
   printf("  %d tile candidates agree with the float64 reference\n", n);
   fagen_ctx_destroy(ctx);
 }

@@ -118,7 +118,7 @@ Test(tune, heuristic_is_flashattention2s_published_tiles) {
   expect_heuristic(86, 0, 96, 1, "fwd_d96_bq64_bk64_w4_s1_causal_bf16_sm86");
   expect_heuristic(80, 0, 192, 0, "fwd_d192_bq128_bk64_w8_s1_bf16_sm80");
   expect_heuristic(80, 0, 256, 0, "fwd_d256_bq128_bk64_w8_s1_bf16_sm80"); /* A100: 2 x 64 KB */
-  expect_heuristic(90, 1, 256, 0, "fwdwg_d256_bq128_bk80_w12_s2_bf16_sm90a"); /* H100 */
+  expect_heuristic(90, 1, 256, 0, "fwdwg_d256_bq128_bk80_w12_s2_pp_bf16_sm90a"); /* H100 */
   expect_heuristic(86, 0, 224, 0, "fwd_d224_bq64_bk64_w4_s1_bf16_sm86");  /* 128x64x8 does not fit */
 }
 

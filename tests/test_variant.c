@@ -207,6 +207,62 @@ Test(variant, candidates_cover_the_axis_table) {
   cr_assert(has_default, "the default tiles are one of the candidates");
 }
 
+/* The fwdwg family's pingpong knob: its own name token, parsed back, in the
+ * candidate space, and refused where it cannot apply. */
+Test(variant, pingpong_knob) {
+  fagen_variant v;
+  cr_assert_eq(fagen_variant_parse("fwdwg_d128_bq128_bk128_w12_s2_pp_causal_bf16_sm90a", &v), FAGEN_OK);
+  cr_assert_eq(v.pingpong, 1);
+  cr_assert_eq(v.causal, 1);
+  cr_assert_eq(fagen_variant_validate(&v, NULL, 0), FAGEN_OK);
+  char name[FAGEN_VARIANT_NAME_MAX];
+  cr_assert_eq(fagen_variant_name(&v, name, sizeof name), FAGEN_OK);
+  cr_assert_str_eq(name, "fwdwg_d128_bq128_bk128_w12_s2_pp_causal_bf16_sm90a");
+  fagen_variant off = v;
+  off.pingpong = 0;
+  cr_assert_neq(fg_variant_cmp(&v, &off), 0);
+  /* One consumer has nobody to take turns with. */
+  fagen_variant one = v;
+  one.block_q = 64;
+  one.warps = 8;
+  expect_invalid(one, "2 or 3 consumer warpgroups");
+  one.pingpong = 0;
+  cr_assert_eq(fagen_variant_validate(&one, NULL, 0), FAGEN_OK);
+  /* Only fwdwg has the knob; only 0 and 1 are values. */
+  fagen_variant sm80 = v_ok();
+  sm80.pingpong = 1;
+  expect_invalid(sm80, "only the wgmma forward family");
+  fagen_variant two = v;
+  two.pingpong = 2;
+  expect_invalid(two, "pingpong=2 must be 0 or 1");
+  cr_assert_eq(fagen_variant_name(&two, name, sizeof name), FAGEN_E_INVALID_ARGUMENT);
+  cr_assert_eq(fagen_variant_parse("fwd_d128_bq64_bk64_w4_s1_pp_pp_bf16_sm80", &v), FAGEN_E_BAD_NAME);
+  /* The space has both settings wherever two or more consumers are. */
+  size_t n = 0;
+  fagen_variant c[256];
+  cr_assert_eq(fagen_variant_candidates(&v, c, 256, &n), FAGEN_OK);
+  int on = 0, off_valid = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (fagen_variant_validate(&c[i], NULL, 0) != FAGEN_OK) continue;
+    on += c[i].pingpong;
+    off_valid += !c[i].pingpong && c[i].block_q > 64;
+  }
+  cr_assert(on > 0 && on == off_valid, "%d with pingpong, %d without (2+ consumers)", on, off_valid);
+  /* The heuristic: off at d64 (measured slower), on above. */
+  fagen_target t90 = {90, 1};
+  fagen_variant defs[128];
+  cr_assert_eq(fagen_default_variants(&t90, 1, defs, 128, &n), FAGEN_OK);
+  int seen = 0;
+  for (size_t i = 0; i < n; i++)
+    if (defs[i].op == FAGEN_OP_FWD_WGMMA) {
+      cr_assert_eq(defs[i].pingpong, defs[i].head_dim > 64, "d%d", defs[i].head_dim);
+      seen++;
+    } else {
+      cr_assert_eq(defs[i].pingpong, 0);
+    }
+  cr_assert_eq(seen, 32);
+}
+
 Test(variant, head_dim_buckets) {
   cr_assert_eq(fg_head_dim_bucket(8), 32);
   cr_assert_eq(fg_head_dim_bucket(32), 32);
