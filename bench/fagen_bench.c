@@ -67,7 +67,9 @@ static void usage(FILE *f) {
       "the exit status is 1.  Times: CUDA events around one call, median of --reps\n"
       "after --warmup calls, two input sets alternated; a host gate holds the stream\n"
       "until the call's launches are queued, so host work (validation, launch) is\n"
-      "not counted.\n"
+      "not counted.  Several variants in a cell (--vs-heuristic, --variant,\n"
+      "--candidates, a baseline) are timed call by call in turn, so that clock\n"
+      "changes as the GPU heats hit them alike.\n"
       "\n"
       "  --mode fwd       the forward (default; no LSE written, as in inference)\n"
       "  --mode bwd       fagen_attention_backward alone: O and LSE computed once by\n"
@@ -348,15 +350,15 @@ static int check_one(bench *bn, const fg_case *c, const fagen_variant *v, double
   return 0; /* a wrong kernel is never timed */
 }
 
-/* Times v on c, keeping the smaller median in *ms over rounds. */
-static int time_one(bench *bn, const fg_case *c, const fagen_variant *v, int round, double *ms) {
+/* Times v on c: the median into *ms. */
+static int time_one(bench *bn, const fg_case *c, const fagen_variant *v, double *ms) {
   char err[1024];
   double t = fg_case_time_ms(bn->ctx, c, v, bn->o.warmup, bn->o.reps, err, sizeof err);
   if (t < 0) {
     fprintf(stderr, "fagen-bench: %s\n", err);
     return -1;
   }
-  if (round == 0 || t < *ms) *ms = t;
+  *ms = t;
   return 0;
 }
 
@@ -464,19 +466,33 @@ static int run_cell(bench *bn, int d, int s, int causal) {
     ok[k] = check_one(bn, &c, &runs[k], &errs[k]);
   }
   if (base_prepare(bn, &c, &base) != 0) goto done;
-  /* With a comparison in the cell, everything is timed twice, interleaved,
-   * the second round in reverse order, and the better median kept: drift
-   * hits both sides alike, and so does the clock dropping as the GPU heats
-   * (in one order only, the same variant measured up to 1.095x against
-   * itself at S = 16384 on an H100). */
-  const int rounds = bn->o.vs_heuristic || base.has ? 2 : 1;
-  for (int r = 0; r < rounds; r++) {
-    if (r % 2 && base.has && time_one(bn, &base.c, &base.v, r, &base.ms) != 0) goto done;
-    for (int i = 0; i < nr; i++) {
-      const int k = r % 2 ? nr - 1 - i : i;
-      if (ok[k] && time_one(bn, &c, &runs[k], r, &mss[k]) != 0) goto done;
+  /* With a comparison in the cell (the heuristic, a baseline, several
+   * variants), the calls are interleaved call by call, so that drift and the
+   * clock dropping as the GPU heats hit every side alike. */
+  if (nr == 1 && !base.has) {
+    if (ok[0] && time_one(bn, &c, &runs[0], &mss[0]) != 0) goto done;
+  } else {
+    const fg_case *tc[MAX_RUNS + 1];
+    const fagen_variant *tv[MAX_RUNS + 1];
+    int slot[MAX_RUNS], nt = 0;
+    double tms[MAX_RUNS + 1];
+    for (int k = 0; k < nr; k++)
+      if (ok[k]) {
+        slot[k] = nt;
+        tc[nt] = &c;
+        tv[nt++] = &runs[k];
+      }
+    if (base.has) {
+      tc[nt] = &base.c;
+      tv[nt++] = &base.v;
     }
-    if (r % 2 == 0 && base.has && time_one(bn, &base.c, &base.v, r, &base.ms) != 0) goto done;
+    if (fg_case_time_many(bn->ctx, tc, tv, nt, bn->o.warmup, bn->o.reps, tms, err, sizeof err) != 0) {
+      fprintf(stderr, "fagen-bench: %s\n", err);
+      goto done;
+    }
+    for (int k = 0; k < nr; k++)
+      if (ok[k]) mss[k] = tms[slot[k]];
+    if (base.has) base.ms = tms[nt - 1];
   }
   const double flops = fg_case_flops(&c);
   int best_k = -1;

@@ -454,6 +454,34 @@ done:
   return result;
 }
 
+int fg_case_time_many(fagen_ctx *ctx, const fg_case *const *cases,
+                      const fagen_variant *const *variants, int n, int warmup, int reps,
+                      double *ms, char *err, size_t errsize) {
+  cudaEvent_t e0, e1;
+  if (cudaEventCreate(&e0) != cudaSuccess || cudaEventCreate(&e1) != cudaSuccess) {
+    snprintf(err, errsize, "cudaEventCreate failed");
+    return -1;
+  }
+  float *t = malloc(sizeof(float) * (size_t)reps * (size_t)(n > 0 ? n : 1));
+  int rc = t ? 0 : -1;
+  if (!t) snprintf(err, errsize, "out of memory");
+  for (int it = -warmup; rc == 0 && it < reps; it++)
+    for (int i = 0; rc == 0 && i < n; i++) {
+      const int k = (i + (it + warmup)) % n;
+      rc = fg_case_time_once(ctx, cases[k], variants[k], (it + warmup) & 1, e0, e1,
+                             it >= 0 ? &t[(size_t)k * reps + it] : NULL, err, errsize);
+    }
+  for (int k = 0; rc == 0 && k < n; k++) {
+    float *v = t + (size_t)k * reps;
+    qsort(v, (size_t)reps, sizeof *v, fg_cmp_float);
+    ms[k] = reps % 2 ? v[reps / 2] : 0.5 * (v[reps / 2 - 1] + v[reps / 2]);
+  }
+  free(t);
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  return rc;
+}
+
 /* ---- checks --------------------------------------------------------------- */
 
 /* Element offset of row i (within sequence b), head h in q, o, dq, dk, ... */
