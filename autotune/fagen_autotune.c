@@ -652,14 +652,22 @@ static int tune(const opts *o, fagen_ctx *ctx) {
       fprintf(stderr, "fagen-autotune: %s does not fit the shared buffers\n", c->name);
       return 1;
     }
+    /* The usable candidates, timed call by call in turn. */
+    const fagen_variant *tv[MAX_CAND];
+    int slot[MAX_CAND], nt = 0;
     for (int k = 0; k < c->n_cand; k++) {
       size_t j = 0;
       while (fg_variant_name_cmp(&all[j], &c->cand[k]) != 0) j++;
       c->ms[k] = -1;
       if (!ok[j] || agree[j] != 1) continue;
-      c->ms[k] = fg_cell_time_ms(ctx, &cell, &c->cand[k], o->warmup, o->reps, err, sizeof err);
-      if (c->ms[k] < 0) fprintf(stderr, "fagen-autotune: %s: %s\n", c->name, err);
+      slot[nt] = k;
+      tv[nt++] = &c->cand[k];
     }
+    double tms[MAX_CAND];
+    if (fg_cell_time_many(ctx, &cell, tv, nt, o->warmup, o->reps, tms, err, sizeof err) != 0)
+      fprintf(stderr, "fagen-autotune: %s: %s\n", c->name, err);
+    else
+      for (int q = 0; q < nt; q++) c->ms[slot[q]] = tms[q];
     pick(c, o->margin);
     c->done = 1;
     measured++;

@@ -133,35 +133,44 @@ static int fg_cmp_float(const void *a, const void *b) {
   return (x > y) - (x < y);
 }
 
-double fg_cell_time_ms(fagen_ctx *ctx, const fg_cell *c, const fagen_variant *variant, int warmup,
-                       int reps, char *err, size_t errsize) {
+int fg_cell_time_many(fagen_ctx *ctx, const fg_cell *c, const fagen_variant *const *variants, int n,
+                      int warmup, int reps, double *ms, char *err, size_t errsize) {
   cudaEvent_t e0, e1;
-  FG_CU(cudaEventCreate(&e0));
-  FG_CU(cudaEventCreate(&e1));
-  float *ms = malloc(sizeof(float) * (size_t)(reps > 0 ? reps : 1));
-  fagen_attention_args a[2];
-  fg_cell_args(c, 0, variant, &a[0]);
-  fg_cell_args(c, 1, variant, &a[1]);
-  double result = -1;
-  for (int it = -warmup; it < reps; it++) {
-    if (cudaEventRecord(e0, 0) != cudaSuccess) goto done;
-    if (fagen_attention_forward(ctx, &a[(it + warmup) & 1], NULL) != FAGEN_OK) {
-      snprintf(err, errsize, "%s", fagen_errmsg(ctx));
-      goto done;
-    }
-    if (cudaEventRecord(e1, 0) != cudaSuccess || cudaEventSynchronize(e1) != cudaSuccess) {
-      snprintf(err, errsize, "kernel failed: %s", cudaGetErrorString(cudaGetLastError()));
-      goto done;
-    }
-    if (it >= 0 && cudaEventElapsedTime(&ms[it], e0, e1) != cudaSuccess) goto done;
+  if (cudaEventCreate(&e0) != cudaSuccess || cudaEventCreate(&e1) != cudaSuccess) {
+    snprintf(err, errsize, "cudaEventCreate failed");
+    return -1;
   }
-  qsort(ms, (size_t)reps, sizeof *ms, fg_cmp_float);
-  result = reps % 2 ? ms[reps / 2] : 0.5 * (ms[reps / 2 - 1] + ms[reps / 2]);
-done:
-  free(ms);
+  float *t = malloc(sizeof(float) * (size_t)(reps > 0 ? reps : 1) * (size_t)(n > 0 ? n : 1));
+  int rc = t ? 0 : -1;
+  if (!t) snprintf(err, errsize, "out of memory");
+  for (int it = -warmup; rc == 0 && it < reps; it++)
+    for (int i = 0; rc == 0 && i < n; i++) {
+      const int k = (i + it + warmup) % n;
+      fagen_attention_args a;
+      fg_cell_args(c, (it + warmup) & 1, variants[k], &a);
+      rc = -1;
+      if (cudaEventRecord(e0, 0) != cudaSuccess) {
+        snprintf(err, errsize, "cudaEventRecord failed");
+      } else if (fagen_attention_forward(ctx, &a, NULL) != FAGEN_OK) {
+        snprintf(err, errsize, "%s", fagen_errmsg(ctx));
+      } else if (cudaEventRecord(e1, 0) != cudaSuccess || cudaEventSynchronize(e1) != cudaSuccess) {
+        snprintf(err, errsize, "kernel failed: %s", cudaGetErrorString(cudaGetLastError()));
+      } else if (it >= 0 &&
+                 cudaEventElapsedTime(&t[(size_t)k * reps + it], e0, e1) != cudaSuccess) {
+        snprintf(err, errsize, "cudaEventElapsedTime failed");
+      } else {
+        rc = 0;
+      }
+    }
+  for (int k = 0; rc == 0 && k < n; k++) {
+    float *v = t + (size_t)k * reps;
+    qsort(v, (size_t)reps, sizeof *v, fg_cmp_float);
+    ms[k] = reps % 2 ? v[reps / 2] : 0.5 * (v[reps / 2 - 1] + v[reps / 2]);
+  }
+  free(t);
   cudaEventDestroy(e0);
   cudaEventDestroy(e1);
-  return result;
+  return rc;
 }
 
 int fg_cell_run(fagen_ctx *ctx, const fg_cell *c, const fagen_variant *variant, uint16_t *o_host,

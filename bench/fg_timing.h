@@ -48,9 +48,14 @@ void fg_cell_free(fg_cell *c);
 void fg_cell_args(const fg_cell *c, int set, const fagen_variant *variant, fagen_attention_args *a);
 
 /* Median milliseconds of one call after `warmup` calls, over `reps` calls,
- * each timed with CUDA events.  Returns -1 (message in err) on failure. */
-double fg_cell_time_ms(fagen_ctx *ctx, const fg_cell *c, const fagen_variant *variant, int warmup,
-                       int reps, char *err, size_t errsize);
+ * each timed with CUDA events, for n variants: their calls interleaved (the
+ * order rotating by one each round) so that clock and temperature drift hit
+ * all of them alike; ms[k] gets variant k's median.  (Timed one after the
+ * other, the first candidate, the default, had the GPU coolest: on an H100 at
+ * d64, S = 4096 the tuner kept it although interleaved timing put 192-row
+ * tiles 1.11x ahead.)  Returns 0, or -1 (message in err) on failure. */
+int fg_cell_time_many(fagen_ctx *ctx, const fg_cell *c, const fagen_variant *const *variants, int n,
+                      int warmup, int reps, double *ms, char *err, size_t errsize);
 
 /* Runs `variant` on input set 0 and copies O to host (n = B*Sq*Hq*D
  * elements); O is poisoned first.  Returns 0 or -1. */
