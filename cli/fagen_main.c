@@ -32,7 +32,7 @@ static const char help_text[] =
     "                 and not, with each case's default tiles, for each target.\n"
     "                 Files compile on their own: nvcc -cubin -arch=sm_80\n"
     "                 FILE.cu (fwdwg: -gencode=arch=compute_90a,code=sm_90a; its\n"
-    "                 second parameter holds TMA maps of q, k, v: see\n"
+    "                 second parameter holds TMA maps of q, k, v, o: see\n"
     "                 runtime/fg_tma.c).  Nothing is written\n"
     "                 unless every variant generates; files appear atomically.\n"
     "  list           Print the names of the default set.  -v also prints, as\n"

@@ -73,6 +73,8 @@ fagen_status fg_gen_source(const fagen_variant *v, fg_buf *out, fg_err *err) {
       FG_INT("bwd_dq_stages", res.bwd_dq_stages),
       FG_INT("bwd_dq_smem", res.bwd_dq_smem),
       FG_INT("bwd_aux_threads", res.aux_threads),
+      FG_INT("fwd_consumer_regs", res.fwd_consumer_regs),
+      FG_BOOL("fwd_o_smem", res.fwd_o_smem),
   };
   st = abi.oom || abi_bwd.oom ? fg_fail(err, FAGEN_E_NO_MEMORY, "out of memory")
                : fg_tpl_render(tpl, params, FG_ARRAY_LEN(params), fg_template_read, NULL, out, err);

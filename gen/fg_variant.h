@@ -21,6 +21,10 @@ typedef struct fg_resources {
   int bwd_s_wm, bwd_kv_wm, bwd_q_wm;
   int bwd_dq_stages, bwd_dq_smem;
   int aux_threads;
+  /* Hopper forward only (templates/fwd_sm90.cu.tpl): the registers setmaxnreg
+   * gives each consumer thread, and whether O leaves through a shared tile
+   * and a TMA store (where the tile fits) or straight from the registers. */
+  int fwd_consumer_regs, fwd_o_smem;
 } fg_resources;
 
 /* Launch shape of the backward's helper kernels (fixed by the template). */

@@ -46,6 +46,9 @@ fagen_status fg_tma_fwd_maps(const fg_cuda_api *cu, const fg_fwd_params *p, cons
   if (st == FAGEN_OK)
     st = fg_tma_encode(cu, &out->v, "v", p->v, t, p->head_dim, p->seqlen_k, p->heads_kv, p->batch,
                        p->v_stride_s, p->v_stride_h, p->v_stride_b, v->block_kv, err);
+  if (st == FAGEN_OK)
+    st = fg_tma_encode(cu, &out->o, "o", p->o, t, p->head_dim, p->seqlen_q, p->heads_q, p->batch,
+                       p->o_stride_s, p->o_stride_h, p->o_stride_b, 64, err);
   return st;
 }
 
@@ -62,5 +65,6 @@ static int fg_tma_tensor_ok(fagen_strides given, int batch, int seq, int heads, 
 int fg_tma_fwd_fits(const fagen_attention_args *a) {
   return fg_tma_tensor_ok(a->q_strides, a->batch, a->seqlen_q, a->heads_q, a->head_dim) &&
          fg_tma_tensor_ok(a->k_strides, a->batch, a->seqlen_k, a->heads_kv, a->head_dim) &&
-         fg_tma_tensor_ok(a->v_strides, a->batch, a->seqlen_k, a->heads_kv, a->head_dim);
+         fg_tma_tensor_ok(a->v_strides, a->batch, a->seqlen_k, a->heads_kv, a->head_dim) &&
+         fg_tma_tensor_ok(a->o_strides, a->batch, a->seqlen_q, a->heads_q, a->head_dim);
 }

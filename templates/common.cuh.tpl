@@ -33,6 +33,23 @@ __device__ __forceinline__ fg_u16 fg_from_float(float f) {
 }
 {% end %}
 
+__device__ __forceinline__ fg_u32 fg_smem_addr(const void *p) {
+  return (fg_u32)__cvta_generic_to_shared(p);
+}
+
+// Two floats -> one register of two 16-bit values, lo in the low half.
+__device__ __forceinline__ fg_u32 fg_pack(float lo, float hi) {
+  fg_u32 r;
+  asm("cvt.rn.{{ v.dtype == "bf16" and "bf16" or "f16" }}x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+  return r;
+}
+
+__device__ __forceinline__ float fg_ex2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
 __device__ __forceinline__ float fg_warp_max(float x) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, o));

@@ -43,13 +43,13 @@
   DP = ((D + 63) // 64) * 64
   assert(NC >= 1 and BQ == 64 * NC, "block_q must be 64 per consumer warpgroup")
   assert(BK % 16 == 0 and BK <= 256 and D % 16 == 0, "block_kv and head_dim must be multiples of 16")
-  local smem = (BQ + 2 * v.stages * BK) * DP * 2 + 1024
+  local smem = (BQ + 2 * v.stages * BK + (v.fwd_o_smem and BQ or 0)) * DP * 2 + 1024
   assert(smem == v.smem_bytes, "shared-memory layout disagrees with the generator's resource model")
   local ty = v.dtype == "bf16" and "bf16" or "f16"
   -- Register budgets after setmaxnreg: the producer keeps 24, the consumers
   -- share the rest of the SM's 64K registers (multiples of 8, at most 240).
   PRODUCER_REGS = 24
-  CONSUMER_REGS = math.min(240, ((65536 - 128 * PRODUCER_REGS) // (128 * NC)) // 8 * 8)
+  CONSUMER_REGS = v.fwd_consumer_regs  -- gen/fg_variant.c's model, which checked the variant
 
   -- An operand list "%a, %b, ..." over registers first..first+n-1.
   function oplist(first, n)
@@ -83,6 +83,10 @@ static_assert(!VARLEN && !WINDOW && !ALIBI && !DROPOUT, "the wgmma kernel has so
 constexpr int NS = BK / 8;         // 8-key column groups of S
 constexpr int NO = D / 8;          // 8-column groups of O
 constexpr int Q_BYTES = BQ * DP * 2;
+// O leaves through its own shared tile (swizzled slices, as Q) and a TMA
+// store above head_dim 64 where the tile fits the shared memory (the
+// generator decides: gen/fg_variant.c), else straight from the accumulators.
+constexpr bool O_SMEM = {{ v.fwd_o_smem }};
 constexpr int KV_BYTES = BK * DP * 2;
 constexpr float FG_RESCALE_SLACK = 8.f; // log2 units: P <= 256 between rescales
 static_assert(THREADS == 128 * (NC + 1), "one producer warpgroup and NC consumers");
@@ -93,13 +97,9 @@ struct alignas(64) fg_tmap {
   fg_u64 opaque[16];
 };
 struct fg_tmaps {
-  fg_tmap q, k, v;
+  fg_tmap q, k, v, o; // o: 64-row boxes, used where O_SMEM
 };
-static_assert(sizeof(fg_tmaps) == 384, "fg_tmaps size differs from the host's");
-
-__device__ __forceinline__ fg_u32 fg_smem_addr(const void *p) {
-  return (fg_u32)__cvta_generic_to_shared(p);
-}
+static_assert(sizeof(fg_tmaps) == 512, "fg_tmaps size differs from the host's");
 
 // ---- mbarriers ----
 __device__ __forceinline__ void fg_mbar_init(fg_u32 bar, int count) {
@@ -132,6 +132,16 @@ __device__ __forceinline__ void fg_tma_load(fg_u32 dst, const fg_tmap &map, int 
                : "memory");
 }
 
+// The shared box at src (64 columns by 64 rows, swizzled) to the tensor at
+// (col, row, head, batch); rows and columns outside the tensor are not
+// written.  Asynchronous: completes with the bulk group this thread commits.
+__device__ __forceinline__ void fg_tma_store(const fg_tmap &map, fg_u32 src, int col, int row, int head,
+                                             int batch) {
+  asm volatile("cp.async.bulk.tensor.4d.global.shared::cta.bulk_group [%0, {%1, %2, %3, %4}], [%5];"
+               :: "l"((fg_u64)&map), "r"(col), "r"(row), "r"(head), "r"(batch), "r"(src)
+               : "memory");
+}
+
 // ---- wgmma ----
 // A shared-memory matrix descriptor with the 128-byte swizzle: start address,
 // leading and stride byte offsets (all in 16-byte units).
@@ -159,19 +169,6 @@ __device__ __forceinline__ void fg_wgmma_pv(float (&d)[NO][4], const fg_u32 (&a)
                " { {{ oplist(0, D // 2) }} }, { {{ oplist(D // 2, 4) }} }, %{{ D // 2 + 4 }}, 1, 1, 1, 1;\n"
                : {{ accs(D) }}
                : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db));
-}
-
-// Two floats -> one register of two 16-bit values, lo in the low half.
-__device__ __forceinline__ fg_u32 fg_pack(float lo, float hi) {
-  fg_u32 r;
-  asm("cvt.rn.{{ ty }}x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
-  return r;
-}
-
-__device__ __forceinline__ float fg_ex2(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
 }
 
 // What one consumer warpgroup knows.
@@ -285,16 +282,8 @@ __device__ __forceinline__ bool fg_softmax(const fg_fwd_params &p, const fg_cons
                                            float (&m)[2], float (&l)[2], float (&alpha)[2]) {
   // Element (n, e) holds key j*BK + 8n + 2t + (e&1) of row wrow + g + 8*(e>>1).
   const int kbase = j * BK + 2 * c.t;
-  if (SOFTCAP) { // cap * tanh(s * scale / cap), in units of cap (fg_score_unit)
-#pragma unroll
-    for (int nn = 0; nn < NS; ++nn)
-#pragma unroll
-      for (int e = 0; e < 4; e += 2) {
-        sc[nn][e] *= p.cap_pre;
-        sc[nn][e + 1] *= p.cap_pre;
-        fg_tanh2(sc[nn][e], sc[nn][e + 1]);
-      }
-  }
+  if (SOFTCAP) // cap * tanh(s * scale / cap), in units of cap (fg_score_unit)
+    fg_softcap(p, *reinterpret_cast<float(*)[1][NS][4]>(&sc));
   if (MASK) {
     const int klim = c.sk - kbase;                   // key < len_k
     const int dlim = c.wrow + c.g + c.diag - kbase;  // key <= row + diag
@@ -410,6 +399,7 @@ extern "C" __global__ void __launch_bounds__({{ v.threads }}, 1)
   const fg_u32 sQ = (fg_smem_addr(fg_smem_raw) + 1023u) & ~1023u;
   const fg_u32 sK = sQ + Q_BYTES;                // STAGES K tiles
   const fg_u32 sV = sK + STAGES * KV_BYTES;      // STAGES V tiles
+  const fg_u32 sO = sV + STAGES * KV_BYTES;      // O (where O_SMEM)
   const fg_u32 bars = fg_smem_addr(fg_bars);
   const int wg = threadIdx.x / 128;
   const int items = fg_items(p);
@@ -538,16 +528,45 @@ extern "C" __global__ void __launch_bounds__({{ v.threads }}, 1)
       it += n_tiles;
     }
 
-    // Epilogue: finish the row sums, normalize and store straight from the
-    // accumulators (the Q tile may already hold the next tile's rows).
+    // Epilogue: finish the row sums, normalize, and store O (the Q tile may
+    // already hold the next tile's rows).
 #pragma unroll
     for (int h2 = 0; h2 < 2; ++h2) {
       l[h2] += __shfl_xor_sync(0xffffffffu, l[h2], 1);
       l[h2] += __shfl_xor_sync(0xffffffffu, l[h2], 2);
     }
+    if (O_SMEM) {
+      // This warpgroup's 64 rows of the shared O tile: wait until the
+      // previous tile's store has read them, fill them, make the writes
+      // visible to the TMA unit, and one thread stores them.  (Named
+      // barriers 4 + cw: 1..3 are the ping-pong's.)
+      const bool leader = (threadIdx.x & 127) == 0;
+      if (leader) asm volatile("cp.async.bulk.wait_group.read 0;" ::: "memory");
+      asm volatile("bar.sync %0, 128;" :: "r"(4 + cw) : "memory");
+#pragma unroll
+      for (int h2 = 0; h2 < 2; ++h2) {
+        const int r = 64 * cw + 16 * warp + g + 8 * h2; // row within the tile
+        const float inv = l[h2] > 0.f ? 1.f / l[h2] : 0.f;
+#pragma unroll
+        for (int n = 0; n < NO; ++n) {
+          const int col = n * 8 + 2 * t4;
+          const fg_u32 at = sO + (col >> 6) * BQ * 128 + r * 128 + ((((col & 63) >> 3) ^ (r & 7)) << 4) +
+                            (col & 7) * 2;
+          asm volatile("st.shared.u32 [%0], %1;" :: "r"(at), "r"(fg_pack(o[n][2 * h2] * inv, o[n][2 * h2 + 1] * inv))
+                       : "memory");
+        }
+      }
+      asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+      asm volatile("bar.sync %0, 128;" :: "r"(4 + cw) : "memory");
+      if (leader) {
+        for (int sl = 0; sl < SL; ++sl)
+          fg_tma_store(tm.o, sO + sl * BQ * 128 + 64 * cw * 128, sl * 64, c.row0, T.h, T.b);
+        asm volatile("cp.async.bulk.commit_group;" ::: "memory");
+      }
+    }
     fg_u16 *og = (fg_u16 *)p.o + T.b * p.o_stride_b + T.h * p.o_stride_h;
 #pragma unroll
-    for (int h2 = 0; h2 < 2; ++h2) {
+    for (int h2 = 0; !O_SMEM && h2 < 2; ++h2) {
       const int row = c.wrow + g + 8 * h2;
       const float inv = l[h2] > 0.f ? 1.f / l[h2] : 0.f;
       if (row < len_q) {
@@ -568,4 +587,6 @@ extern "C" __global__ void __launch_bounds__({{ v.threads }}, 1)
       }
     }
   }
+  // The shared O tile must stay until the last store has read it.
+  if (O_SMEM && (threadIdx.x & 127) == 0) asm volatile("cp.async.bulk.wait_group 0;" ::: "memory");
 }

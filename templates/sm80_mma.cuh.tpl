@@ -7,10 +7,6 @@
      C (16x8):  4 floats; rows g, g+8, columns 2t, 2t+1 #}
 {% local ty = v.dtype == "bf16" and "bf16" or "f16" %}
 
-__device__ __forceinline__ fg_u32 fg_smem_addr(const void *p) {
-  return (fg_u32)__cvta_generic_to_shared(p);
-}
-
 // Four 8x8 matrices of 16-bit elements; lane i gives the address of row i%8 of matrix i/8.
 __device__ __forceinline__ void fg_ldsm_x4(fg_u32 addr, fg_u32 &r0, fg_u32 &r1, fg_u32 &r2, fg_u32 &r3) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];"
@@ -28,19 +24,6 @@ __device__ __forceinline__ void fg_mma(float (&d)[4], const fg_u32 (&a)[4], fg_u
                "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
                : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
                : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-// Two floats -> one register of two 16-bit values, lo in the low half.
-__device__ __forceinline__ fg_u32 fg_pack(float lo, float hi) {
-  fg_u32 r;
-  asm("cvt.rn.{{ ty }}x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
-  return r;
-}
-
-__device__ __forceinline__ float fg_ex2(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
 }
 
 // 16-byte global -> shared copy; src_bytes 0 fills the destination with zeros.

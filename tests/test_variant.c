@@ -263,6 +263,28 @@ Test(variant, pingpong_knob) {
   cr_assert_eq(seen, 32);
 }
 
+/* The wgmma forward writes O through a shared tile above head_dim 64 where
+ * the tile fits (the resource model counts it), else from the registers. */
+Test(variant, fwdwg_o_tile_where_it_fits) {
+  const struct {
+    const char *name;
+    int o_smem, smem;
+  } want[] = {
+      {"fwdwg_d128_bq128_bk128_w12_s2_pp_bf16_sm90a", 1, (128 + 4 * 128 + 128) * 128 * 2 + 1024},
+      {"fwdwg_d64_bq128_bk128_w12_s2_bf16_sm90a", 0, (128 + 4 * 128) * 64 * 2 + 1024},
+      {"fwdwg_d256_bq128_bk80_w12_s2_pp_bf16_sm90a", 0, (128 + 4 * 80) * 256 * 2 + 1024},
+  };
+  for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+    fagen_variant v;
+    cr_assert_eq(fagen_variant_parse(want[i].name, &v), FAGEN_OK);
+    fg_resources r;
+    cr_assert_eq(fg_variant_check(&v, &r, NULL), FAGEN_OK, "%s", want[i].name);
+    cr_assert_eq(r.fwd_o_smem, want[i].o_smem, "%s", want[i].name);
+    cr_assert_eq(r.smem_bytes, want[i].smem, "%s", want[i].name);
+    cr_assert_leq(r.smem_bytes + 256, fg_target_smem_limit(&v.target), "%s", want[i].name);
+  }
+}
+
 Test(variant, head_dim_buckets) {
   cr_assert_eq(fg_head_dim_bucket(8), 32);
   cr_assert_eq(fg_head_dim_bucket(32), 32);
