@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
 # A/B timing of template folders on a GPU: runs fagen-bench once per folder,
 # twice over in alternating order (A B ... A B ...) so that drift between runs
-# shows as disagreement between the two passes, and prints one table.
+# shows as disagreement between the two passes, and prints one table with a
+# row per cell and variant (several per cell with --variant; each folder's
+# best pass, and with two folders their ratio and its geometric mean).
 #   scripts/ab-templates.sh "BENCH ARGS" DIR... ("builtin" = the templates built in)
 # e.g. scripts/ab-templates.sh "--head-dims 64 --seqlens 4096 --causal yes" builtin /tmp/exp
+# Only valid while the host code agrees with every folder's templates (the
+# kernel parameters, the shared-memory model); a folder whose templates do
+# not match the tuning tables runs each call's heuristic variant, so force
+# the variants to compare with --variant.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 [ -f .gpu/setup.sh ] && source .gpu/setup.sh .gpu/debs >/dev/null
@@ -15,28 +21,11 @@ mkdir -p "$out"
 for pass in 1 2; do
   for dir in "$@"; do
     tag=$(basename "$dir")
-    if [ "$dir" = builtin ]; then unset FAGEN_TEMPLATE_DIR; else export FAGEN_TEMPLATE_DIR="$dir"; fi
-    FAGEN_CACHE_DIR="$out/cache-$tag" $bench $args --reps 15 > "$out/$tag.$pass.log" 2>&1 ||
-      { echo "$tag pass $pass failed:"; tail -5 "$out/$tag.$pass.log"; }
+    if [ "$dir" = builtin ]; then unset FAGEN_TEMPLATE_DIR; else export FAGEN_TEMPLATE_DIR="$(realpath "$dir")"; fi
+    # shellcheck disable=SC2086
+    FAGEN_CACHE_DIR="$out/cache-$tag" $bench $args > "$out/$tag.$pass.log" 2>&1 ||
+      { echo "$tag pass $pass failed:"; grep -v '^|' "$out/$tag.$pass.log" | tail -5; }
   done
 done
 unset FAGEN_TEMPLATE_DIR
-python3 - "$out" "$@" <<'PY'
-import sys, re, os
-out, dirs = sys.argv[1], sys.argv[2:]
-tags = [os.path.basename(d) for d in dirs]
-cells, res = [], {}
-for t in tags:
-    for p in (1, 2):
-        for line in open(f"{out}/{t}.{p}.log"):
-            f = [x.strip() for x in line.split("|")]
-            if len(f) > 9 and f[1].isdigit():
-                key = (int(f[1]), int(f[2]), f[3])
-                if key not in cells: cells.append(key)
-                res.setdefault((t, key), []).append(float(f[9]))
-print("| d | S | causal | " + " | ".join(tags) + " |")
-print("|---|---|---|" + "---|" * len(tags))
-for k in cells:
-    print(f"| {k[0]} | {k[1]} | {k[2]} | " + " | ".join(
-        "/".join(f"{x:.0f}" for x in res.get((t, k), [])) for t in tags) + " |")
-PY
+python3 scripts/ab_table.py "$out" "$@"
