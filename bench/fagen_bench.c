@@ -350,18 +350,6 @@ static int check_one(bench *bn, const fg_case *c, const fagen_variant *v, double
   return 0; /* a wrong kernel is never timed */
 }
 
-/* Times v on c: the median into *ms. */
-static int time_one(bench *bn, const fg_case *c, const fagen_variant *v, double *ms) {
-  char err[1024];
-  double t = fg_case_time_ms(bn->ctx, c, v, bn->o.warmup, bn->o.reps, err, sizeof err);
-  if (t < 0) {
-    fprintf(stderr, "fagen-bench: %s\n", err);
-    return -1;
-  }
-  *ms = t;
-  return 0;
-}
-
 /* One row of results. */
 typedef struct row {
   const fg_case *c;
@@ -466,12 +454,9 @@ static int run_cell(bench *bn, int d, int s, int causal) {
     ok[k] = check_one(bn, &c, &runs[k], &errs[k]);
   }
   if (base_prepare(bn, &c, &base) != 0) goto done;
-  /* With a comparison in the cell (the heuristic, a baseline, several
-   * variants), the calls are interleaved call by call, so that drift and the
-   * clock dropping as the GPU heats hit every side alike. */
-  if (nr == 1 && !base.has) {
-    if (ok[0] && time_one(bn, &c, &runs[0], &mss[0]) != 0) goto done;
-  } else {
+  /* Every run of the cell (and the baseline) is timed call by call in turn,
+   * so that drift and the clock dropping as the GPU heats hit all alike. */
+  {
     const fg_case *tc[MAX_RUNS + 1];
     const fagen_variant *tv[MAX_RUNS + 1];
     int slot[MAX_RUNS], nt = 0;

@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "fg_ref.h"
+#include "fg_timing.h"
 
 #define FG_CU(call)                                                              \
   do {                                                                           \
@@ -400,11 +401,6 @@ static void fg_gate_wait(void *user) {
     }
 }
 
-static int fg_cmp_float(const void *a, const void *b) {
-  float x = *(const float *)a, y = *(const float *)b;
-  return (x > y) - (x < y);
-}
-
 /* One gated measurement of the timed work on input set `set` into *ms. */
 static int fg_case_time_once(fagen_ctx *ctx, const fg_case *c, const fagen_variant *variant,
                              int set, cudaEvent_t e0, cudaEvent_t e1, float *ms, char *err,
@@ -432,28 +428,6 @@ static int fg_case_time_once(fagen_ctx *ctx, const fg_case *c, const fagen_varia
   return 0;
 }
 
-double fg_case_time_ms(fagen_ctx *ctx, const fg_case *c, const fagen_variant *variant, int warmup,
-                       int reps, char *err, size_t errsize) {
-  cudaEvent_t e0, e1;
-  if (cudaEventCreate(&e0) != cudaSuccess || cudaEventCreate(&e1) != cudaSuccess) {
-    snprintf(err, errsize, "cudaEventCreate failed");
-    return -1;
-  }
-  float *ms = malloc(sizeof(float) * (size_t)reps);
-  double result = -1;
-  for (int it = -warmup; it < reps; it++)
-    if (fg_case_time_once(ctx, c, variant, (it + warmup) & 1, e0, e1, it >= 0 ? &ms[it] : NULL,
-                          err, errsize) != 0)
-      goto done;
-  qsort(ms, (size_t)reps, sizeof *ms, fg_cmp_float);
-  result = reps % 2 ? ms[reps / 2] : 0.5 * (ms[reps / 2 - 1] + ms[reps / 2]);
-done:
-  free(ms);
-  cudaEventDestroy(e0);
-  cudaEventDestroy(e1);
-  return result;
-}
-
 int fg_case_time_many(fagen_ctx *ctx, const fg_case *const *cases,
                       const fagen_variant *const *variants, int n, int warmup, int reps,
                       double *ms, char *err, size_t errsize) {
@@ -471,11 +445,7 @@ int fg_case_time_many(fagen_ctx *ctx, const fg_case *const *cases,
       rc = fg_case_time_once(ctx, cases[k], variants[k], (it + warmup) & 1, e0, e1,
                              it >= 0 ? &t[(size_t)k * reps + it] : NULL, err, errsize);
     }
-  for (int k = 0; rc == 0 && k < n; k++) {
-    float *v = t + (size_t)k * reps;
-    qsort(v, (size_t)reps, sizeof *v, fg_cmp_float);
-    ms[k] = reps % 2 ? v[reps / 2] : 0.5 * (v[reps / 2 - 1] + v[reps / 2]);
-  }
+  for (int k = 0; rc == 0 && k < n; k++) ms[k] = fg_median_ms(t + (size_t)k * reps, reps);
   free(t);
   cudaEventDestroy(e0);
   cudaEventDestroy(e1);

@@ -119,17 +119,14 @@ double fg_case_check(fagen_ctx *ctx, const fg_case *c, const fagen_variant *vari
                      uint64_t *rng, char *err, size_t errsize);
 
 /* Median milliseconds of the timed work over reps calls after warmup, each
- * between two CUDA events, input sets alternated.  The stream is held by a
- * host gate until every launch of the call is queued, so the time is the
- * GPU's alone (no launch or validation cost).  Returns -1 (err) on failure. */
-double fg_case_time_ms(fagen_ctx *ctx, const fg_case *c, const fagen_variant *variant, int warmup,
-                       int reps, char *err, size_t errsize);
-
-/* The same for n (case, variant) pairs (variant NULL: selected), their calls
- * interleaved (the order rotating by one each round), so that clock and
- * temperature changes hit all of them alike (timed one after the other, the
- * same variant measured up to 1.08x against itself at S = 16384 on an
- * H100); ms[k] gets pair k's median.  Returns 0, or -1 (err) on failure. */
+ * between two CUDA events, input sets alternated, for n (case, variant)
+ * pairs (variant NULL: selected).  The stream is held by a host gate until
+ * every launch of the call is queued, so the time is the GPU's alone (no
+ * launch or validation cost).  The pairs' calls are interleaved (the order
+ * rotating by one each round), so that clock and temperature changes hit all
+ * of them alike (timed one after the other, the same variant measured up to
+ * 1.08x against itself at S = 16384 on an H100); ms[k] gets pair k's median.
+ * Returns 0, or -1 (err) on failure. */
 int fg_case_time_many(fagen_ctx *ctx, const fg_case *const *cases,
                       const fagen_variant *const *variants, int n, int warmup, int reps,
                       double *ms, char *err, size_t errsize);

@@ -133,6 +133,11 @@ static int fg_cmp_float(const void *a, const void *b) {
   return (x > y) - (x < y);
 }
 
+double fg_median_ms(float *v, int n) {
+  qsort(v, (size_t)n, sizeof *v, fg_cmp_float);
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
 int fg_cell_time_many(fagen_ctx *ctx, const fg_cell *c, const fagen_variant *const *variants, int n,
                       int warmup, int reps, double *ms, char *err, size_t errsize) {
   cudaEvent_t e0, e1;
@@ -162,11 +167,7 @@ int fg_cell_time_many(fagen_ctx *ctx, const fg_cell *c, const fagen_variant *con
         rc = 0;
       }
     }
-  for (int k = 0; rc == 0 && k < n; k++) {
-    float *v = t + (size_t)k * reps;
-    qsort(v, (size_t)reps, sizeof *v, fg_cmp_float);
-    ms[k] = reps % 2 ? v[reps / 2] : 0.5 * (v[reps / 2 - 1] + v[reps / 2]);
-  }
+  for (int k = 0; rc == 0 && k < n; k++) ms[k] = fg_median_ms(t + (size_t)k * reps, reps);
   free(t);
   cudaEventDestroy(e0);
   cudaEventDestroy(e1);

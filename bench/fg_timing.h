@@ -47,6 +47,9 @@ void fg_cell_free(fg_cell *c);
 /* Arguments for input set `set`, forcing `variant` when not NULL. */
 void fg_cell_args(const fg_cell *c, int set, const fagen_variant *variant, fagen_attention_args *a);
 
+/* The median of v[0..n) (n >= 1), sorting v in place. */
+double fg_median_ms(float *v, int n);
+
 /* Median milliseconds of one call after `warmup` calls, over `reps` calls,
  * each timed with CUDA events, for n variants: their calls interleaved (the
  * order rotating by one each round) so that clock and temperature drift hit
