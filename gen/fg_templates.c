@@ -86,8 +86,9 @@ fagen_status fg_templates_hash(char hex[65], fg_err *err) {
  * a table stale; templates of other kernels (the backward's) may change
  * without invalidating measured forward tables.  test_generate checks that
  * the forward's sources include exactly these. */
-const char *const fg_table_templates[] = {"common.cuh.tpl", "features.cuh.tpl", "fwd_params.cuh.tpl",
-                                          "fwd_sm80.cu.tpl", "fwd_sm90.cu.tpl", "sm80_mma.cuh.tpl"};
+const char *const fg_table_templates[] = {"common.cuh.tpl",   "features.cuh.tpl", "fwd_params.cuh.tpl",
+                                          "fwd_sm80.cu.tpl",  "fwd_sm90.cu.tpl",  "sm80_mma.cuh.tpl",
+                                          "sm90_common.cuh.tpl"};
 const size_t fg_table_templates_count = FG_ARRAY_LEN(fg_table_templates);
 
 static fagen_status fg_templates_hash_compute(char hex[65], fg_err *err) {
