@@ -103,7 +103,9 @@ static void usage(FILE *f) {
       "                   heuristic's, interleaved; their ratio and geometric mean\n"
       "In the bwd modes --variant, --candidates and --vs-heuristic concern the\n"
       "backward variant (the forward of fwdbwd runs its selected variant) and the\n"
-      "variant column names it.\n"
+      "variant column names it; on sm_90a the non-deterministic cells take both\n"
+      "backward families (bwd and, without features, bwdwg) and --candidates\n"
+      "times the candidates of both.\n"
       "\n"
       "Checks: the forward's sampled output rows against the reference (first and last\n"
       "row of a sequence and random ones); the backward: the full-size call must write\n"
@@ -291,19 +293,22 @@ static int collect_runs(bench *bn, const fg_case *c, const fagen_variant *sel,
   }
   for (int f = 0; f < bn->o.n_forced && nr < MAX_RUNS; f++) {
     const fagen_variant *v = &bn->o.forced[f];
-    if (fg_case_takes_op(c, v->op) && v->head_dim >= c->head_dim && v->dtype == c->dtype &&
-        v->causal == c->causal && v->features == sel->features &&
-        v->target.arch == sel->target.arch) {
+    if (fg_case_fits_variant(c, v, sel)) {
       runs[nr++] = *v;
       bn->forced_used[f] = 1;
     }
   }
-  if (bn->o.candidates) {
+  fagen_op ops[2];
+  const int n_ops = bn->o.candidates ? fg_case_candidate_ops(c, sel, ops) : 0;
+  for (int o = 0; o < n_ops; o++) {
     /* The space is larger than the valid runs kept (fwdwg: 216 combinations). */
+    fagen_variant base = *sel;
+    base.op = ops[o];
+    base.pingpong = 0;
     size_t nc = 0;
-    fagen_variant_candidates(sel, NULL, 0, &nc);
+    fagen_variant_candidates(&base, NULL, 0, &nc);
     fagen_variant *cand = nc ? calloc(nc, sizeof *cand) : NULL;
-    if (!cand || fagen_variant_candidates(sel, cand, nc, &nc) != FAGEN_OK) nc = 0;
+    if (!cand || fagen_variant_candidates(&base, cand, nc, &nc) != FAGEN_OK) nc = 0;
     for (size_t k = 0; k < nc && nr < MAX_RUNS; k++) {
       cand[k].features = sel->features; /* the candidates keep the call's features */
       if (fagen_variant_validate(&cand[k], NULL, 0) == FAGEN_OK) runs[nr++] = cand[k];

@@ -319,7 +319,29 @@ void fg_case_bwd_args(const fg_case *c, int set, const fagen_variant *variant,
 
 int fg_case_takes_op(const fg_case *c, fagen_op op) {
   if (c->mode == FG_MODE_FWD) return op == FAGEN_OP_FWD || op == FAGEN_OP_FWD_WGMMA;
-  return op == (c->deterministic ? FAGEN_OP_BWD_DET : FAGEN_OP_BWD);
+  if (c->deterministic) return op == FAGEN_OP_BWD_DET;
+  return op == FAGEN_OP_BWD || op == FAGEN_OP_BWD_WGMMA;
+}
+
+int fg_case_fits_variant(const fg_case *c, const fagen_variant *v, const fagen_variant *sel) {
+  const int head_dim_ok =
+      c->mode == FG_MODE_FWD ? v->head_dim >= c->head_dim : v->head_dim == sel->head_dim;
+  return fg_case_takes_op(c, v->op) && head_dim_ok && v->dtype == c->dtype &&
+         v->causal == c->causal && v->features == sel->features &&
+         v->target.arch == sel->target.arch;
+}
+
+int fg_case_candidate_ops(const fg_case *c, const fagen_variant *sel, fagen_op ops[2]) {
+  int n = 0;
+  ops[n++] = sel->op;
+  /* The backward's families on sm_90a: bwdwg where the call has no feature,
+     and bwd always, whichever of them was selected. */
+  const int hopper = sel->target.arch == 90 && sel->target.arch_specific;
+  if (c->mode != FG_MODE_FWD && !c->deterministic && hopper) {
+    if (sel->op == FAGEN_OP_BWD_WGMMA) ops[n++] = FAGEN_OP_BWD;
+    else if (sel->op == FAGEN_OP_BWD && sel->features == 0) ops[n++] = FAGEN_OP_BWD_WGMMA;
+  }
+  return n;
 }
 
 fagen_status fg_case_select(fagen_ctx *ctx, const fg_case *c, const fagen_device_class *device,

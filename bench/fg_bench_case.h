@@ -97,9 +97,22 @@ fagen_status fg_case_select(fagen_ctx *ctx, const fg_case *c, const fagen_device
                             fagen_variant *out, fagen_select_info *info);
 
 /* Whether a variant of operation `op` can be timed in this case: the
- * backward modes take the backward's op (deterministic or not), fwd mode
- * either forward family (mma.sync or, on sm_90a, wgmma). */
+ * deterministic backward takes bwddet, the other backward modes either
+ * atomic backward family (bwd or, on sm_90a, bwdwg), fwd mode either forward
+ * family (mma.sync or, on sm_90a, wgmma). */
 int fg_case_takes_op(const fg_case *c, fagen_op op);
+
+/* 1 if the forced variant v can run in case c, whose selected variant is
+ * sel: an op the case takes, its dtype, causal, features and target, and a
+ * head_dim the call accepts (the forward runs a larger compiled head_dim, the
+ * backward only its own, sel's). */
+int fg_case_fits_variant(const fg_case *c, const fagen_variant *v, const fagen_variant *sel);
+
+/* The ops whose tile candidates --candidates times in this case, given its
+ * selected variant sel: sel's op, and in the non-deterministic backward
+ * modes on sm_90a the other atomic backward family too (bwdwg only where the
+ * call has no feature).  Writes them to ops and returns how many (1 or 2). */
+int fg_case_candidate_ops(const fg_case *c, const fagen_variant *sel, fagen_op ops[2]);
 
 /* FLOPs of the timed work: 4 * heads * d per visible pair for cells with a
  * window or sequence lengths, else 4 B H S^2 d (halved when causal); 2.5x

@@ -192,7 +192,7 @@ int cli_emit(int argc, char **argv) {
         fagen_target_name(&vs[i].target, 1, target, sizeof target);
         fprintf(m, "    {\"name\": ");
         json_string(m, name);
-        /* The op token leads the name (fwd, fwdwg, bwd, bwddet). */
+        /* The op token leads the name (fwd, fwdwg, bwd, bwddet, bwdwg). */
         const int op_len = (int)strcspn(name, "_");
         fprintf(m,
                 ", \"file\": \"%s.cu\", \"op\": \"%.*s\", \"head_dim\": %d, \"block_q\": %d, "

@@ -393,6 +393,112 @@ static void fg_default_fwd_sm90(fagen_variant *v) {
   v->pingpong = d > 64;
 }
 
+/* bwd_sm90.cu.tpl (Hopper backward: wgmma, TMA, warp specialization; dQ by
+ * fp32 atomics, as op bwd): one producer warpgroup and NC = warps / 4 - 1
+ * consumer warpgroups; a CTA keeps K and V of block_kv = 64 x NC keys (64
+ * rows, wgmma's M, per consumer: its dK and dV rows) and steps over the query
+ * blocks of block_q rows.  dQ = dS K of a step is split among the consumers:
+ * each of the QT = block_q / 64 row tiles goes to NC / QT consumers, each of
+ * which takes DQN = head_dim x QT / NC of its columns, so NC must be a
+ * multiple of QT and a share whole 64-column slices (or all of head_dim).
+ * Shared memory: K, V and `stages` buffers of Q and dO (head_dim rounded up
+ * to 64, as whole swizzled 64-column slices), two dS tiles [block_kv]
+ * [block_q], two buffers of a step's LSE and D rows (fp32) and 1024 bytes to align
+ * the tiles to the swizzle pattern.  Registers per consumer thread: the dK
+ * and dV accumulators (head_dim / 2 each, i.e. head_dim), S and dP (block_q
+ * / 2 each, i.e. block_q), the dQ share's accumulators (DQN / 2) and ~16 for
+ * addresses and row state, within what setmaxnreg gives a consumer
+ * (fg_sm90_consumer_regs).  (d128 with one consumer, 256 by this count,
+ * compiled with its products serialized: ptxas C7512.) */
+static fagen_status fg_check_bwd_sm90(const fagen_variant *v, fg_resources *res, fg_err *err) {
+  const int d = v->head_dim, bq = v->block_q, bk = v->block_kv;
+  if (v->target.arch != 90 || !v->target.arch_specific)
+    return fg_fail(err, FAGEN_E_INVALID_VARIANT,
+                   "the wgmma backward kernel runs on sm_90a only (wgmma, setmaxnreg), not "
+                   "sm_%d%s",
+                   v->target.arch, v->target.arch_specific ? "a" : "");
+  if (v->features != 0)
+    return fg_fail(err, FAGEN_E_INVALID_VARIANT,
+                   "features 0x%x: the wgmma backward kernel has no features (the bwd family "
+                   "has them)",
+                   v->features);
+  if (d != 64 && d != 96 && d != 128)
+    return fg_fail(err, FAGEN_E_INVALID_VARIANT,
+                   "head_dim=%d: the wgmma backward has head_dim 64, 96 or 128", d);
+  if (v->warps != 8 && v->warps != 12)
+    return fg_fail(err, FAGEN_E_INVALID_VARIANT,
+                   "warps=%d: the wgmma backward kernel has one producer and 1 or 2 consumer "
+                   "warpgroups (8 or 12 warps)",
+                   v->warps);
+  const int nc = v->warps / 4 - 1;
+  if (bk != 64 * nc)
+    return fg_fail(err, FAGEN_E_INVALID_VARIANT,
+                   "block_kv=%d with %d warps: each of the %d consumer warpgroups owns 64 keys "
+                   "(block_kv %d)",
+                   bk, v->warps, nc, 64 * nc);
+  if (bq != 64 && bq != 128)
+    return fg_fail(err, FAGEN_E_INVALID_VARIANT,
+                   "block_q=%d: the wgmma backward steps over 64 or 128 query rows", bq);
+  if (v->stages != 1 && v->stages != 2)
+    return fg_fail(err, FAGEN_E_INVALID_VARIANT,
+                   "stages=%d: the wgmma backward kernel has 1 or 2 Q/dO buffers", v->stages);
+  const int qt = bq / 64;
+  if (nc % qt != 0)
+    return fg_fail(err, FAGEN_E_INVALID_VARIANT,
+                   "block_q=%d with %d consumer warpgroup%s: each of dQ's %d 64-row tiles needs "
+                   "a consumer of its own (block_q 128 needs 12 warps)",
+                   bq, nc, nc == 1 ? "" : "s", qt);
+  const int dqn = d * qt / nc;
+  if (dqn != d && dqn % 64 != 0)
+    return fg_fail(err, FAGEN_E_INVALID_VARIANT,
+                   "block_q=%d with %d consumer warpgroups leaves each a dQ share of %d columns; "
+                   "a share must be whole 64-column slices or all %d",
+                   bq, nc, dqn, d);
+  const int regs = d + bq + dqn / 2 + 16;
+  const int budget = fg_sm90_consumer_regs(nc);
+  if (regs > budget)
+    return fg_fail(err, FAGEN_E_INVALID_VARIANT,
+                   "a consumer thread needs about %d registers, over the %d that setmaxnreg can "
+                   "give each of %d consumer warpgroups",
+                   regs, budget, nc);
+  const int dp = (d + 63) / 64 * 64;
+  const long smem = (2L * bk + 2L * v->stages * bq) * dp * 2 + 2L * bk * bq * 2 +
+                    2L * 2 * bq * 4 + 1024;
+  if (res) {
+    res->threads = v->warps * 32;
+    res->smem_bytes = (int)smem; /* fg_variant_check holds it to the target's limit */
+    /* The launch cap, as for the wgmma forward; a thread never has more than 255. */
+    const int cap = 65536 / res->threads / 8 * 8;
+    res->regs_estimate = cap < 255 ? cap : 255;
+    res->fwd_consumer_regs = budget;
+    res->aux_threads = FG_BWD_AUX_THREADS;
+  }
+  return FAGEN_OK;
+}
+
+/* Hopper backward heuristic: a first choice, not yet measured.  The largest
+ * tiles the register model allows: d64 128 x 128 (two consumers, one 64-row
+ * dQ tile each), d96 64 x 64 (one consumer: two would leave 48-column dQ
+ * shares, and 128 query rows do not fit the registers), d128 64 x 128 (two
+ * consumers, 64 dQ columns each); two Q/dO buffers. */
+static void fg_default_bwd_sm90(fagen_variant *v) {
+  const int d = v->head_dim;
+  v->stages = 2;
+  if (d <= 64) {
+    v->warps = 12;
+    v->block_q = 128;
+    v->block_kv = 128;
+  } else if (d <= 96) {
+    v->warps = 8;
+    v->block_q = 64;
+    v->block_kv = 64;
+  } else {
+    v->warps = 12;
+    v->block_q = 64;
+    v->block_kv = 128;
+  }
+}
+
 static const fg_family fg_families[] = {
     {FAGEN_OP_FWD, "fwd", "fwd_sm80.cu.tpl", {64, 128, 256}, {32, 64, 128}, {4, 8}, {1, 2}, 0,
      fg_check_fwd_sm80, fg_default_fwd_sm80},
@@ -402,6 +508,8 @@ static const fg_family fg_families[] = {
      0, fg_check_bwd_sm80, fg_default_bwd_sm80},
     {FAGEN_OP_FWD_WGMMA, "fwdwg", "fwd_sm90.cu.tpl", {64, 128, 192}, {64, 80, 96, 128, 160, 176},
      {8, 12, 16}, {2, 3}, 1, fg_check_fwd_sm90, fg_default_fwd_sm90},
+    {FAGEN_OP_BWD_WGMMA, "bwdwg", "bwd_sm90.cu.tpl", {64, 128}, {64, 128}, {8, 12}, {1, 2}, 0,
+     fg_check_bwd_sm90, fg_default_bwd_sm90},
 };
 
 static const fg_family *fg_family_of(fagen_op op) {

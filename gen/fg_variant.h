@@ -17,12 +17,14 @@ typedef struct fg_resources {
   /* Backward only (templates/bwd_sm80.cu.tpl): warps along M of the warp
    * layouts of S/dP [block_q][block_kv], dK/dV [block_kv][head_dim] and
    * dQ [block_q][head_dim]; the deterministic dQ kernel's K/V buffers and
-   * dynamic shared memory; threads of the pre/post kernels. */
+   * dynamic shared memory. */
   int bwd_s_wm, bwd_kv_wm, bwd_q_wm;
   int bwd_dq_stages, bwd_dq_smem;
+  /* Both backward families: threads of the pre/post kernels. */
   int aux_threads;
-  /* Hopper forward only (templates/fwd_sm90.cu.tpl): the registers setmaxnreg
-   * gives each consumer thread, and whether O leaves through a shared tile
+  /* Both Hopper families (templates/fwd_sm90.cu.tpl, bwd_sm90.cu.tpl): the
+   * registers setmaxnreg gives each consumer thread (the name predates the
+   * Hopper backward).  Forward only: whether O leaves through a shared tile
    * and a TMA store (where the tile fits) or straight from the registers. */
   int fwd_consumer_regs, fwd_o_smem;
 } fg_resources;

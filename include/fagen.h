@@ -28,6 +28,9 @@
  *   FAGEN_TEMPLATE_DIR     read templates from this folder instead of the copies
  *                          built into the library (template development)
  *   FAGEN_TUNE_DIR         folder of user tuning tables (else CACHE_ROOT/tune)
+ *   FAGEN_BWD_WGMMA=0      never select the Hopper backward (bwdwg): calls on
+ *                          sm_90a run the mma.sync backward (bwd) instead
+ *                          (comparisons, and a way around a bwdwg problem)
  */
 #ifndef FAGEN_H
 #define FAGEN_H
@@ -120,12 +123,20 @@ typedef enum fagen_op {
                           atomics (name token "bwd") */
   FAGEN_OP_BWD_DET = 2, /* attention backward with no unordered reductions:
                           bitwise reproducible, slower ("bwddet") */
-  FAGEN_OP_FWD_WGMMA = 3 /* attention forward, computed like FAGEN_OP_FWD by the
+  FAGEN_OP_FWD_WGMMA = 3, /* attention forward, computed like FAGEN_OP_FWD by the
                           Hopper kernel family (wgmma, TMA, warp-specialized;
                           sm_90a only; of the features, softcap only): warps are
                           4 per warpgroup, one producer and block_q / 64
                           consumers ("fwdwg").  fagen_attention_forward uses
                           it on sm_90a where it applies */
+  FAGEN_OP_BWD_WGMMA = 4 /* attention backward, computed like FAGEN_OP_BWD (dQ
+                          summed with fp32 atomics) by the Hopper kernel family
+                          (wgmma, TMA, warp-specialized; sm_90a only; head_dim
+                          64, 96 or 128; no features): warps are 4 per
+                          warpgroup, one producer and block_kv / 64 consumers
+                          ("bwdwg").  fagen_attention_backward uses it on
+                          sm_90a where it applies (not deterministic) unless
+                          FAGEN_BWD_WGMMA=0 */
 } fagen_op;
 
 typedef enum fagen_dtype {
@@ -218,10 +229,10 @@ FAGEN_API fagen_status fagen_variant_source(const fagen_variant *variant, char *
 FAGEN_API void fagen_free(void *ptr);
 
 /* The default kernel set: the variants `fagen --emit` writes and
- * `fagen cache warm` compiles — every op (fwd, bwd, bwddet, and fwdwg on
- * sm_90a), every supported head_dim, both dtypes, causal and not, each with
- * its default tile choice, for each of n_targets targets (96 per target, 128
- * for sm_90a).
+ * `fagen cache warm` compiles — every op (fwd, bwd, bwddet, and on sm_90a
+ * fwdwg and bwdwg), every head_dim the op supports, both dtypes, causal and
+ * not, each with its default tile choice, for each of n_targets targets (96
+ * per target; 140 for sm_90a: 32 fwdwg and 12 bwdwg more).
  * Writes up to capacity variants to out and sets *count to the total; with
  * out NULL and capacity 0 it only counts.  Returns FAGEN_OK, FAGEN_E_NULL_POINTER,
  * FAGEN_E_INVALID_ARGUMENT (unsupported target) or FAGEN_E_BUFFER_TOO_SMALL
@@ -665,8 +676,9 @@ typedef struct fagen_attention_bwd_args {
      costs an allocation per call. */
   void *workspace;
   size_t workspace_bytes;
-  /* Optional: run exactly this backward variant (op FAGEN_OP_BWD, or
-     FAGEN_OP_BWD_DET when deterministic); the autotuner uses this. */
+  /* Optional: run exactly this backward variant (op FAGEN_OP_BWD or, on
+     sm_90a, FAGEN_OP_BWD_WGMMA; FAGEN_OP_BWD_DET when deterministic); the
+     autotuner uses this. */
   const fagen_variant *variant;
 } fagen_attention_bwd_args;
 
@@ -688,8 +700,11 @@ FAGEN_API fagen_status fagen_attention_backward_workspace(fagen_ctx *ctx,
                                                           size_t *bytes);
 
 /* Chooses the backward variant that fagen_attention_backward would run (see
- * fagen_attention_select; the same order of tables and heuristic).  Pointers
- * are not checked.  Returns FAGEN_OK, the shape statuses of
+ * fagen_attention_select; the same order of tables and heuristic).  On
+ * sm_90a a call that is not deterministic, uses no feature, has head_dim
+ * 33..128 (compiled as 64, 96 or 128) and tensors TMA can describe gets the
+ * Hopper family (FAGEN_OP_BWD_WGMMA) unless FAGEN_BWD_WGMMA=0; every other
+ * call gets FAGEN_OP_BWD or FAGEN_OP_BWD_DET.  Pointers are not checked.  Returns FAGEN_OK, the shape statuses of
  * fagen_attention_backward, FAGEN_E_UNSUPPORTED_ARCH or (device NULL) the
  * driver statuses.  Thread-safe. */
 FAGEN_API fagen_status fagen_attention_backward_select(fagen_ctx *ctx,

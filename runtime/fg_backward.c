@@ -1,7 +1,9 @@
 /* fg_backward: fagen_attention_backward — validation, workspace, selection
- * and the launches of the backward module (templates/bwd_sm80.cu.tpl). */
+ * and the launches of the backward module (templates/bwd_sm80.cu.tpl, and on
+ * sm_90a templates/bwd_sm90.cu.tpl). */
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "fg_ctx.h"
@@ -9,6 +11,7 @@
 #include "fg_forward.h"
 #include "fg_kernel_abi.h"
 #include "fg_kernels.h"
+#include "fg_tma.h"
 #include "fg_variant.h"
 
 FAGEN_API void fagen_attention_bwd_args_init(fagen_attention_bwd_args *a) {
@@ -97,15 +100,21 @@ static fagen_status fg_bwd_validate(const fagen_attention_bwd_args *a, int check
       err->status = FAGEN_E_INVALID_ARGUMENT;
       return err->status;
     }
-    fagen_op want = a->deterministic ? FAGEN_OP_BWD_DET : FAGEN_OP_BWD;
-    if (v->op != want || v->dtype != a->dtype || v->causal != a->causal ||
+    if (v->op == FAGEN_OP_BWD_WGMMA && a->deterministic)
+      return fg_fail(err, FAGEN_E_INVALID_ARGUMENT,
+                     "forced variant %s does not fit the call: the wgmma backward sums dQ with "
+                     "atomics, so it cannot serve a deterministic call (op bwddet can)",
+                     name);
+    const fagen_op want = a->deterministic ? FAGEN_OP_BWD_DET : FAGEN_OP_BWD;
+    const int op_ok = v->op == want || (!a->deterministic && v->op == FAGEN_OP_BWD_WGMMA);
+    if (!op_ok || v->dtype != a->dtype || v->causal != a->causal ||
         v->features != fg_features_bits(&a->feat) ||
         v->head_dim != fg_head_dim_bucket(a->head_dim))
       return fg_fail(err, FAGEN_E_INVALID_ARGUMENT,
                      "forced variant %s does not fit the call (op %s, dtype, causal, features "
                      "0x%x and head_dim %d must match)",
-                     name, fg_op_token(want), fg_features_bits(&a->feat),
-                     fg_head_dim_bucket(a->head_dim));
+                     name, a->deterministic ? "bwddet" : "bwd or bwdwg",
+                     fg_features_bits(&a->feat), fg_head_dim_bucket(a->head_dim));
   }
   if (!check_pointers) return FAGEN_OK;
   const struct {
@@ -160,13 +169,45 @@ FAGEN_API fagen_status fagen_attention_backward_workspace(fagen_ctx *ctx,
   return FAGEN_OK;
 }
 
-static fagen_status fg_bwd_select(const fagen_attention_bwd_args *a, const fagen_target *t,
-                                  const fg_tune_state *tune, fagen_variant *out,
-                                  fagen_select_info *info, fg_err *err) {
+/* FAGEN_BWD_WGMMA=0 turns the Hopper backward off (A/B comparisons, and a
+ * way around a problem in it); read on every call, like the other switches
+ * a test or a user may flip between calls. */
+static int fg_bwd_wgmma_enabled(void) {
+  const char *e = getenv("FAGEN_BWD_WGMMA");
+  return !(e && strcmp(e, "0") == 0);
+}
+
+/* The Hopper family (FAGEN_OP_BWD_WGMMA) serves a backward call on sm_90a
+ * when it sums dQ with atomics, uses no feature, runs on a head_dim the
+ * family is compiled for and TMA can describe q, k, v and dout; everything
+ * else runs the mma.sync family. */
+static int fg_bwd_wgmma_applies(const fagen_attention_bwd_args *a, const fagen_target *t) {
+  const int d = fg_head_dim_bucket(a->head_dim);
+  return !a->deterministic && t->arch == 90 && t->arch_specific &&
+         fg_features_bits(&a->feat) == 0 && (d == 64 || d == 96 || d == 128) &&
+         fg_tma_bwd_fits(a) && fg_bwd_wgmma_enabled();
+}
+
+/* The mma.sync family's variant for a: the forced one, else tables, else
+ * the heuristic. */
+static fagen_status fg_bwd_select_sm80(const fagen_attention_bwd_args *a, const fagen_target *t,
+                                       const fg_tune_state *tune, fagen_variant *out,
+                                       fagen_select_info *info, fg_err *err) {
   fagen_attention_args f = fg_bwd_as_fwd(a);
   f.variant = a->variant;
   return fg_op_select(a->deterministic ? FAGEN_OP_BWD_DET : FAGEN_OP_BWD, &f, t, tune, out, info,
                       err);
+}
+
+static fagen_status fg_bwd_select(const fagen_attention_bwd_args *a, const fagen_target *t,
+                                  const fg_tune_state *tune, fagen_variant *out,
+                                  fagen_select_info *info, fg_err *err) {
+  if (!a->variant && fg_bwd_wgmma_applies(a, t)) {
+    fagen_attention_args f = fg_bwd_as_fwd(a);
+    if (fg_op_select(FAGEN_OP_BWD_WGMMA, &f, t, tune, out, info, NULL) == FAGEN_OK)
+      return FAGEN_OK;
+  }
+  return fg_bwd_select_sm80(a, t, tune, out, info, err);
 }
 
 FAGEN_API fagen_status fagen_attention_backward_select(fagen_ctx *ctx,
@@ -246,12 +287,38 @@ static unsigned fg_aux_grid(int64_t work_items, int per_block) {
   return (unsigned)(blocks > 0 ? blocks : 1);
 }
 
+/* Launches kernel `which` of the module with its parameters (the block
+ * alone, or for the wgmma main kernel the block and the tensor maps). */
 static fagen_status fg_launch(const fg_cuda_api *cu, const fg_launchable *l, int which,
-                              unsigned grid, CUstream stream, fg_bwd_params *p, fg_err *err) {
-  void *params[] = {p};
+                              unsigned grid, CUstream stream, void **params, fg_err *err) {
   CUresult rc = cu->launch_kernel(l->fns[which], grid, 1, 1, (unsigned)l->fn_threads[which], 1, 1,
                                   (unsigned)l->fn_smem[which], stream, params, NULL);
   return rc == CUDA_SUCCESS ? FAGEN_OK : fg_cuda_fail(err, rc, "cuLaunchKernel (backward)");
+}
+
+/* The variant to run, its kernels and, for the wgmma family, the tensor maps
+ * (p filled without the workspace pointers).  The maps are encoded before
+ * anything launches.  fg_tma_bwd_fits is only a pre-check: if the driver
+ * still cannot describe a tensor (FAGEN_E_CUDA), a selected bwdwg variant
+ * gives way to the mma.sync family's, as if FAGEN_BWD_WGMMA=0; a forced one
+ * fails with the driver's message. */
+static fagen_status fg_bwd_prepare(fagen_ctx *ctx, const fg_cuda_api *cu, const fg_scope *s,
+                                   const fagen_attention_bwd_args *a, fagen_variant *v,
+                                   fg_launchable *l, fg_bwd_params *p, fg_tmaps_bwd *maps,
+                                   fg_err *err) {
+  const fg_tune_state *tune = a->variant ? NULL : fg_scope_tune(ctx, cu, s);
+  fagen_status st = fg_bwd_select(a, &s->target, tune, v, NULL, err);
+  if (st == FAGEN_OK) st = fg_kernel_get(ctx, cu, s, v, l, err);
+  if (st != FAGEN_OK) return st;
+  fg_bwd_params_fill(a, v, NULL, NULL, p);
+  if (v->op != FAGEN_OP_BWD_WGMMA) return FAGEN_OK;
+  st = fg_tma_bwd_maps(cu, p, v, a->dtype, maps, err);
+  if (st != FAGEN_E_CUDA || a->variant) return st;
+  fg_logf(&ctx->log, FAGEN_LOG_INFO, "%s; running the mma.sync backward instead", err->msg);
+  st = fg_bwd_select_sm80(a, &s->target, tune, v, NULL, err);
+  if (st == FAGEN_OK) st = fg_kernel_get(ctx, cu, s, v, l, err);
+  if (st == FAGEN_OK) fg_bwd_params_fill(a, v, NULL, NULL, p);
+  return st;
 }
 
 FAGEN_API fagen_status fagen_attention_backward(fagen_ctx *ctx,
@@ -281,9 +348,10 @@ FAGEN_API fagen_status fagen_attention_backward(fagen_ctx *ctx,
   st = fg_scope_enter(ctx, cu, cs, &s, &err);
   if (st != FAGEN_OK) return fg_ctx_fail(ctx, &err);
   fagen_variant v;
-  st = fg_bwd_select(a, &s.target, a->variant ? NULL : fg_scope_tune(ctx, cu, &s), &v, NULL, &err);
   fg_launchable l;
-  if (st == FAGEN_OK) st = fg_kernel_get(ctx, cu, &s, &v, &l, &err);
+  fg_bwd_params p;
+  fg_tmaps_bwd maps; /* the wgmma kernel's second parameter */
+  st = fg_bwd_prepare(ctx, cu, &s, a, &v, &l, &p, &maps, &err);
   CUdeviceptr ws = (CUdeviceptr)(uintptr_t)a->workspace, owned = 0;
   if (st == FAGEN_OK && !ws) {
     CUresult rc = cu->mem_alloc_async(&owned, fg_bwd_workspace_bytes(a), cs);
@@ -292,24 +360,26 @@ FAGEN_API fagen_status fagen_attention_backward(fagen_ctx *ctx,
     ws = owned;
   }
   if (st == FAGEN_OK) {
-    fg_bwd_params p;
-    float *dsum = (float *)(uintptr_t)ws;
-    float *dq_acc = a->deterministic ? NULL : (float *)(uintptr_t)(ws + fg_bwd_dq_offset(a));
-    fg_bwd_params_fill(a, &v, dsum, dq_acc, &p);
+    p.dsum = (float *)(uintptr_t)ws;
+    p.dq_acc = a->deterministic ? NULL : (float *)(uintptr_t)(ws + fg_bwd_dq_offset(a));
+    void *params[] = {&p};
+    void *main_params[] = {&p, &maps};
     const int per_block = l.fn_threads[FG_KFN_PRE] / 32;
-    st = fg_launch(cu, &l, FG_KFN_PRE, fg_aux_grid(rows, per_block), cs, &p, &err);
+    st = fg_launch(cu, &l, FG_KFN_PRE, fg_aux_grid(rows, per_block), cs, params, &err);
+    /* One CTA per block of keys of each kv head, both families. */
     if (st == FAGEN_OK)
       st = fg_launch(cu, &l, FG_KFN_MAIN,
-                     (unsigned)((int64_t)p.kv_blocks * a->heads_kv * a->batch), cs, &p, &err);
+                     (unsigned)((int64_t)p.kv_blocks * a->heads_kv * a->batch), cs,
+                     v.op == FAGEN_OP_BWD_WGMMA ? main_params : params, &err);
     if (st == FAGEN_OK && !a->deterministic)
       st = fg_launch(cu, &l, FG_KFN_POST,
-                     fg_aux_grid(rows * (a->head_dim / 8), l.fn_threads[FG_KFN_POST]), cs, &p,
+                     fg_aux_grid(rows * (a->head_dim / 8), l.fn_threads[FG_KFN_POST]), cs, params,
                      &err);
     if (st == FAGEN_OK && a->deterministic)
       st = fg_launch(cu, &l, FG_KFN_DQ,
                      (unsigned)((int64_t)(a->seqlen_q + FG_BWD_DQ_ROWS - 1) / FG_BWD_DQ_ROWS *
                                 a->heads_q * a->batch),
-                     cs, &p, &err);
+                     cs, params, &err);
   }
   if (owned) cu->mem_free_async(owned, cs);
   fg_scope_leave(cu, &s);

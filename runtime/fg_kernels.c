@@ -67,12 +67,16 @@ static fagen_status fg_kernel_load(fagen_ctx *ctx, const fg_cuda_api *cu, fg_ker
   }
   k->threads[FG_KFN_MAIN] = blob.meta.threads;
   k->smem[FG_KFN_MAIN] = blob.meta.dynamic_smem;
-  if (k->v.op == FAGEN_OP_BWD || k->v.op == FAGEN_OP_BWD_DET) {
+  const fagen_op op = k->v.op;
+  if (op == FAGEN_OP_BWD || op == FAGEN_OP_BWD_DET || op == FAGEN_OP_BWD_WGMMA) {
     /* The backward's helpers; their launch shapes come from the resource
-     * model that the template checks against. */
+     * model that the template checks against.  Both atomic-dQ families
+     * (bwd, bwdwg) have NAME_pre and NAME_post, the deterministic one
+     * NAME_pre and NAME_dq. */
     fg_resources res;
     fagen_status hst = fg_variant_check(&k->v, &res, err);
-    const int need[FG_KFN] = {1, 1, k->v.op == FAGEN_OP_BWD, k->v.op == FAGEN_OP_BWD_DET};
+    const int atomic = op != FAGEN_OP_BWD_DET;
+    const int need[FG_KFN] = {1, 1, atomic, !atomic};
     const int threads[FG_KFN] = {0, res.aux_threads, res.aux_threads, FG_BWD_DQ_THREADS};
     const int smem[FG_KFN] = {0, 0, 0, res.bwd_dq_smem};
     for (int i = 1; hst == FAGEN_OK && i < FG_KFN; i++) {

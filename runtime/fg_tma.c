@@ -32,24 +32,58 @@ static fagen_status fg_tma_encode(const fg_cuda_api *cu, CUtensorMap *map, const
   return FAGEN_OK;
 }
 
+/* One tensor to describe: its base, name (for errors), rows and strides
+ * (elements) and the box's rows. */
+typedef struct fg_tma_operand {
+  CUtensorMap *map;
+  const char *what;
+  const void *base;
+  int seq, heads;
+  int64_t stride_s, stride_h, stride_b;
+  int rows;
+} fg_tma_operand;
+
+static fagen_status fg_tma_encode_all(const fg_cuda_api *cu, fagen_dtype dtype, int head_dim,
+                                      int batch, const fg_tma_operand *ops, int n, fg_err *err) {
+  const CUtensorMapDataType t =
+      dtype == FAGEN_DTYPE_BF16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
+  for (int i = 0; i < n; i++) {
+    const fg_tma_operand *o = &ops[i];
+    fagen_status st = fg_tma_encode(cu, o->map, o->what, o->base, t, head_dim, o->seq, o->heads,
+                                    batch, o->stride_s, o->stride_h, o->stride_b, o->rows, err);
+    if (st != FAGEN_OK) return st;
+  }
+  return FAGEN_OK;
+}
+
+/* q, k and v: the same fields in the forward's and the backward's blocks. */
+#define FG_TMA_QKV(p, v, out)                                                                 \
+  {&(out)->q, "q", (p)->q, (p)->seqlen_q, (p)->heads_q, (p)->q_stride_s, (p)->q_stride_h,     \
+   (p)->q_stride_b, (v)->block_q},                                                            \
+      {&(out)->k, "k", (p)->k, (p)->seqlen_k, (p)->heads_kv, (p)->k_stride_s, (p)->k_stride_h, \
+       (p)->k_stride_b, (v)->block_kv},                                                       \
+      {&(out)->v, "v", (p)->v, (p)->seqlen_k, (p)->heads_kv, (p)->v_stride_s, (p)->v_stride_h, \
+       (p)->v_stride_b, (v)->block_kv}
+
 fagen_status fg_tma_fwd_maps(const fg_cuda_api *cu, const fg_fwd_params *p, const fagen_variant *v,
                              fagen_dtype dtype, fg_tmaps *out, fg_err *err) {
   memset(out, 0, sizeof *out);
-  const CUtensorMapDataType t =
-      dtype == FAGEN_DTYPE_BF16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
-  fagen_status st = fg_tma_encode(cu, &out->q, "q", p->q, t, p->head_dim, p->seqlen_q, p->heads_q,
-                                  p->batch, p->q_stride_s, p->q_stride_h, p->q_stride_b,
-                                  v->block_q, err);
-  if (st == FAGEN_OK)
-    st = fg_tma_encode(cu, &out->k, "k", p->k, t, p->head_dim, p->seqlen_k, p->heads_kv, p->batch,
-                       p->k_stride_s, p->k_stride_h, p->k_stride_b, v->block_kv, err);
-  if (st == FAGEN_OK)
-    st = fg_tma_encode(cu, &out->v, "v", p->v, t, p->head_dim, p->seqlen_k, p->heads_kv, p->batch,
-                       p->v_stride_s, p->v_stride_h, p->v_stride_b, v->block_kv, err);
-  if (st == FAGEN_OK)
-    st = fg_tma_encode(cu, &out->o, "o", p->o, t, p->head_dim, p->seqlen_q, p->heads_q, p->batch,
-                       p->o_stride_s, p->o_stride_h, p->o_stride_b, 64, err);
-  return st;
+  const fg_tma_operand ops[] = {
+      FG_TMA_QKV(p, v, out),
+      {&out->o, "o", p->o, p->seqlen_q, p->heads_q, p->o_stride_s, p->o_stride_h, p->o_stride_b, 64},
+  };
+  return fg_tma_encode_all(cu, dtype, p->head_dim, p->batch, ops, 4, err);
+}
+
+fagen_status fg_tma_bwd_maps(const fg_cuda_api *cu, const fg_bwd_params *p, const fagen_variant *v,
+                             fagen_dtype dtype, fg_tmaps_bwd *out, fg_err *err) {
+  memset(out, 0, sizeof *out);
+  const fg_tma_operand ops[] = {
+      FG_TMA_QKV(p, v, out),
+      {&out->dout, "dout", p->dout, p->seqlen_q, p->heads_q, p->do_stride_s, p->do_stride_h,
+       p->do_stride_b, v->block_q},
+  };
+  return fg_tma_encode_all(cu, dtype, p->head_dim, p->batch, ops, 4, err);
 }
 
 static int fg_tma_stride_ok(int64_t stride, int extent) {
@@ -67,4 +101,11 @@ int fg_tma_fwd_fits(const fagen_attention_args *a) {
          fg_tma_tensor_ok(a->k_strides, a->batch, a->seqlen_k, a->heads_kv, a->head_dim) &&
          fg_tma_tensor_ok(a->v_strides, a->batch, a->seqlen_k, a->heads_kv, a->head_dim) &&
          fg_tma_tensor_ok(a->o_strides, a->batch, a->seqlen_q, a->heads_q, a->head_dim);
+}
+
+int fg_tma_bwd_fits(const fagen_attention_bwd_args *a) {
+  return fg_tma_tensor_ok(a->q_strides, a->batch, a->seqlen_q, a->heads_q, a->head_dim) &&
+         fg_tma_tensor_ok(a->k_strides, a->batch, a->seqlen_k, a->heads_kv, a->head_dim) &&
+         fg_tma_tensor_ok(a->v_strides, a->batch, a->seqlen_k, a->heads_kv, a->head_dim) &&
+         fg_tma_tensor_ok(a->dout_strides, a->batch, a->seqlen_q, a->heads_q, a->head_dim);
 }

@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <math.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -181,4 +182,38 @@ const fg_cuda_api *fg_test_gpu_begin(char **cache_dir) {
 void fg_test_gpu_end(char *cache_dir) {
   fg_test_rmrf(cache_dir);
   free(cache_dir);
+}
+
+typedef struct fg_compile_pool {
+  fagen_ctx *ctx;
+  const fagen_variant *vs;
+  int n, next, failed;
+  pthread_mutex_t mu;
+} fg_compile_pool;
+
+static void *fg_compile_some(void *arg) {
+  fg_compile_pool *cp = arg;
+  for (;;) {
+    pthread_mutex_lock(&cp->mu);
+    int i = cp->next++;
+    pthread_mutex_unlock(&cp->mu);
+    if (i >= cp->n) return NULL;
+    if (fagen_compile(cp->ctx, &cp->vs[i], NULL) != FAGEN_OK) {
+      pthread_mutex_lock(&cp->mu);
+      cp->failed = 1;
+      pthread_mutex_unlock(&cp->mu);
+    }
+  }
+}
+
+int fg_test_compile_all(fagen_ctx *ctx, const fagen_variant *vs, int n, int threads) {
+  fg_compile_pool cp = {ctx, vs, n, 0, 0, PTHREAD_MUTEX_INITIALIZER};
+  pthread_t th[32];
+  if (threads > 32) threads = 32;
+  int started = 0;
+  for (int t = 0; t < threads; t++)
+    if (pthread_create(&th[started], NULL, fg_compile_some, &cp) == 0) started++;
+  if (started == 0) fg_compile_some(&cp);
+  for (int t = 0; t < started; t++) pthread_join(th[t], NULL);
+  return cp.failed ? -1 : 0;
 }

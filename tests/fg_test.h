@@ -44,4 +44,9 @@ const fg_cuda_api *fg_test_gpu_begin(char **cache_dir);
 /* For .fini: removes the cache folder. */
 void fg_test_gpu_end(char *cache_dir);
 
+/* Compiles (fagen_compile) the n variants vs in `threads` threads; 0 if all
+ * compiled, else -1 (fagen_errmsg(ctx) names the last failure).  The GPU
+ * tests' candidate sweeps compile first so that the checks run warm. */
+int fg_test_compile_all(fagen_ctx *ctx, const fagen_variant *vs, int n, int threads);
+
 #endif

@@ -3,6 +3,7 @@
  * size; selection of backward variants. */
 #include <criterion/criterion.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "fagen.h"
@@ -156,6 +157,8 @@ Test(bwd_args, shapes_flags_and_forced_variants) {
   expect(a, FAGEN_E_INVALID_ARGUMENT, "(op bwddet");
 }
 
+/* The mma.sync family's heuristic on sm_90a (the wgmma backward turned off
+ * where it would apply: FAGEN_BWD_WGMMA=0). */
 Test(bwd_select, defaults_per_head_dim_and_mode) {
   fagen_ctx *ctx;
   fagen_ctx_create(&ctx);
@@ -164,13 +167,20 @@ Test(bwd_select, defaults_per_head_dim_and_mode) {
   fagen_variant v;
   fagen_select_info info;
   const struct {
-    int head_dim, det;
+    int head_dim, det, no_wgmma;
     const char *name;
-  } want[] = {{120, 0, "bwd_d128_bq64_bk128_w8_s2_bf16_sm90a"},
-              {64, 0, "bwd_d64_bq32_bk128_w4_s2_bf16_sm90a"}, /* the measured deviation */
-              {64, 1, "bwddet_d64_bq128_bk128_w8_s2_bf16_sm90a"},
-              {256, 1, "bwddet_d256_bq64_bk64_w8_s2_bf16_sm90a"}};
+  } want[] = {{120, 0, 1, "bwd_d128_bq64_bk128_w8_s2_bf16_sm90a"},
+              {64, 0, 1, "bwd_d64_bq32_bk128_w4_s2_bf16_sm90a"}, /* the measured deviation */
+              {64, 1, 0, "bwddet_d64_bq128_bk128_w8_s2_bf16_sm90a"},
+              {256, 1, 0, "bwddet_d256_bq64_bk64_w8_s2_bf16_sm90a"},
+              {256, 0, 0, "bwd_d256_bq64_bk64_w8_s2_bf16_sm90a"},
+              {120, 0, 0, "bwdwg_d128_bq64_bk128_w12_s2_bf16_sm90a"},
+              {64, 0, 0, "bwdwg_d64_bq128_bk128_w12_s2_bf16_sm90a"}};
   for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+    if (want[i].no_wgmma)
+      setenv("FAGEN_BWD_WGMMA", "0", 1);
+    else
+      unsetenv("FAGEN_BWD_WGMMA");
     a.head_dim = want[i].head_dim;
     a.deterministic = want[i].det;
     cr_assert_eq(fagen_attention_backward_select(ctx, &a, &dc, &v, &info), FAGEN_OK, "%s",
@@ -188,5 +198,146 @@ Test(bwd_select, defaults_per_head_dim_and_mode) {
                fagen_errmsg(ctx));
   cr_assert_eq(fagen_variant_validate(&v, NULL, 0), FAGEN_OK);
   cr_assert_eq(v.op, FAGEN_OP_BWD);
+  fagen_ctx_destroy(ctx);
+}
+
+/* ---- the Hopper backward (bwdwg) ---------------------------------------- */
+
+/* The name of what fagen_attention_backward_select picks for a on dc. */
+static void select_name(fagen_ctx *ctx, const fagen_attention_bwd_args *a,
+                        const fagen_device_class *dc, char name[FAGEN_VARIANT_NAME_MAX],
+                        fagen_select_info *info) {
+  fagen_variant v;
+  cr_assert_eq(fagen_attention_backward_select(ctx, a, dc, &v, info), FAGEN_OK, "%s",
+               fagen_errmsg(ctx));
+  cr_assert_eq(fagen_variant_validate(&v, NULL, 0), FAGEN_OK);
+  fagen_variant_name(&v, name, sizeof(char[FAGEN_VARIANT_NAME_MAX]));
+}
+
+/* The wgmma family serves exactly the plain, non-deterministic sm_90a calls
+ * at head_dim 33..128 whose q, k, v and dout TMA can describe; everything else
+ * the mma.sync family. */
+Test(bwd_select, hopper_family_where_it_applies) {
+  unsetenv("FAGEN_BWD_WGMMA");
+  fagen_ctx *ctx;
+  fagen_ctx_create(&ctx);
+  const fagen_device_class h100 = {"", {90, 1}, 132}, a100 = {"", {80, 0}, 108},
+                           sm90 = {"", {90, 0}, 132};
+  char name[FAGEN_VARIANT_NAME_MAX];
+  fagen_select_info info;
+  fagen_attention_bwd_args a = good();
+  a.head_dim = 128;
+  select_name(ctx, &a, &h100, name, &info);
+  cr_assert_str_eq(name, "bwdwg_d128_bq64_bk128_w12_s2_bf16_sm90a");
+  cr_assert_eq(info.source, FAGEN_SELECT_HEURISTIC);
+  a.causal = 1;
+  a.dtype = FAGEN_DTYPE_FP16;
+  select_name(ctx, &a, &h100, name, NULL);
+  cr_assert_str_eq(name, "bwdwg_d128_bq64_bk128_w12_s2_causal_fp16_sm90a");
+  a = good();
+  a.head_dim = 72; /* compiled as 96 */
+  select_name(ctx, &a, &h100, name, NULL);
+  cr_assert_str_eq(name, "bwdwg_d96_bq64_bk64_w8_s2_bf16_sm90a");
+  a.head_dim = 40; /* compiled as 64 */
+  select_name(ctx, &a, &h100, name, NULL);
+  cr_assert_str_eq(name, "bwdwg_d64_bq128_bk128_w12_s2_bf16_sm90a");
+
+  /* Not the wgmma family: */
+  a = good();
+  a.head_dim = 128;
+  a.deterministic = 1;
+  select_name(ctx, &a, &h100, name, NULL);
+  cr_assert_str_eq(name, "bwddet_d128_bq64_bk128_w8_s2_bf16_sm90a");
+  a = good();
+  a.head_dim = 128;
+  a.feat.softcap = 30.f;
+  select_name(ctx, &a, &h100, name, NULL);
+  cr_assert_str_eq(name, "bwd_d128_bq64_bk128_w8_s2_softcap_bf16_sm90a");
+  const int dims[] = {32, 136, 256};
+  for (size_t i = 0; i < sizeof dims / sizeof dims[0]; i++) {
+    a = good();
+    a.head_dim = dims[i];
+    select_name(ctx, &a, &h100, name, NULL);
+    cr_assert_eq(strncmp(name, "bwd_", 4), 0, "head_dim %d: %s", dims[i], name);
+  }
+  a = good();
+  a.head_dim = 128;
+  select_name(ctx, &a, &a100, name, NULL);
+  cr_assert_str_eq(name, "bwd_d128_bq64_bk128_w8_s2_bf16_sm80");
+  select_name(ctx, &a, &sm90, name, NULL);
+  cr_assert_str_eq(name, "bwd_d128_bq64_bk128_w8_s2_bf16_sm90");
+  /* TMA cannot describe a zero stride along an axis longer than 1 (allowed for
+     inputs) nor one of 2^40 bytes or more: q, k, v and dout are checked; o is
+     not read through TMA. */
+  const int64_t huge = (int64_t)1 << 39; /* elements: 2^40 bytes */
+  a.dout_strides = (fagen_strides){huge, 8 * 128, 128};
+  select_name(ctx, &a, &h100, name, NULL);
+  cr_assert_str_eq(name, "bwd_d128_bq64_bk128_w8_s2_bf16_sm90a");
+  a.dout_strides = (fagen_strides){huge - 8, 8 * 128, 128}; /* just under */
+  select_name(ctx, &a, &h100, name, NULL);
+  cr_assert_str_eq(name, "bwdwg_d128_bq64_bk128_w12_s2_bf16_sm90a");
+  a.dout_strides = (fagen_strides){0, 0, 0};
+  fagen_strides *in[] = {&a.q_strides, &a.k_strides, &a.v_strides};
+  for (int t = 0; t < 3; t++) {
+    const int seq = t ? a.seqlen_k : a.seqlen_q, heads = t ? a.heads_kv : a.heads_q;
+    *in[t] = (fagen_strides){(int64_t)seq * heads * 128, 0, 128}; /* one row for every key */
+    select_name(ctx, &a, &h100, name, NULL);
+    cr_assert_str_eq(name, "bwd_d128_bq64_bk128_w8_s2_bf16_sm90a", "tensor %d", t);
+    *in[t] = (fagen_strides){0, 0, 0};
+  }
+  a.o_strides = (fagen_strides){huge, 8 * 128, 128};
+  select_name(ctx, &a, &h100, name, NULL);
+  cr_assert_str_eq(name, "bwdwg_d128_bq64_bk128_w12_s2_bf16_sm90a");
+
+  /* FAGEN_BWD_WGMMA=0 turns it off; any other value leaves it on. */
+  a = good();
+  a.head_dim = 128;
+  setenv("FAGEN_BWD_WGMMA", "0", 1);
+  select_name(ctx, &a, &h100, name, NULL);
+  cr_assert_str_eq(name, "bwd_d128_bq64_bk128_w8_s2_bf16_sm90a");
+  setenv("FAGEN_BWD_WGMMA", "1", 1);
+  select_name(ctx, &a, &h100, name, NULL);
+  cr_assert_str_eq(name, "bwdwg_d128_bq64_bk128_w12_s2_bf16_sm90a");
+  unsetenv("FAGEN_BWD_WGMMA");
+  fagen_ctx_destroy(ctx);
+}
+
+/* A forced bwdwg variant: accepted for a non-deterministic call that it fits,
+ * refused for a deterministic one with its own reason, and held to dtype,
+ * causal, features and head_dim like any forced variant. */
+Test(bwd_select, forced_bwdwg) {
+  fagen_ctx *ctx;
+  fagen_ctx_create(&ctx);
+  const fagen_device_class h100 = {"", {90, 1}, 132};
+  fagen_variant forced, got;
+  fagen_select_info info;
+  cr_assert_eq(fagen_variant_parse("bwdwg_d128_bq64_bk128_w12_s1_bf16_sm90a", &forced), FAGEN_OK);
+  fagen_attention_bwd_args a = good(); /* head_dim 120: compiled as 128 */
+  a.variant = &forced;
+  setenv("FAGEN_BWD_WGMMA", "0", 1); /* the switch concerns selection, not forced variants */
+  cr_assert_eq(fagen_attention_backward_select(ctx, &a, &h100, &got, &info), FAGEN_OK, "%s",
+               fagen_errmsg(ctx));
+  unsetenv("FAGEN_BWD_WGMMA");
+  cr_assert_eq(info.source, FAGEN_SELECT_FORCED);
+  cr_assert_eq(memcmp(&got, &forced, sizeof got), 0);
+  a.deterministic = 1;
+  expect(a, FAGEN_E_INVALID_ARGUMENT, "cannot serve a deterministic call");
+  a.deterministic = 0;
+  a.causal = 1;
+  expect(a, FAGEN_E_INVALID_ARGUMENT, "does not fit the call (op bwd or bwdwg");
+  a = good();
+  a.variant = &forced;
+  a.feat.softcap = 30.f;
+  expect(a, FAGEN_E_INVALID_ARGUMENT, "does not fit the call");
+  a = good();
+  a.variant = &forced;
+  a.head_dim = 64;
+  expect(a, FAGEN_E_INVALID_ARGUMENT, "head_dim 64 must match");
+  /* An invalid bwdwg variant is refused with the validity predicate's reason. */
+  forced.features = FAGEN_FEATURE_SOFTCAP;
+  a = good();
+  a.variant = &forced;
+  a.feat.softcap = 30.f;
+  expect(a, FAGEN_E_INVALID_ARGUMENT, "has no features");
   fagen_ctx_destroy(ctx);
 }

@@ -14,6 +14,7 @@
 
 static const fg_cuda_api *cu;
 static char *cache_dir;
+static const fagen_variant *forced_variant; /* args.variant of check()'s calls, or NULL */
 
 static void gpu_setup(void) { cu = fg_test_gpu_begin(&cache_dir); }
 static void gpu_teardown(void) { fg_test_gpu_end(cache_dir); }
@@ -127,6 +128,7 @@ static void setup_run(fagen_ctx *ctx, const shape *s, run *r, uint64_t *rng) {
                            &b->dout_strides, &b->dq_strides, &b->dk_strides, &b->dv_strides};
   for (int t = 0; t < NT; t++) *bs[t] = r->st[t];
   b->deterministic = s->deterministic;
+  b->variant = forced_variant;
   if (s->own_workspace) {
     size_t bytes;
     cr_assert_eq(fagen_attention_backward_workspace(ctx, b, &bytes), FAGEN_OK);
@@ -192,6 +194,11 @@ static void check(const shape *s) {
   uint64_t seed = fg_test_seed(), rng = seed;
   run r;
   setup_run(ctx, s, &r, &rng);
+  fagen_variant ran;
+  char name[FAGEN_VARIANT_NAME_MAX];
+  cr_assert_eq(fagen_attention_backward_select(ctx, &r.b, NULL, &ran, NULL), FAGEN_OK, "%s",
+               fagen_errmsg(ctx));
+  fagen_variant_name(&ran, name, sizeof name);
   grads g = backward(ctx, &r);
 
   const size_t nq = (size_t)s->batch * s->seqlen_q * s->heads_q * s->head_dim;
@@ -207,22 +214,23 @@ static void check(const shape *s) {
                  rel_err(s, g.g[1], r.st[6], rk, s->seqlen_k, s->heads_kv, &nan),
                  rel_err(s, g.g[2], r.st[7], rv, s->seqlen_k, s->heads_kv, &nan)};
   printf("  %s B=%d Sq=%d Sk=%d Hq=%d Hkv=%d d=%d causal=%d layout=%d det=%d ws=%d: "
-         "dQ %.2e dK %.2e dV %.2e (seed %llu)\n",
+         "dQ %.2e dK %.2e dV %.2e (%s, seed %llu)\n",
          s->dtype == FAGEN_DTYPE_BF16 ? "bf16" : "fp16", s->batch, s->seqlen_q, s->seqlen_k,
          s->heads_q, s->heads_kv, s->head_dim, s->causal, s->layout, s->deterministic,
-         s->own_workspace, e[0], e[1], e[2], (unsigned long long)seed);
+         s->own_workspace, e[0], e[1], e[2], name, (unsigned long long)seed);
   const double tol = s->dtype == FAGEN_DTYPE_BF16 ? 1e-2 : 5e-3;
-  cr_assert_eq(nan, 0, "%d gradient elements were not written (or NaN)", nan);
+  cr_assert_eq(nan, 0, "%s: %d gradient elements were not written (or NaN)", name, nan);
   const char *what[3] = {"dQ", "dK", "dV"};
   for (int i = 0; i < 3; i++)
-    cr_assert_lt(e[i], tol, "%s error %.3e over %.0e (seed %llu)", what[i], e[i], tol,
+    cr_assert_lt(e[i], tol, "%s: %s error %.3e over %.0e (seed %llu)", name, what[i], e[i], tol,
                  (unsigned long long)seed);
 
   /* Run it again: the deterministic mode gives the same bytes; the default
    * mode too for dK and dV (only dQ uses atomics). */
   grads g2 = backward(ctx, &r);
   for (int i = s->deterministic ? 0 : 1; i < 3; i++)
-    cr_assert_eq(memcmp(g.g[i], g2.g[i], g.n[i] * 2), 0, "%s differs between two runs", what[i]);
+    cr_assert_eq(memcmp(g.g[i], g2.g[i], g.n[i] * 2), 0, "%s: %s differs between two runs", name,
+                 what[i]);
   free_grads(&g2);
   free_grads(&g);
   free(rq), free(rk), free(rv);
@@ -264,3 +272,92 @@ GPU_TEST(strided_views,
          {BF, 2, 177, 177, 4, 4, 64, 1, 1, 0, 0}, {FP, 2, 177, 177, 4, 4, 128, 0, 1, 1, 0},
          {BF, 2, 160, 96, 4, 2, 64, 0, 2, 0, 1}, {FP, 2, 96, 160, 4, 4, 128, 1, 2, 1, 0})
 GPU_TEST(long_sequence, {BF, 1, 1500, 1500, 2, 1, 128, 1, 0, 0, 1}, {FP, 1, 1100, 1100, 1, 1, 64, 0, 0, 1, 0})
+
+/* ---- the Hopper backward (bwdwg) and the mma.sync one beside it ---------- */
+
+/* The variant a plain non-deterministic call of head_dim d selects here. */
+static fagen_variant probe_select(fagen_ctx *ctx, int head_dim) {
+  fagen_attention_bwd_args b;
+  fagen_attention_bwd_args_init(&b);
+  b.batch = b.heads_q = b.heads_kv = 1;
+  b.seqlen_q = b.seqlen_k = 64;
+  b.head_dim = head_dim;
+  fagen_variant v;
+  cr_assert_eq(fagen_attention_backward_select(ctx, &b, NULL, &v, NULL), FAGEN_OK, "%s",
+               fagen_errmsg(ctx));
+  return v;
+}
+
+/* Candidates are compiled first, in threads (as the forward's sweep). */
+
+/* Every valid bwdwg tile candidate (head_dim 64, 96, 128; causal and not;
+ * bf16 and fp16) computes the same gradients: forced through args.variant on
+ * odd shapes — ragged tiles with seqlen_q != seqlen_k both ways (rows that see
+ * no key under causal), GQA groups of 2 and 3, a [B, H, S, D] layout and a
+ * head_dim below the compiled one (TMA's zero fill past the columns). */
+Test(backward_gpu, every_bwdwg_candidate_agrees, .init = gpu_setup, .fini = gpu_teardown,
+     .timeout = 1800) {
+  fagen_ctx *ctx;
+  cr_assert_eq(fagen_ctx_create(&ctx), FAGEN_OK);
+  fagen_variant base = probe_select(ctx, 128);
+  if (base.target.arch != 90 || !base.target.arch_specific) {
+    fagen_ctx_destroy(ctx);
+    cr_skip_test("the wgmma backward runs on sm_90a; this GPU is sm_%d%s", base.target.arch,
+                 base.target.arch_specific ? "a" : "");
+  }
+  cr_assert_eq(base.op, FAGEN_OP_BWD_WGMMA, "a plain d128 call on sm_90a selects bwdwg");
+  const int dims[] = {64, 96, 128};
+  fagen_variant all[64];
+  int n = 0;
+  for (int di = 0; di < 3; di++)
+    for (int causal = 0; causal < 2; causal++)
+      for (int dt = 0; dt < 2; dt++) {
+        base.head_dim = dims[di];
+        base.causal = causal;
+        base.dtype = dt ? FAGEN_DTYPE_FP16 : FAGEN_DTYPE_BF16;
+        fagen_variant cand[32];
+        size_t nc;
+        cr_assert_eq(fagen_variant_candidates(&base, cand, 32, &nc), FAGEN_OK);
+        for (size_t k = 0; k < nc; k++)
+          if (fagen_variant_validate(&cand[k], NULL, 0) == FAGEN_OK) {
+            cr_assert_lt(n, 64);
+            all[n++] = cand[k];
+          }
+      }
+  /* d64: 4, d96: 2, d128: 2 tilings (test_variant's bwdwg_candidates), x 4 */
+  cr_assert_eq(n, 32, "%d bwdwg candidates", n);
+  cr_assert_eq(fg_test_compile_all(ctx, all, n, 8), 0, "a candidate failed to compile: %s",
+               fagen_errmsg(ctx));
+  for (int i = 0; i < n; i++) {
+    const fagen_variant *v = &all[i];
+    const shape shapes[] = {
+        /* dtype   B  Sq   Sk    Hq Hkv d            causal     layout det ws */
+        {v->dtype, 2, 129, 1000, 4, 2, v->head_dim, v->causal, 0, 0, 0},
+        {v->dtype, 1, 333, 200, 6, 2, v->head_dim - 8, v->causal, 2, 0, 1}};
+    forced_variant = v;
+    for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) check(&shapes[k]);
+    forced_variant = NULL;
+  }
+  printf("  %d bwdwg tile candidates agree with the float64 reference\n", n);
+  fagen_ctx_destroy(ctx);
+}
+
+/* With FAGEN_BWD_WGMMA=0 the mma.sync backward serves the head dims that
+ * bwdwg takes on sm_90a (so both families stay tested there); elsewhere it
+ * serves them anyway. */
+Test(backward_gpu, mma_sync_family_with_wgmma_off, .init = gpu_setup, .fini = gpu_teardown,
+     .timeout = 900) {
+  setenv("FAGEN_BWD_WGMMA", "0", 1);
+  fagen_ctx *ctx;
+  cr_assert_eq(fagen_ctx_create(&ctx), FAGEN_OK);
+  for (int d = 64; d <= 128; d += 32)
+    cr_assert_eq(probe_select(ctx, d).op, FAGEN_OP_BWD, "head_dim %d", d);
+  fagen_ctx_destroy(ctx);
+  const shape cases[] = {
+      /* dtype B  Sq   Sk    Hq Hkv d    causal layout det ws */
+      {BF, 2, 129, 1000, 4, 2, 64, 1, 0, 0, 0},
+      {FP, 2, 129, 1000, 4, 2, 96, 0, 0, 0, 1},
+      {BF, 1, 333, 200, 6, 2, 120, 1, 2, 0, 0}};
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) check(&cases[i]);
+  unsetenv("FAGEN_BWD_WGMMA");
+}

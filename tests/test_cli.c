@@ -66,7 +66,8 @@ Test(cli, emit_writes_default_set_and_manifest) {
   char *out, *err;
   int rc = fagen((const char *[]){"--emit", "-o", sub, NULL}, NULL, &out, &err);
   cr_assert_eq(rc, 0, "%s", err);
-  cr_assert_eq(fg_test_count_files(sub, ".cu"), 224);
+  cr_assert_eq(fg_test_count_files(sub, ".cu"), 236);
+  cr_assert_eq(fg_test_count_files(sub, "bwdwg_"), 12);
   cr_assert_eq(fg_test_count_files(sub, ".tmp"), 0);
   char path[1200];
   snprintf(path, sizeof path, "%s/manifest.json", sub);
@@ -79,6 +80,11 @@ Test(cli, emit_writes_default_set_and_manifest) {
             "%s", m);
   cr_assert(strstr(m, ".cu\", \"op\": \"fwdwg\", \"head_dim\": 128, \"block_q\": 128, "
                       "\"block_kv\": 128, \"warps\": 12, \"stages\": 2, \"pingpong\": true"),
+            "%s", m);
+  cr_assert(strstr(m, "\"file\": \"bwdwg_d128_bq64_bk128_w12_s2_causal_fp16_sm90a.cu\", "
+                      "\"op\": \"bwdwg\", \"head_dim\": 128, \"block_q\": 64, \"block_kv\": 128, "
+                      "\"warps\": 12, \"stages\": 2, \"pingpong\": false, \"causal\": true, "
+                      "\"dtype\": \"fp16\", \"target\": \"sm_90a\""),
             "%s", m);
   free(m);
   /* Every file matches the library's source for that variant. */
@@ -207,8 +213,11 @@ Test(cli, list_and_verbose_culls) {
   cr_assert_eq(fagen((const char *[]){"list", NULL}, NULL, &out, &err), 0);
   int lines = 0;
   for (char *p = out; *p; p++) lines += *p == '\n';
-  cr_assert_eq(lines, 224);
+  cr_assert_eq(lines, 236);
   cr_assert(strstr(out, "fwd_d128_") && strstr(out, "_causal_bf16_sm90a\n"));
+  cr_assert(strstr(out, "\nbwdwg_d96_bq64_bk64_w8_s2_bf16_sm90a\n"), "%s", out);
+  cr_assert_null(strstr(out, "bwdwg_d32_"), "%s", out);
+  cr_assert_null(strstr(out, "bwdwg_d256_"), "%s", out);
   cr_assert(strstr(out, "\nbwd_d128_bq64_bk128_w8_s2_bf16_sm80\n"), "%s", out);
   cr_assert(strstr(out, "\nbwddet_d128_"), "%s", out);
   free(out), free(err);
@@ -226,6 +235,45 @@ Test(cli, list_and_verbose_culls) {
                0);
   cr_assert(strstr(out, "fwd_d64_bq128_bk128_w8_s1_causal_fp16_sm80\n"), "%s", out);
   cr_assert_null(strstr(out, "culled"));
+  free(out), free(err);
+  /* The bwdwg space at d64: one consumer with 64 query rows, two with 128,
+     each in one and two stages; causal or not (the glob spans both). */
+  cr_assert_eq(fagen((const char *[]){"list", "--space", "--only", "bwdwg_d64_*_fp16_sm90a", NULL},
+                     NULL, &out, &err),
+               0, "%s", err);
+  const char *space[] = {"bwdwg_d64_bq64_bk64_w8_s1_fp16_sm90a\n",
+                         "bwdwg_d64_bq64_bk64_w8_s2_fp16_sm90a\n",
+                         "bwdwg_d64_bq128_bk128_w12_s1_causal_fp16_sm90a\n",
+                         "bwdwg_d64_bq128_bk128_w12_s2_causal_fp16_sm90a\n"};
+  for (size_t i = 0; i < sizeof space / sizeof space[0]; i++)
+    cr_assert(strstr(out, space[i]), "%s lacks %s", out, space[i]);
+  int n = 0;
+  for (char *p = out; *p; p++) n += *p == '\n';
+  cr_assert_eq(n, 8, "%s", out);
+  free(out), free(err);
+  /* -v names why the rest of it is culled */
+  cr_assert_eq(fagen((const char *[]){"list", "-v", "--only", "bwdwg_d64_*_fp16_sm90a", NULL},
+                     NULL, &out, &err),
+               0, "%s", err);
+  cr_assert(strstr(out, "# culled bwdwg_d64_bq64_bk128_w12_s1_fp16_sm90a: block_q=64 with 2 "
+                        "consumer warpgroups leaves each a dQ share of 32 columns"),
+            "%s", out);
+  free(out), free(err);
+}
+
+Test(cli, show_bwdwg) {
+  char *out, *err;
+  cr_assert_eq(fagen((const char *[]){"show", "bwdwg_d128_bq64_bk128_w12_s2_causal_bf16_sm90a", NULL},
+                     NULL, &out, &err),
+               0, "%s", err);
+  cr_assert(strstr(out, "// template: templates/bwd_sm90.cu.tpl\n"), "%s", out);
+  cr_assert(strstr(out, "\nbwdwg_d128_bq64_bk128_w12_s2_causal_bf16_sm90a_post("), "no post kernel");
+  free(out), free(err);
+  /* an invalid one says why */
+  cr_assert_eq(fagen((const char *[]){"show", "bwdwg_d128_bq64_bk128_w12_s2_bf16_sm80", NULL}, NULL,
+                     &out, &err),
+               1);
+  cr_assert(strstr(err, "runs on sm_90a only"), "%s", err);
   free(out), free(err);
 }
 

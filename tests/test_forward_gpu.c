@@ -333,23 +333,6 @@ Test(forward_gpu, second_process_hits_the_disk_cache, .timeout = 300) {
 /* Every valid tile candidate of a case computes the same function: forced
  * through args.variant on odd shapes (ragged tiles, seqlen_q != seqlen_k,
  * GQA), causal and not.  Candidates are compiled first, in threads. */
-typedef struct compile_pool {
-  fagen_ctx *ctx;
-  fagen_variant *vs;
-  int n, next, failed;
-  pthread_mutex_t mu;
-} compile_pool;
-
-static void *compile_some(void *arg) {
-  compile_pool *cp = arg;
-  for (;;) {
-    pthread_mutex_lock(&cp->mu);
-    int i = cp->next++;
-    pthread_mutex_unlock(&cp->mu);
-    if (i >= cp->n) return NULL;
-    if (fagen_compile(cp->ctx, &cp->vs[i], NULL) != FAGEN_OK) cp->failed = 1;
-  }
-}
 
 static result run_forced(fagen_ctx *ctx, const shape *s, const fagen_variant *v);
 
@@ -384,11 +367,8 @@ Test(forward_gpu, every_tile_candidate_agrees, .init = gpu_setup, .fini = gpu_te
           }
       }
     }
-  compile_pool cp = {ctx, all, n, 0, 0, PTHREAD_MUTEX_INITIALIZER};
-  pthread_t th[16];
-  for (int t = 0; t < 16; t++) pthread_create(&th[t], NULL, compile_some, &cp);
-  for (int t = 0; t < 16; t++) pthread_join(th[t], NULL);
-  cr_assert_not(cp.failed, "a candidate failed to compile: %s", fagen_errmsg(ctx));
+  cr_assert_eq(fg_test_compile_all(ctx, all, n, 16), 0, "a candidate failed to compile: %s",
+               fagen_errmsg(ctx));
   int stages2 = 0, pingpong = 0;
   for (int i = 0; i < n; i++) {
     shape s = {BF, 2, 333, 257, 4, 2, all[i].head_dim, all[i].causal, 0, 0};

@@ -9,6 +9,7 @@
 #include "fg_kernel_abi.h"
 #include "fg_templates.h"
 #include "fg_test.h"
+#include "fg_variant.h"
 
 static fagen_variant variant(const char *name) {
   fagen_variant v;
@@ -32,9 +33,10 @@ Test(generate, banner_names_version_template_and_parameters) {
 
 Test(generate, sources_are_self_contained_and_export_the_variant_name) {
   fagen_target t[2] = {{80, 0}, {90, 1}};
-  fagen_variant vs[224];
+  fagen_variant vs[236];
   size_t n;
-  cr_assert_eq(fagen_default_variants(t, 2, vs, 224, &n), FAGEN_OK);
+  cr_assert_eq(fagen_default_variants(t, 2, vs, 236, &n), FAGEN_OK);
+  cr_assert_eq(n, 236);
   for (size_t i = 0; i < n; i++) {
     char name[FAGEN_VARIANT_NAME_MAX], sym[FAGEN_VARIANT_NAME_MAX + 8];
     fagen_variant_name(&vs[i], name, sizeof name);
@@ -45,8 +47,10 @@ Test(generate, sources_are_self_contained_and_export_the_variant_name) {
     cr_assert(strstr(src, "extern \"C\" __global__"), "%s", name);
     snprintf(sym, sizeof sym, "\n%s(", name);
     cr_assert(strstr(src, sym), "%s does not define its kernel symbol", name);
-    if (vs[i].op == FAGEN_OP_BWD || vs[i].op == FAGEN_OP_BWD_DET) { /* the backward's helpers */
-      const char *helpers[] = {"_pre(", vs[i].op == FAGEN_OP_BWD ? "_post(" : "_dq("};
+    const int bwd = vs[i].op == FAGEN_OP_BWD || vs[i].op == FAGEN_OP_BWD_DET ||
+                    vs[i].op == FAGEN_OP_BWD_WGMMA;
+    if (bwd) { /* the backward's helpers */
+      const char *helpers[] = {"_pre(", vs[i].op == FAGEN_OP_BWD_DET ? "_dq(" : "_post("};
       for (size_t h = 0; h < 2; h++) {
         snprintf(sym, sizeof sym, "\n%s%s", name, helpers[h]);
         cr_assert(strstr(src, sym), "%s does not define %s", name, sym + 1);
@@ -54,15 +58,71 @@ Test(generate, sources_are_self_contained_and_export_the_variant_name) {
     }
     cr_assert(strstr(src, "#line "), "%s has no #line marks", name);
     const int bf = vs[i].dtype == FAGEN_DTYPE_BF16;
-    cr_assert(strstr(src, vs[i].op == FAGEN_OP_FWD_WGMMA
-                              ? (bf ? "k16.f32.bf16.bf16" : "k16.f32.f16.f16")
-                              : (bf ? "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32"
-                                    : "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32")),
+    const int wgmma = vs[i].op == FAGEN_OP_FWD_WGMMA || vs[i].op == FAGEN_OP_BWD_WGMMA;
+    cr_assert(strstr(src, wgmma ? (bf ? "k16.f32.bf16.bf16" : "k16.f32.f16.f16")
+                                : (bf ? "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32"
+                                      : "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32")),
               "%s does not use the tensor-core instruction for its type", name);
-    if (vs[i].op == FAGEN_OP_FWD_WGMMA)
-      cr_assert(strstr(src, "wgmma.mma_async.sync.aligned.m64n"), "%s", name);
+    if (wgmma) cr_assert(strstr(src, "wgmma.mma_async.sync.aligned.m64n"), "%s", name);
     fagen_free(src);
   }
+}
+
+/* The three heuristic bwdwg variants: the runtime's launch interface (main
+ * kernel NAME(fg_bwd_params, __grid_constant__ tensor maps), NAME_pre and
+ * NAME_post, no NAME_dq), the banner's launch shape, and a compile with
+ * NVRTC for sm_90a (no GPU needed) within the register and spill bounds. */
+Test(generate, bwdwg_heuristic_variants_compile_for_sm90a, .timeout = 600) {
+  char *cache = fg_test_tmpdir();
+  setenv("FAGEN_CACHE_DIR", cache, 1);
+  fagen_ctx *ctx;
+  cr_assert_eq(fagen_ctx_create(&ctx), FAGEN_OK);
+  const struct {
+    const char *name;
+    int threads;
+  } want[] = {{"bwdwg_d64_bq128_bk128_w12_s2_bf16_sm90a", 384},
+              {"bwdwg_d96_bq64_bk64_w8_s2_causal_fp16_sm90a", 256},
+              {"bwdwg_d128_bq64_bk128_w12_s2_bf16_sm90a", 384}};
+  for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+    fagen_variant v = variant(want[i].name);
+    fg_resources res;
+    cr_assert_eq(fg_variant_check(&v, &res, NULL), FAGEN_OK, "%s", want[i].name);
+    char *src;
+    cr_assert_eq(fagen_variant_source(&v, &src, NULL), FAGEN_OK, "%s: %s", want[i].name,
+                 fagen_last_error());
+    cr_assert(strstr(src, "// template: templates/bwd_sm90.cu.tpl\n"), "%s", want[i].name);
+    char line[160], sym[FAGEN_VARIANT_NAME_MAX + 16];
+    snprintf(line, sizeof line,
+             "// launch:   %d threads per block, %d bytes of dynamic shared memory\n",
+             want[i].threads, res.smem_bytes);
+    cr_assert(strstr(src, line), "%s: no '%s'", want[i].name, line);
+    snprintf(sym, sizeof sym, "\n%s(", want[i].name);
+    const char *main_fn = strstr(src, sym);
+    cr_assert(main_fn, "%s does not define its kernel", want[i].name);
+    const char *close = strchr(main_fn, ')');
+    const char *tm = strstr(main_fn, "__grid_constant__");
+    cr_assert(tm && tm < close, "%s: the main kernel takes no __grid_constant__ tensor maps",
+              want[i].name);
+    cr_assert(strstr(main_fn, "fg_bwd_params") < tm, "%s: the parameter block comes first",
+              want[i].name);
+    snprintf(sym, sizeof sym, "\n%s_dq(", want[i].name);
+    cr_assert_null(strstr(src, sym), "%s has a deterministic dQ kernel", want[i].name);
+    fagen_free(src);
+    fagen_kernel_info info;
+    cr_assert_eq(fagen_compile(ctx, &v, &info), FAGEN_OK, "%s: %s\n%s", want[i].name,
+                 fagen_errmsg(ctx), fagen_compile_log(ctx));
+    cr_assert_str_eq(info.name, want[i].name);
+    cr_assert_gt(info.cubin_bytes, 0);
+    cr_assert_eq(info.threads, want[i].threads);
+    cr_assert_eq(info.dynamic_smem_bytes, res.smem_bytes);
+    cr_assert(info.registers > 0 && info.registers <= 65536 / want[i].threads,
+              "%s: %d registers", want[i].name, info.registers);
+    cr_assert(info.spill_store_bytes >= 0 && info.spill_store_bytes <= 128, "%s spills %d bytes",
+              want[i].name, info.spill_store_bytes);
+  }
+  fagen_ctx_destroy(ctx);
+  fg_test_rmrf(cache);
+  free(cache);
 }
 
 Test(generate, same_variant_same_bytes) {

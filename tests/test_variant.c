@@ -46,9 +46,12 @@ Test(variant, parse_round_trips_every_default) {
   fagen_target t[2] = {{80, 0}, {90, 1}};
   size_t n = 0;
   cr_assert_eq(fagen_default_variants(t, 2, NULL, 0, &n), FAGEN_OK);
-  cr_assert_eq(n, 224, "3 ops (fwd, bwd, bwddet) x 8 head dims x 2 dtypes x 2 causal x 2 targets, + fwdwg on sm_90a, got %zu", n);
-  fagen_variant vs[224];
-  cr_assert_eq(fagen_default_variants(t, 2, vs, 224, &n), FAGEN_OK);
+  cr_assert_eq(n, 236,
+               "3 ops (fwd, bwd, bwddet) x 8 head dims x 2 dtypes x 2 causal x 2 targets, + fwdwg "
+               "(32) and bwdwg (3 head dims: 12) on sm_90a, got %zu",
+               n);
+  fagen_variant vs[236];
+  cr_assert_eq(fagen_default_variants(t, 2, vs, 236, &n), FAGEN_OK);
   for (size_t i = 0; i < n; i++) {
     char name[FAGEN_VARIANT_NAME_MAX], again[FAGEN_VARIANT_NAME_MAX];
     fagen_variant back;
@@ -250,8 +253,8 @@ Test(variant, pingpong_knob) {
   cr_assert(on > 0 && on == off_valid, "%d with pingpong, %d without (2+ consumers)", on, off_valid);
   /* The heuristic: off at d64 (measured slower), on above. */
   fagen_target t90 = {90, 1};
-  fagen_variant defs[128];
-  cr_assert_eq(fagen_default_variants(&t90, 1, defs, 128, &n), FAGEN_OK);
+  fagen_variant defs[140];
+  cr_assert_eq(fagen_default_variants(&t90, 1, defs, 140, &n), FAGEN_OK);
   int seen = 0;
   for (size_t i = 0; i < n; i++)
     if (defs[i].op == FAGEN_OP_FWD_WGMMA) {
@@ -282,6 +285,184 @@ Test(variant, fwdwg_o_tile_where_it_fits) {
     cr_assert_eq(r.fwd_o_smem, want[i].o_smem, "%s", want[i].name);
     cr_assert_eq(r.smem_bytes, want[i].smem, "%s", want[i].name);
     cr_assert_leq(r.smem_bytes + 256, fg_target_smem_limit(&v.target), "%s", want[i].name);
+  }
+}
+
+/* ---- the Hopper backward family (bwdwg) ---------------------------------- */
+
+static fagen_variant bwdwg(const char *name) {
+  fagen_variant v;
+  cr_assert_eq(fagen_variant_parse(name, &v), FAGEN_OK, "%s", name);
+  cr_assert_eq(v.op, FAGEN_OP_BWD_WGMMA, "%s", name);
+  return v;
+}
+
+Test(variant, bwdwg_names_round_trip_and_validate) {
+  const char *ok[] = {"bwdwg_d128_bq64_bk128_w12_s2_bf16_sm90a",
+                      "bwdwg_d64_bq128_bk128_w12_s2_fp16_sm90a",
+                      "bwdwg_d96_bq64_bk64_w8_s1_bf16_sm90a",
+                      "bwdwg_d64_bq64_bk64_w8_s2_causal_fp16_sm90a"}; /* causal is no feature */
+  for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+    fagen_variant v = bwdwg(ok[i]);
+    char name[FAGEN_VARIANT_NAME_MAX], reason[512] = "";
+    cr_assert_eq(fagen_variant_name(&v, name, sizeof name), FAGEN_OK);
+    cr_assert_str_eq(name, ok[i]);
+    cr_assert_eq(fagen_variant_validate(&v, reason, sizeof reason), FAGEN_OK, "%s: %s", ok[i],
+                 reason);
+    cr_assert_str_eq(fg_variant_template(&v), "bwd_sm90.cu.tpl");
+  }
+  /* "bwdwg" is its own token, not "bwd" with a suffix. */
+  fagen_variant v;
+  cr_assert_eq(fagen_variant_parse("bwdw_d128_bq64_bk128_w12_s2_bf16_sm90a", &v), FAGEN_E_BAD_NAME);
+  cr_assert_eq(fagen_variant_parse("bwdwgx_d128_bq64_bk128_w12_s2_bf16_sm90a", &v),
+               FAGEN_E_BAD_NAME);
+}
+
+/* The resource model: launch shape, the exact shared memory (K, V, stages x
+ * (Q, dO), two dS tiles, two buffers of (LSE, D) rows, 1024 alignment), the
+ * consumers' register budget and the helper kernels' threads. */
+Test(variant, bwdwg_resources) {
+  const struct {
+    const char *name;
+    int threads, smem;
+  } want[] = {
+      {"bwdwg_d128_bq64_bk128_w12_s2_bf16_sm90a", 384,
+       (2 * 128 + 2 * 2 * 64) * 128 * 2 + 2 * 128 * 64 * 2 + 2 * 2 * 64 * 4 + 1024},
+      {"bwdwg_d64_bq128_bk128_w12_s2_fp16_sm90a", 384,
+       (2 * 128 + 2 * 2 * 128) * 64 * 2 + 2 * 128 * 128 * 2 + 2 * 2 * 128 * 4 + 1024},
+      /* head_dim 96 is stored as two 64-column slices */
+      {"bwdwg_d96_bq64_bk64_w8_s1_bf16_sm90a", 256,
+       (2 * 64 + 2 * 1 * 64) * 128 * 2 + 2 * 64 * 64 * 2 + 2 * 2 * 64 * 4 + 1024},
+  };
+  for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+    fagen_variant v = bwdwg(want[i].name);
+    fg_resources r;
+    cr_assert_eq(fg_variant_check(&v, &r, NULL), FAGEN_OK, "%s", want[i].name);
+    cr_assert_eq(r.threads, want[i].threads, "%s", want[i].name);
+    cr_assert_eq(r.smem_bytes, want[i].smem, "%s: %d bytes", want[i].name, r.smem_bytes);
+    cr_assert_eq(r.fwd_consumer_regs, 240, "%s", want[i].name);
+    cr_assert_eq(r.aux_threads, FG_BWD_AUX_THREADS, "%s", want[i].name);
+    cr_assert_eq(r.regs_estimate, r.threads == 384 ? 168 : 255, "%s", want[i].name);
+  }
+}
+
+/* Each rule of fg_check_bwd_sm90 rejects with its reason. */
+Test(variant, bwdwg_rejections) {
+  const char *base = "bwdwg_d128_bq64_bk128_w12_s2_bf16_sm90a";
+  fagen_variant v = bwdwg(base);
+  v.block_q = 128; /* d128 + 128 + a 128-column dQ share / 2 + 16 registers */
+  expect_invalid(v, "needs about 336 registers, over the 240");
+  /* One consumer takes all of dQ: d128 + 64 + 64 + 16 (ptxas serialized its
+     products at 240). */
+  v = bwdwg("bwdwg_d128_bq64_bk64_w8_s2_bf16_sm90a");
+  expect_invalid(v, "needs about 272 registers, over the 240");
+  v = bwdwg("bwdwg_d64_bq64_bk128_w12_s2_bf16_sm90a");
+  expect_invalid(v, "dQ share of 32 columns");
+  v = bwdwg("bwdwg_d96_bq128_bk128_w12_s2_bf16_sm90a"); /* 96-column shares are whole */
+  expect_invalid(v, "needs about 288 registers");
+  v = bwdwg("bwdwg_d64_bq128_bk64_w8_s2_bf16_sm90a");
+  expect_invalid(v, "needs a consumer of its own");
+  v = bwdwg(base);
+  v.target = (fagen_target){80, 0};
+  expect_invalid(v, "runs on sm_90a only");
+  v.target = (fagen_target){90, 0};
+  expect_invalid(v, "not sm_90");
+  v.target = (fagen_target){100, 1};
+  expect_invalid(v, "not sm_100a");
+  const unsigned feats[] = {FAGEN_FEATURE_VARLEN, FAGEN_FEATURE_WINDOW, FAGEN_FEATURE_SOFTCAP,
+                            FAGEN_FEATURE_ALIBI, FAGEN_FEATURE_DROPOUT};
+  for (size_t i = 0; i < sizeof feats / sizeof feats[0]; i++) {
+    v = bwdwg(base);
+    v.features = feats[i];
+    expect_invalid(v, "has no features");
+  }
+  const int dims[] = {32, 160, 192, 224, 256};
+  for (size_t i = 0; i < sizeof dims / sizeof dims[0]; i++) {
+    v = bwdwg(base);
+    v.head_dim = dims[i];
+    expect_invalid(v, "the wgmma backward has head_dim 64, 96 or 128");
+  }
+  v = bwdwg(base);
+  v.warps = 16;
+  expect_invalid(v, "(8 or 12 warps)");
+  v = bwdwg(base);
+  v.warps = 4;
+  expect_invalid(v, "(8 or 12 warps)");
+  v = bwdwg(base);
+  v.block_kv = 64; /* two consumers own 128 keys */
+  expect_invalid(v, "owns 64 keys (block_kv 128)");
+  v = bwdwg("bwdwg_d128_bq32_bk64_w8_s2_bf16_sm90a");
+  expect_invalid(v, "64 or 128 query rows");
+  v = bwdwg(base);
+  v.stages = 3;
+  expect_invalid(v, "1 or 2 Q/dO buffers");
+  v = bwdwg(base);
+  v.pingpong = 1;
+  expect_invalid(v, "only the wgmma forward family (fwdwg) has that knob, not bwdwg");
+}
+
+/* The heuristic (fg_default_bwd_sm90) for every case of the family, and the
+ * default set: 12 bwdwg kernels on sm_90a, none elsewhere. */
+Test(variant, bwdwg_heuristic_defaults) {
+  const struct {
+    int d, warps, bq, bk;
+  } want[] = {{64, 12, 128, 128}, {96, 8, 64, 64}, {128, 12, 64, 128}};
+  for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
+    for (int dt = 0; dt < 2; dt++)
+      for (int causal = 0; causal < 2; causal++) {
+        fagen_variant v;
+        memset(&v, 0, sizeof v);
+        v.op = FAGEN_OP_BWD_WGMMA;
+        v.head_dim = want[i].d;
+        v.dtype = dt ? FAGEN_DTYPE_BF16 : FAGEN_DTYPE_FP16;
+        v.causal = causal;
+        v.target = (fagen_target){90, 1};
+        fg_default_tiles(&v);
+        char name[FAGEN_VARIANT_NAME_MAX], reason[512] = "";
+        fagen_variant_name(&v, name, sizeof name);
+        cr_assert(v.warps == want[i].warps && v.block_q == want[i].bq &&
+                      v.block_kv == want[i].bk && v.stages == 2 && v.pingpong == 0,
+                  "d%d: %s", want[i].d, name);
+        cr_assert_eq(fagen_variant_validate(&v, reason, sizeof reason), FAGEN_OK, "%s: %s", name,
+                     reason);
+      }
+  const fagen_target targets[] = {{90, 1}, {90, 0}, {80, 0}, {100, 1}};
+  for (size_t t = 0; t < sizeof targets / sizeof targets[0]; t++) {
+    fagen_variant defs[160];
+    size_t n = 0;
+    cr_assert_eq(fagen_default_variants(&targets[t], 1, defs, 160, &n), FAGEN_OK);
+    int seen = 0;
+    for (size_t i = 0; i < n; i++)
+      if (defs[i].op == FAGEN_OP_BWD_WGMMA) {
+        cr_assert(defs[i].head_dim == 64 || defs[i].head_dim == 96 || defs[i].head_dim == 128);
+        seen++;
+      }
+    cr_assert_eq(seen, t == 0 ? 12 : 0, "sm_%d%s: %d bwdwg defaults", targets[t].arch,
+                 targets[t].arch_specific ? "a" : "", seen);
+  }
+}
+
+/* The axis table's 16 combinations, and how many of them are valid per
+ * head_dim (d64: one and two consumers; d96: one consumer only; d128: one
+ * and two consumers at 64 query rows), each in both stages. */
+Test(variant, bwdwg_candidates) {
+  const int dims[] = {64, 96, 128}, valid_want[] = {4, 2, 2};
+  for (size_t i = 0; i < 3; i++) {
+    fagen_variant base = bwdwg("bwdwg_d128_bq64_bk128_w12_s2_causal_bf16_sm90a");
+    base.head_dim = dims[i];
+    fagen_variant c[32];
+    size_t n = 0;
+    cr_assert_eq(fagen_variant_candidates(&base, c, 32, &n), FAGEN_OK);
+    cr_assert_eq(n, 16, "2 block_q x 2 block_kv x 2 warps x 2 stages, got %zu", n);
+    int valid = 0, stages2 = 0;
+    for (size_t k = 0; k < n; k++) {
+      cr_assert(c[k].op == FAGEN_OP_BWD_WGMMA && c[k].head_dim == dims[i] && c[k].causal == 1);
+      if (fagen_variant_validate(&c[k], NULL, 0) != FAGEN_OK) continue;
+      valid++;
+      stages2 += c[k].stages == 2;
+    }
+    cr_assert_eq(valid, valid_want[i], "d%d: %d valid candidates", dims[i], valid);
+    cr_assert_eq(stages2 * 2, valid, "d%d", dims[i]);
   }
 }
 

@@ -1,0 +1,362 @@
+{#
+  Backward attention for Hopper (sm_90a): wgmma on the tensor cores, TMA
+  copies into an mbarrier pipeline, warp specialization.  Plain attention
+  (causal or not, GQA); the non-deterministic mode (dQ by fp32 reductions).
+  The runtime selects it on sm_90a for calls it supports, else bwd_sm80.
+
+  A CTA owns block_kv = 64 * NC keys of one (batch, kv head) and has NC + 1
+  warpgroups.  Warpgroup 0 is the producer: one thread loads K and V once,
+  then Q and dO of each query block (of every query head of the GQA group)
+  into a ring of STAGES buffers with TMA.  Warpgroups 1..NC are consumers,
+  each owning 64 keys (they also copy the next step's LSE and D rows into
+  shared memory, see `stat`), and
+  compute per query block with the key as the M dimension of every product
+  but dQ's:
+      S^T = K Q^T, dP^T = V dO^T        (wgmma, both operands in shared memory)
+      P^T = exp2(S^T scale log2e - LSE), dS^T = P^T (dP^T - D)   (registers)
+      dV += P^T dO, dK += dS^T Q        (wgmma, P^T and dS^T from registers)
+      dS^T -> shared memory; once every consumer's part is there:
+      dQ = dS K                         (wgmma, a share of dQ per consumer)
+      dQacc += dQ                       (fp32 reductions into the workspace)
+  dK and dV stay in registers over all query blocks and go out at the end.
+
+  Shared layout: every tile is stored as 64-element slices of 128-byte rows
+  with the 128-byte swizzle that TMA writes and wgmma reads (as in
+  fwd_sm90).  K, Q, V and dO are read K-major for S^T and dP^T; dO, Q and K
+  MN-major ("transposed") as the B operands of dV, dK and dQ; dS^T is
+  written [key][query] so that it is dQ's A operand, MN-major.
+
+  dQ's split: block_q / 64 row tiles of 64, each consumer takes one row
+  tile and head_dim * (block_q / 64) / NC of its columns (whole 64-column
+  slices, or all of them; gen/fg_variant.c checks the variant).
+#}
+{% include("common.cuh.tpl") %}
+{% include("bwd_params.cuh.tpl") %}
+{%
+  local D, BQ, BK, W = v.head_dim, v.block_q, v.block_kv, v.warps
+  NC = W // 4 - 1
+  DP = ((D + 63) // 64) * 64
+  local QT = BQ // 64
+  assert(NC >= 1 and BK == 64 * NC, "block_kv must be 64 per consumer warpgroup")
+  assert((BQ == 64 or BQ == 128) and NC % QT == 0, "block_q must be 64 or 128, one row tile of dQ per consumer or fewer")
+  DQN = D * QT // NC
+  assert(DQN == D or DQN % 64 == 0, "a consumer's share of dQ must be whole 64-column slices")
+  assert(D % 16 == 0 and D <= 128, "head_dim")
+  local smem = (2 * BK + 2 * v.stages * BQ) * DP * 2 + 2 * BK * BQ * 2 + 4 * BQ * 4 + 1024
+  assert(smem == v.smem_bytes, "shared-memory layout disagrees with the generator's resource model")
+  ty = v.dtype == "bf16" and "bf16" or "f16"
+  CONSUMER_REGS = v.fwd_consumer_regs  -- gen/fg_variant.c's model, which checked the variant
+  -- setmaxnreg moves registers between the warpgroups of a CTA, within what
+  -- the launch gave it (THREADS times the launch bound's per-thread cap): an
+  -- increase that does not fit that pool waits forever.  The producer gives
+  -- all but 24 away.
+  local launch_regs = math.min(255, (65536 // v.threads) // 8 * 8)
+  BWD_PRODUCER_REGS = 24
+  assert(BWD_PRODUCER_REGS * 128 + CONSUMER_REGS * 128 * NC <= launch_regs * v.threads, "register budget")
+%}
+
+namespace {
+
+constexpr int D = {{ D }};         // compiled head dimension
+constexpr int DP = {{ DP }};       // head dimension rounded up to whole 64-element slices
+constexpr int SL = DP / 64;        // slices per tile row
+constexpr int BQ = {{ BQ }};       // query rows per step
+constexpr int BK = {{ BK }};       // keys per CTA
+constexpr int NC = {{ NC }};       // consumer warpgroups (64 keys each)
+constexpr int STAGES = {{ v.stages }}; // Q/dO buffers
+constexpr int THREADS = {{ v.threads }};
+constexpr bool CAUSAL = {{ v.causal }};
+constexpr bool DET = false;
+constexpr bool SM90 = true;
+constexpr int PRE_THREADS = {{ v.bwd_aux_threads }}; // the pre and post kernels
+{% include("features.cuh.tpl") %}
+static_assert(!VARLEN && !WINDOW && !SOFTCAP && !ALIBI && !DROPOUT, "the wgmma backward has no features");
+constexpr int QT = BQ / 64;        // 64-row tiles of dQ
+constexpr int DQN = {{ DQN }};     // dQ columns per consumer
+constexpr int NQ = BQ / 8;         // 8-column (query) groups of S^T and dP^T
+constexpr int ND = D / 8;          // 8-column groups of dK, dV
+constexpr int NDQ = DQN / 8;       // ... of a consumer's dQ
+constexpr int Q_BYTES = BQ * DP * 2;
+constexpr int KV_BYTES = BK * DP * 2;
+constexpr int DS_BYTES = BK * BQ * 2;
+static_assert(THREADS == 128 * (NC + 1), "one producer warpgroup and NC consumers");
+
+{% include("sm90_common.cuh.tpl") %}
+struct fg_tmaps {
+  fg_tmap q, k, v, dout;
+};
+static_assert(sizeof(fg_tmaps) == 512, "fg_tmaps size differs from the host's");
+
+// S^T (+)= K Q^T (or dP^T = V dO^T) for one k16 step: A and B K-major.
+__device__ __forceinline__ void fg_wgmma_st(float (&d)[NQ][4], fg_u64 da, fg_u64 db, int accumulate) {
+  asm volatile("{\n .reg .pred p;\n setp.ne.b32 p, %{{ BQ // 2 + 2 }}, 0;\n"
+               " wgmma.mma_async.sync.aligned.m64n{{ BQ }}k16.f32.{{ ty }}.{{ ty }}"
+               " { {{ oplist(0, BQ // 2) }} }, %{{ BQ // 2 }}, %{{ BQ // 2 + 1 }}, p, 1, 1, 0, 0;\n}\n"
+               : {{ accs(BQ) }}
+               : "l"(da), "l"(db), "r"(accumulate));
+}
+
+// dV += P^T dO (dK += dS^T Q) for one k16 step: A from registers, B MN-major.
+__device__ __forceinline__ void fg_wgmma_kv(float (&d)[ND][4], const fg_u32 (&a)[4], fg_u64 db) {
+  asm volatile("wgmma.mma_async.sync.aligned.m64n{{ D }}k16.f32.{{ ty }}.{{ ty }}"
+               " { {{ oplist(0, D // 2) }} }, { {{ oplist(D // 2, 4) }} }, %{{ D // 2 + 4 }}, 1, 1, 1, 1;\n"
+               : {{ accs(D) }}
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db));
+}
+
+// dQ (+)= dS K for one k16 step: A (dS^T stored [key][query]) and B (K) MN-major.
+__device__ __forceinline__ void fg_wgmma_dq(float (&d)[NDQ][4], fg_u64 da, fg_u64 db, int accumulate) {
+  asm volatile("{\n .reg .pred p;\n setp.ne.b32 p, %{{ DQN // 2 + 2 }}, 0;\n"
+               " wgmma.mma_async.sync.aligned.m64n{{ DQN }}k16.f32.{{ ty }}.{{ ty }}"
+               " { {{ oplist(0, DQN // 2) }} }, %{{ DQN // 2 }}, %{{ DQN // 2 + 1 }}, p, 1, 1, 1, 1;\n}\n"
+               : {{ accs(DQN) }}
+               : "l"(da), "l"(db), "r"(accumulate));
+}
+
+// Barriers: K and V loaded; for each stage Q/dO full (the TMA bytes) and
+// empty (one arrival per consumer warp).
+__device__ __forceinline__ fg_u32 fg_bar_kv(fg_u32 bars) { return bars; }
+__device__ __forceinline__ fg_u32 fg_bar_full(fg_u32 bars, int s) { return bars + 8 * (1 + s); }
+__device__ __forceinline__ fg_u32 fg_bar_empty(fg_u32 bars, int s) { return bars + 8 * (1 + STAGES + s); }
+constexpr int NBARS = 1 + 2 * STAGES;
+
+// 16-bit A fragments of a k16 step of a product from accumulators of the
+// m64nN layout (as fwd_sm90's P).
+__device__ __forceinline__ void fg_pack_a(const float (&x)[NQ][4], fg_u32 (&a)[BQ / 16][4]) {
+#pragma unroll
+  for (int kk = 0; kk < BQ / 16; ++kk) {
+    a[kk][0] = fg_pack(x[2 * kk][0], x[2 * kk][1]);
+    a[kk][1] = fg_pack(x[2 * kk][2], x[2 * kk][3]);
+    a[kk][2] = fg_pack(x[2 * kk + 1][0], x[2 * kk + 1][1]);
+    a[kk][3] = fg_pack(x[2 * kk + 1][2], x[2 * kk + 1][3]);
+  }
+}
+
+} // namespace
+
+{% include("bwd_aux.cuh.tpl") %}
+
+// ---- dK, dV and dQacc ------------------------------------------------------
+// minBlocks 1: setmaxnreg needs the register cap that a launch bound gives.
+extern "C" __global__ void __launch_bounds__({{ v.threads }}, 1)
+{{ v.name }}(const fg_bwd_params p, const __grid_constant__ fg_tmaps tm) {
+  extern __shared__ unsigned char fg_smem_raw[];
+  __shared__ alignas(8) fg_u64 fg_bars[NBARS];
+  // The 128-byte swizzle repeats every 1024 bytes: tiles start on such a boundary.
+  const fg_u32 raw = fg_smem_addr(fg_smem_raw);
+  const fg_u32 sK = (raw + 1023u) & ~1023u;
+  const fg_u32 sV = sK + KV_BYTES;
+  const fg_u32 sQ = sV + KV_BYTES;               // STAGES tiles
+  const fg_u32 sdO = sQ + STAGES * Q_BYTES;      // STAGES tiles
+  const fg_u32 sdS = sdO + STAGES * Q_BYTES;     // 2 tiles [BK][BQ]
+  // Two buffers of a step's rows: LSE (exp2 domain), then D (2 BQ floats each).
+  float *sStat = reinterpret_cast<float *>(fg_smem_raw + (sdS + 2 * DS_BYTES - raw));
+  const fg_u32 bars = fg_smem_addr(fg_bars);
+  const int wg = threadIdx.x / 128;
+
+  const fg_i64 bid = blockIdx.x;
+  const int n_block = (int)(bid % p.kv_blocks);
+  const fg_i64 bhk = bid / p.kv_blocks;
+  const int hk = (int)(bhk % p.heads_kv), b = (int)(bhk / p.heads_kv);
+  const int k0 = n_block * BK;
+  const int len_q = p.seqlen_q, sk = p.seqlen_k;
+  // Query i sees key j iff j < len_k and (causal) j <= i + diag: query
+  // blocks before the first that sees key k0 are skipped.
+  const int diag = sk - len_q;
+  const int m_begin = CAUSAL ? max(0, k0 - diag) / BQ : 0;
+  const int n_m = max(0, p.q_blocks - m_begin);
+  const int total = n_m * p.group; // (head of the group, query block) steps
+
+  if (threadIdx.x == 0) {
+    fg_mbar_init(fg_bar_kv(bars), 1);
+    for (int s = 0; s < STAGES; ++s) {
+      fg_mbar_init(fg_bar_full(bars, s), 1);
+      fg_mbar_init(fg_bar_empty(bars, s), 4 * NC);
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+  }
+  __syncthreads();
+
+  if (wg == 0) {
+    // Producer: one thread issues every copy.
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 {{ BWD_PRODUCER_REGS }};");
+    if (threadIdx.x == 0 && total > 0) {
+      fg_mbar_expect(fg_bar_kv(bars), 2 * KV_BYTES);
+      for (int sl = 0; sl < SL; ++sl) {
+        fg_tma_load(sK + sl * BK * 128, tm.k, sl * 64, k0, hk, b, fg_bar_kv(bars));
+        fg_tma_load(sV + sl * BK * 128, tm.v, sl * 64, k0, hk, b, fg_bar_kv(bars));
+      }
+      // Steps run over the group's heads, and within a head over its query
+      // blocks from m_begin (the consumers' order).  (Counters, not it / n_m:
+      // the producer has 24 registers.)
+      int h = hk * p.group, m = m_begin;
+      for (int it = 0; it < total; ++it) {
+        const int s = it % STAGES;
+        fg_mbar_wait(fg_bar_empty(bars, s), ((it / STAGES) & 1) ^ 1);
+        fg_mbar_expect(fg_bar_full(bars, s), 2 * Q_BYTES);
+        for (int sl = 0; sl < SL; ++sl) {
+          fg_tma_load(sQ + s * Q_BYTES + sl * BQ * 128, tm.q, sl * 64, m * BQ, h, b, fg_bar_full(bars, s));
+          fg_tma_load(sdO + s * Q_BYTES + sl * BQ * 128, tm.dout, sl * 64, m * BQ, h, b, fg_bar_full(bars, s));
+        }
+        if (++m == p.q_blocks) {
+          m = m_begin;
+          ++h;
+        }
+      }
+    }
+    return;
+  }
+
+  // Consumers.
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 {{ CONSUMER_REGS }};");
+  const int cw = wg - 1;
+  const int warp = (threadIdx.x / 32) & 3, lane = threadIdx.x & 31;
+  const int g = lane >> 2, t4 = lane & 3;
+  const int kw0 = k0 + 64 * cw;              // this warpgroup's first key
+  const int krow = kw0 + 16 * warp + g;      // this thread's keys: krow, krow + 8
+  const fg_u32 sKw = sK + 64 * cw * 128, sVw = sV + 64 * cw * 128;
+  // This consumer's share of dQ: row tile mq, columns nq0 ...
+  const int mq = cw % QT, nq0 = (cw / QT) * DQN;
+
+  float dk[ND][4], dv[ND][4];
+#pragma unroll
+  for (int n = 0; n < ND; ++n)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) dk[n][e] = dv[n][e] = 0.f;
+
+  // The rows' LSE (exp2 domain) and D of step `it`: consumer thread ct < 2 BQ
+  // reads one (rows past the end: LSE +inf, so P = 0, and D = 0).  Each step
+  // reads the next one's into the other buffer of sStat, written before the
+  // named barrier that precedes every read of it.
+  const int ct = threadIdx.x - 128;
+  auto stat = [&](int it) -> float {
+    const int h = hk * p.group + it / n_m, row = (m_begin + it % n_m) * BQ + ct % BQ;
+    const fg_i64 at = ((fg_i64)b * p.heads_q + h) * p.seqlen_q + row;
+    if (ct >= 2 * BQ) return 0.f;
+    if (ct < BQ) return row < len_q ? fg_lse2(p.lse[at]) : __int_as_float(0x7f800000);
+    return row < len_q ? p.dsum[at] : 0.f;
+  };
+  if (total > 0) {
+    if (ct < 2 * BQ) sStat[ct] = stat(0);
+    asm volatile("bar.sync 1, %0;" :: "n"(128 * NC) : "memory");
+    fg_mbar_wait(fg_bar_kv(bars), 0);
+  }
+#pragma unroll 1
+  for (int it = 0; it < total; ++it) {
+    const int s = it % STAGES;
+    const int h = hk * p.group + it / n_m, q0 = (m_begin + it % n_m) * BQ;
+    const fg_u32 q_s = sQ + s * Q_BYTES, do_s = sdO + s * Q_BYTES;
+    const fg_u32 ds_s = sdS + (it & 1) * DS_BYTES;
+    const float next_stat = it + 1 < total ? stat(it + 1) : 0.f;
+    fg_mbar_wait(fg_bar_full(bars, s), (it / STAGES) & 1);
+
+    float st[NQ][4], dp[NQ][4];
+    fg_wg_fence();
+#pragma unroll
+    for (int kd = 0; kd < D / 16; ++kd) {
+      const fg_u32 off = (kd & 3) * 32; // k16 step within a 128-byte row
+      fg_wgmma_st(st, fg_desc(sKw + (kd >> 2) * BK * 128 + off, 16, 1024),
+                  fg_desc(q_s + (kd >> 2) * BQ * 128 + off, 16, 1024), kd > 0);
+    }
+    fg_wg_commit();
+#pragma unroll
+    for (int kd = 0; kd < D / 16; ++kd) {
+      const fg_u32 off = (kd & 3) * 32;
+      fg_wgmma_st(dp, fg_desc(sVw + (kd >> 2) * BK * 128 + off, 16, 1024),
+                  fg_desc(do_s + (kd >> 2) * BQ * 128 + off, 16, 1024), kd > 0);
+    }
+    fg_wg_commit();
+    fg_wg_wait<1>(); // S^T; dP^T may still run (groups complete in order)
+
+    // Element (n, e): key krow + 8 (e >> 1), query q0 + 8 n + 2 t4 + (e & 1).
+    const float *ls = sStat + (it & 1) * 2 * BQ, *ds = ls + BQ;
+    const bool mask = kw0 + 64 > sk || (CAUSAL && kw0 + 63 > q0 + diag);
+#pragma unroll
+    for (int n = 0; n < NQ; ++n) {
+      const float2 l2 = *reinterpret_cast<const float2 *>(ls + 8 * n + 2 * t4);
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        float pv = fg_ex2(fmaf(st[n][e], p.scale_log2, -((e & 1) ? l2.y : l2.x)));
+        if (mask) {
+          const int key = krow + 8 * (e >> 1), qi = q0 + 8 * n + 2 * t4 + (e & 1);
+          if (key >= sk || (CAUSAL && key > qi + diag)) pv = 0.f;
+        }
+        st[n][e] = pv;
+      }
+    }
+    fg_wg_wait<0>();
+#pragma unroll
+    for (int n = 0; n < NQ; ++n) {
+      const float2 d2 = *reinterpret_cast<const float2 *>(ds + 8 * n + 2 * t4);
+#pragma unroll
+      for (int e = 0; e < 4; ++e) dp[n][e] = st[n][e] * (dp[n][e] - ((e & 1) ? d2.y : d2.x));
+    }
+    fg_u32 ap[BQ / 16][4], ads[BQ / 16][4];
+    fg_pack_a(st, ap);
+    fg_pack_a(dp, ads);
+
+    // dS^T into its shared tile ([key][query], swizzled 64-query slices)
+    // for dQ; the async proxy (wgmma) reads it after the fence.
+#pragma unroll
+    for (int kk = 0; kk < BQ / 16; ++kk)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int r = 64 * cw + 16 * warp + g + 8 * (i & 1), col = 16 * kk + 8 * (i >> 1) + 2 * t4;
+        const fg_u32 at = ds_s + (col >> 6) * BK * 128 + r * 128 + ((((col & 63) >> 3) ^ (r & 7)) << 4) +
+                          (col & 7) * 2;
+        asm volatile("st.shared.u32 [%0], %1;" :: "r"(at), "r"(ads[kk][i]) : "memory");
+      }
+    asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+
+    fg_wg_fence();
+#pragma unroll
+    for (int kk = 0; kk < BQ / 16; ++kk) fg_wgmma_kv(dv, ap[kk], fg_desc(do_s + kk * 16 * 128, BQ * 128, 1024));
+#pragma unroll
+    for (int kk = 0; kk < BQ / 16; ++kk) fg_wgmma_kv(dk, ads[kk], fg_desc(q_s + kk * 16 * 128, BQ * 128, 1024));
+    fg_wg_commit();
+    if (ct < 2 * BQ) sStat[((it + 1) & 1) * 2 * BQ + ct] = next_stat;
+    // Every consumer's keys of dS^T are in the tile, and the next step's
+    // rows in sStat (named barrier 1).
+    asm volatile("bar.sync 1, %0;" :: "n"(128 * NC) : "memory");
+    float dq[NDQ][4];
+#pragma unroll
+    for (int kk = 0; kk < BK / 16; ++kk)
+      fg_wgmma_dq(dq, fg_desc(ds_s + mq * BK * 128 + kk * 16 * 128, BK * 128, 1024),
+                  fg_desc(sK + (nq0 / 64) * BK * 128 + kk * 16 * 128, BK * 128, 1024), kk > 0);
+    fg_wg_commit();
+    fg_wg_wait<0>();
+    fg_release(fg_bar_empty(bars, s));
+
+    float *acc = p.dq_acc + ((fg_i64)b * p.heads_q + h) * p.seqlen_q * D;
+#pragma unroll
+    for (int h2 = 0; h2 < 2; ++h2) {
+      const int row = q0 + 64 * mq + 16 * warp + g + 8 * h2;
+      if (row < len_q) {
+#pragma unroll
+        for (int n = 0; n < NDQ; ++n)
+          fg_red2(acc + (fg_i64)row * D + nq0 + 8 * n + 2 * t4, dq[n][2 * h2], dq[n][2 * h2 + 1]);
+      }
+    }
+  }
+
+  // Epilogue: dK (scaled) and dV from the registers; keys no query sees get
+  // zeros.
+  fg_u16 *dkg = (fg_u16 *)p.dk + b * p.dk_stride_b + hk * p.dk_stride_h;
+  fg_u16 *dvg = (fg_u16 *)p.dv + b * p.dv_stride_b + hk * p.dv_stride_h;
+#pragma unroll
+  for (int h2 = 0; h2 < 2; ++h2) {
+    const int row = krow + 8 * h2;
+    if (row < sk) {
+#pragma unroll
+      for (int n = 0; n < ND; ++n) {
+        const int col = 8 * n + 2 * t4;
+        if (col < p.head_dim) {
+          *reinterpret_cast<fg_u32 *>(dkg + (fg_i64)row * p.dk_stride_s + col) =
+              fg_pack(dk[n][2 * h2] * p.scale, dk[n][2 * h2 + 1] * p.scale);
+          *reinterpret_cast<fg_u32 *>(dvg + (fg_i64)row * p.dv_stride_s + col) =
+              fg_pack(dv[n][2 * h2], dv[n][2 * h2 + 1]);
+        }
+      }
+    }
+  }
+}
