@@ -71,7 +71,7 @@ typedef struct fg_feat_params {
   X(int32_t, "int", q_blocks) /* ceil(seqlen_q / block_q) */                 \
   X(int32_t, "int", group)    /* heads_q / heads_kv */                       \
   X(float, "float", scale_log2) /* softmax scale * log2(e) */                \
-  X(int32_t, "int", reserved)                                                \
+  X(int32_t, "int", stats_ld) /* rows per (batch, head) in stats */         \
   FG_FEAT_PARAMS_FIELDS(X)
 
 #define FG_ABI_C_FIELD_(ctype, cudatype, name) ctype name;
@@ -89,7 +89,12 @@ void fg_abi_fwd_set_features(fg_fwd_params *p, const fg_feat_params *f);
 /* The backward kernels' block (templates/bwd_sm80.cu.tpl).  dsum and dq_acc
  * point into the workspace: D = rowsum(dO * O) as fp32 [batch, heads_q,
  * seqlen_q], and (atomic mode) the fp32 dQ accumulator [batch, heads_q,
- * seqlen_q, compiled head_dim]. */
+ * seqlen_q, compiled head_dim].  stats (the Hopper backward only, else
+ * NULL): per (batch, query head) stats_ld rows of LSE in the exp2 domain (+inf
+ * where P must be 0), then stats_ld rows of D (0 past the end), stats_ld =
+ * seqlen_q rounded up to FG_BWD_STATS_ALIGN, so that a block of rows is
+ * 16-byte aligned for a bulk copy. */
+#define FG_BWD_STATS_ALIGN 128
 #define FG_BWD_STRIDES_(X, t)                                                \
   X(int64_t, "fg_i64", t##_stride_b)                                         \
   X(int64_t, "fg_i64", t##_stride_s)                                         \
@@ -106,6 +111,7 @@ void fg_abi_fwd_set_features(fg_fwd_params *p, const fg_feat_params *f);
   X(void *, "void *", dv)                                                    \
   X(float *, "float *", dsum)                                                \
   X(float *, "float *", dq_acc) /* NULL in the deterministic mode */         \
+  X(float *, "float *", stats)  /* bwdwg: padded LSE2/D rows, see below */     \
   FG_BWD_STRIDES_(X, q)                                                      \
   FG_BWD_STRIDES_(X, k)                                                      \
   FG_BWD_STRIDES_(X, v)                                                      \
@@ -125,7 +131,7 @@ void fg_abi_fwd_set_features(fg_fwd_params *p, const fg_feat_params *f);
   X(int32_t, "int", kv_blocks) /* ceil(seqlen_k / block_kv) */              \
   X(float, "float", scale_log2) /* softmax scale * log2(e) */                \
   X(float, "float", scale)                                                   \
-  X(int32_t, "int", reserved)                                                \
+  X(int32_t, "int", stats_ld) /* rows per (batch, head) in stats */         \
   FG_FEAT_PARAMS_FIELDS(X)
 
 #define FG_ABI_C_FIELD_(ctype, cudatype, name) ctype name;

@@ -403,7 +403,7 @@ static void fg_default_fwd_sm90(fagen_variant *v) {
  * multiple of QT and a share whole 64-column slices (or all of head_dim).
  * Shared memory: K, V and `stages` buffers of Q and dO (head_dim rounded up
  * to 64, as whole swizzled 64-column slices), two dS tiles [block_kv]
- * [block_q], two buffers of a step's LSE and D rows (fp32) and 1024 bytes to align
+ * [block_q], the LSE and D rows of each stage (fp32) and 1024 bytes to align
  * the tiles to the swizzle pattern.  Registers per consumer thread: the dK
  * and dV accumulators (head_dim / 2 each, i.e. head_dim), S and dP (block_q
  * / 2 each, i.e. block_q), the dQ share's accumulators (DQN / 2) and ~16 for
@@ -463,7 +463,7 @@ static fagen_status fg_check_bwd_sm90(const fagen_variant *v, fg_resources *res,
                    regs, budget, nc);
   const int dp = (d + 63) / 64 * 64;
   const long smem = (2L * bk + 2L * v->stages * bq) * dp * 2 + 2L * bk * bq * 2 +
-                    2L * 2 * bq * 4 + 1024;
+                    2L * v->stages * bq * 4 + 1024;
   if (res) {
     res->threads = v->warps * 32;
     res->smem_bytes = (int)smem; /* fg_variant_check holds it to the target's limit */

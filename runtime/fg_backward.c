@@ -50,7 +50,11 @@ static fagen_attention_args fg_bwd_as_fwd(const fagen_attention_bwd_args *a) {
 }
 
 /* Workspace layout: D (fp32 per query row), then, in the atomic mode, the
- * fp32 dQ accumulator [rows][compiled head_dim] from a 16-byte boundary. */
+ * fp32 dQ accumulator [rows][compiled head_dim] from a 16-byte boundary and
+ * the Hopper backward's row statistics (fg_kernel_abi.h, fg_bwd_params.stats:
+ * per (batch, query head) 2 x seqlen_q rounded up to FG_BWD_STATS_ALIGN
+ * floats; reserved whichever family runs, so that the size depends on the
+ * arguments only). */
 static size_t fg_bwd_rows(const fagen_attention_bwd_args *a) {
   return (size_t)a->batch * (size_t)a->heads_q * (size_t)a->seqlen_q;
 }
@@ -59,10 +63,18 @@ static size_t fg_bwd_dq_offset(const fagen_attention_bwd_args *a) {
   return (fg_bwd_rows(a) * 4 + 15) & ~(size_t)15;
 }
 
+static int fg_bwd_stats_ld(const fagen_attention_bwd_args *a) {
+  return (a->seqlen_q + FG_BWD_STATS_ALIGN - 1) / FG_BWD_STATS_ALIGN * FG_BWD_STATS_ALIGN;
+}
+
+static size_t fg_bwd_stats_offset(const fagen_attention_bwd_args *a) {
+  return fg_bwd_dq_offset(a) + fg_bwd_rows(a) * (size_t)fg_head_dim_bucket(a->head_dim) * 4;
+}
+
 static size_t fg_bwd_workspace_bytes(const fagen_attention_bwd_args *a) {
-  size_t bytes = fg_bwd_dq_offset(a);
-  if (!a->deterministic) bytes += fg_bwd_rows(a) * (size_t)fg_head_dim_bucket(a->head_dim) * 4;
-  return bytes;
+  if (a->deterministic) return fg_bwd_dq_offset(a);
+  return fg_bwd_stats_offset(a) +
+         (size_t)a->batch * (size_t)a->heads_q * 2 * (size_t)fg_bwd_stats_ld(a) * 4;
 }
 
 /* Sizes and strides (and, with check_pointers, pointers and the workspace). */
@@ -362,10 +374,16 @@ FAGEN_API fagen_status fagen_attention_backward(fagen_ctx *ctx,
   if (st == FAGEN_OK) {
     p.dsum = (float *)(uintptr_t)ws;
     p.dq_acc = a->deterministic ? NULL : (float *)(uintptr_t)(ws + fg_bwd_dq_offset(a));
+    if (v.op == FAGEN_OP_BWD_WGMMA) { /* the pre kernel writes them, the main one reads */
+      p.stats = (float *)(uintptr_t)(ws + fg_bwd_stats_offset(a));
+      p.stats_ld = fg_bwd_stats_ld(a);
+      st = fg_tma_bwd_stats_map(cu, &p, &v, &maps, &err);
+    }
     void *params[] = {&p};
     void *main_params[] = {&p, &maps};
     const int per_block = l.fn_threads[FG_KFN_PRE] / 32;
-    st = fg_launch(cu, &l, FG_KFN_PRE, fg_aux_grid(rows, per_block), cs, params, &err);
+    if (st == FAGEN_OK)
+      st = fg_launch(cu, &l, FG_KFN_PRE, fg_aux_grid(rows, per_block), cs, params, &err);
     /* One CTA per block of keys of each kv head, both families. */
     if (st == FAGEN_OK)
       st = fg_launch(cu, &l, FG_KFN_MAIN,

@@ -20,9 +20,10 @@ typedef struct fg_tmaps {
 /* The backward's maps: the same layout, dout where the forward has o. */
 typedef struct fg_tmaps_bwd {
   CUtensorMap q, k, v, dout;
+  CUtensorMap stats; /* fg_bwd_params.stats: fp32 [batch * heads_q * 2][stats_ld] */
 } fg_tmaps_bwd;
-_Static_assert(sizeof(fg_tmaps_bwd) == sizeof(fg_tmaps) && sizeof(fg_tmaps) == 512,
-               "the kernels take four 128-byte CUtensorMaps");
+_Static_assert(sizeof(fg_tmaps) == 512 && sizeof(fg_tmaps_bwd) == 640,
+               "the kernels take four (forward) or five (backward) 128-byte CUtensorMaps");
 
 /* 1 if the driver can describe the call's q, k, v and o (strides, after the
  * contiguous default, below 2^40 bytes and not zero along an axis longer than
@@ -46,5 +47,11 @@ int fg_tma_bwd_fits(const fagen_attention_bwd_args *a);
  * the mma.sync backward. */
 fagen_status fg_tma_bwd_maps(const fg_cuda_api *cu, const fg_bwd_params *p, const fagen_variant *v,
                              fagen_dtype dtype, fg_tmaps_bwd *out, fg_err *err);
+
+/* Encodes out->stats once p.stats and p.stats_ld are set (the workspace is
+ * known): rows of stats_ld floats, a box of block_q of them.  FAGEN_OK or
+ * FAGEN_E_CUDA. */
+fagen_status fg_tma_bwd_stats_map(const fg_cuda_api *cu, const fg_bwd_params *p,
+                                  const fagen_variant *v, fg_tmaps_bwd *out, fg_err *err);
 
 #endif

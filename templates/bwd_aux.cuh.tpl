@@ -56,11 +56,31 @@ extern "C" __global__ void __launch_bounds__({{ v.bwd_aux_threads }})
     }
     s = fg_warp_sum(s);
     if (lane == 0) p.dsum[r] = s;
+{% if v.op == "bwdwg" then %}
+    // The main kernel's copy of the row statistics (fg_bwd_params.stats).
+    if (lane == 0) {
+      float *st = p.stats + bh * 2 * p.stats_ld;
+      st[i] = fg_lse2(p.lse[r]);
+      st[p.stats_ld + i] = s;
+    }
+{% end %}
     if (!DET) {
       float4 *acc = reinterpret_cast<float4 *>(p.dq_acc + r * D);
       for (int c = lane; c < D / 4; c += 32) acc[c] = make_float4(0.f, 0.f, 0.f, 0.f);
     }
   }
+{% if v.op == "bwdwg" then %}
+  // Rows from seqlen_q up to stats_ld: P = 0 there (LSE +inf) and D = 0.
+  const int pad = p.stats_ld - p.seqlen_q;
+  const fg_i64 n_pad = (fg_i64)p.batch * p.heads_q * pad;
+  for (fg_i64 x = (fg_i64)blockIdx.x * PRE_THREADS + threadIdx.x; x < n_pad;
+       x += (fg_i64)gridDim.x * PRE_THREADS) {
+    float *st = p.stats + x / pad * 2 * p.stats_ld;
+    const int i = p.seqlen_q + (int)(x % pad);
+    st[i] = __int_as_float(0x7f800000);
+    st[p.stats_ld + i] = 0.f;
+  }
+{% end %}
 }
 
 {% if v.op ~= "bwddet" then %}

@@ -7,9 +7,12 @@
   A CTA owns block_kv = 64 * NC keys of one (batch, kv head) and has NC + 1
   warpgroups.  Warpgroup 0 is the producer: one thread loads K and V once,
   then Q and dO of each query block (of every query head of the GQA group)
-  into a ring of STAGES buffers with TMA.  Warpgroups 1..NC are consumers,
-  each owning 64 keys (they also copy the next step's LSE and D rows into
-  shared memory, see `stat`), and
+  into a ring of STAGES buffers with TMA, and beside them the rows' LSE and
+  D, also with TMA (the pre kernel lays them out in the workspace, padded to
+  whole blocks: fg_bwd_params.stats).  (Non-tensor bulk copies of those rows
+  made racecheck report hazards against the mbarrier-ordered reads; so did
+  plain stores by the producer's lanes.)  Warpgroups 1..NC are consumers,
+  each owning 64 keys, and
   compute per query block with the key as the M dimension of every product
   but dQ's:
       S^T = K Q^T, dP^T = V dO^T        (wgmma, both operands in shared memory)
@@ -42,7 +45,7 @@
   DQN = D * QT // NC
   assert(DQN == D or DQN % 64 == 0, "a consumer's share of dQ must be whole 64-column slices")
   assert(D % 16 == 0 and D <= 128, "head_dim")
-  local smem = (2 * BK + 2 * v.stages * BQ) * DP * 2 + 2 * BK * BQ * 2 + 4 * BQ * 4 + 1024
+  local smem = (2 * BK + 2 * v.stages * BQ) * DP * 2 + 2 * BK * BQ * 2 + 2 * v.stages * BQ * 4 + 1024
   assert(smem == v.smem_bytes, "shared-memory layout disagrees with the generator's resource model")
   ty = v.dtype == "bf16" and "bf16" or "f16"
   CONSUMER_REGS = v.fwd_consumer_regs  -- gen/fg_variant.c's model, which checked the variant
@@ -84,8 +87,9 @@ static_assert(THREADS == 128 * (NC + 1), "one producer warpgroup and NC consumer
 {% include("sm90_common.cuh.tpl") %}
 struct fg_tmaps {
   fg_tmap q, k, v, dout;
+  fg_tmap stats; // fp32 [batch * heads_q * 2][stats_ld]: LSE rows, then D rows, per head
 };
-static_assert(sizeof(fg_tmaps) == 512, "fg_tmaps size differs from the host's");
+static_assert(sizeof(fg_tmaps) == 640, "fg_tmaps size differs from the host's");
 
 // S^T (+)= K Q^T (or dP^T = V dO^T) for one k16 step: A and B K-major.
 __device__ __forceinline__ void fg_wgmma_st(float (&d)[NQ][4], fg_u64 da, fg_u64 db, int accumulate) {
@@ -132,6 +136,14 @@ __device__ __forceinline__ void fg_pack_a(const float (&x)[NQ][4], fg_u32 (&a)[B
   }
 }
 
+// TMA: one box (block_q floats of one row) of the row statistics.
+__device__ __forceinline__ void fg_tma_load_rows(fg_u32 dst, const fg_tmap &map, int col, int row, fg_u32 bar) {
+  asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
+               " [%0], [%1, {%2, %3}], [%4];"
+               :: "r"(dst), "l"((fg_u64)&map), "r"(col), "r"(row), "r"(bar)
+               : "memory");
+}
+
 } // namespace
 
 {% include("bwd_aux.cuh.tpl") %}
@@ -149,8 +161,9 @@ extern "C" __global__ void __launch_bounds__({{ v.threads }}, 1)
   const fg_u32 sQ = sV + KV_BYTES;               // STAGES tiles
   const fg_u32 sdO = sQ + STAGES * Q_BYTES;      // STAGES tiles
   const fg_u32 sdS = sdO + STAGES * Q_BYTES;     // 2 tiles [BK][BQ]
-  // Two buffers of a step's rows: LSE (exp2 domain), then D (2 BQ floats each).
-  float *sStat = reinterpret_cast<float *>(fg_smem_raw + (sdS + 2 * DS_BYTES - raw));
+  // Per stage the step's rows: LSE (exp2 domain), then D (2 BQ floats).
+  const fg_u32 sStat = sdS + 2 * DS_BYTES;
+  const float *stat = reinterpret_cast<const float *>(fg_smem_raw + (sStat - raw));
   const fg_u32 bars = fg_smem_addr(fg_bars);
   const int wg = threadIdx.x / 128;
 
@@ -193,11 +206,14 @@ extern "C" __global__ void __launch_bounds__({{ v.threads }}, 1)
       for (int it = 0; it < total; ++it) {
         const int s = it % STAGES;
         fg_mbar_wait(fg_bar_empty(bars, s), ((it / STAGES) & 1) ^ 1);
-        fg_mbar_expect(fg_bar_full(bars, s), 2 * Q_BYTES);
+        fg_mbar_expect(fg_bar_full(bars, s), 2 * Q_BYTES + 2 * BQ * 4);
         for (int sl = 0; sl < SL; ++sl) {
           fg_tma_load(sQ + s * Q_BYTES + sl * BQ * 128, tm.q, sl * 64, m * BQ, h, b, fg_bar_full(bars, s));
           fg_tma_load(sdO + s * Q_BYTES + sl * BQ * 128, tm.dout, sl * 64, m * BQ, h, b, fg_bar_full(bars, s));
         }
+        const int srow = (b * p.heads_q + h) * 2; // LSE row; D the next
+        fg_tma_load_rows(sStat + s * 2 * BQ * 4, tm.stats, m * BQ, srow, fg_bar_full(bars, s));
+        fg_tma_load_rows(sStat + (s * 2 + 1) * BQ * 4, tm.stats, m * BQ, srow + 1, fg_bar_full(bars, s));
         if (++m == p.q_blocks) {
           m = m_begin;
           ++h;
@@ -224,30 +240,13 @@ extern "C" __global__ void __launch_bounds__({{ v.threads }}, 1)
 #pragma unroll
     for (int e = 0; e < 4; ++e) dk[n][e] = dv[n][e] = 0.f;
 
-  // The rows' LSE (exp2 domain) and D of step `it`: consumer thread ct < 2 BQ
-  // reads one (rows past the end: LSE +inf, so P = 0, and D = 0).  Each step
-  // reads the next one's into the other buffer of sStat, written before the
-  // named barrier that precedes every read of it.
-  const int ct = threadIdx.x - 128;
-  auto stat = [&](int it) -> float {
-    const int h = hk * p.group + it / n_m, row = (m_begin + it % n_m) * BQ + ct % BQ;
-    const fg_i64 at = ((fg_i64)b * p.heads_q + h) * p.seqlen_q + row;
-    if (ct >= 2 * BQ) return 0.f;
-    if (ct < BQ) return row < len_q ? fg_lse2(p.lse[at]) : __int_as_float(0x7f800000);
-    return row < len_q ? p.dsum[at] : 0.f;
-  };
-  if (total > 0) {
-    if (ct < 2 * BQ) sStat[ct] = stat(0);
-    asm volatile("bar.sync 1, %0;" :: "n"(128 * NC) : "memory");
-    fg_mbar_wait(fg_bar_kv(bars), 0);
-  }
+  if (total > 0) fg_mbar_wait(fg_bar_kv(bars), 0);
 #pragma unroll 1
   for (int it = 0; it < total; ++it) {
     const int s = it % STAGES;
     const int h = hk * p.group + it / n_m, q0 = (m_begin + it % n_m) * BQ;
     const fg_u32 q_s = sQ + s * Q_BYTES, do_s = sdO + s * Q_BYTES;
     const fg_u32 ds_s = sdS + (it & 1) * DS_BYTES;
-    const float next_stat = it + 1 < total ? stat(it + 1) : 0.f;
     fg_mbar_wait(fg_bar_full(bars, s), (it / STAGES) & 1);
 
     float st[NQ][4], dp[NQ][4];
@@ -269,7 +268,7 @@ extern "C" __global__ void __launch_bounds__({{ v.threads }}, 1)
     fg_wg_wait<1>(); // S^T; dP^T may still run (groups complete in order)
 
     // Element (n, e): key krow + 8 (e >> 1), query q0 + 8 n + 2 t4 + (e & 1).
-    const float *ls = sStat + (it & 1) * 2 * BQ, *ds = ls + BQ;
+    const float *ls = stat + s * 2 * BQ, *ds = ls + BQ;
     const bool mask = kw0 + 64 > sk || (CAUSAL && kw0 + 63 > q0 + diag);
 #pragma unroll
     for (int n = 0; n < NQ; ++n) {
@@ -314,9 +313,7 @@ extern "C" __global__ void __launch_bounds__({{ v.threads }}, 1)
 #pragma unroll
     for (int kk = 0; kk < BQ / 16; ++kk) fg_wgmma_kv(dk, ads[kk], fg_desc(q_s + kk * 16 * 128, BQ * 128, 1024));
     fg_wg_commit();
-    if (ct < 2 * BQ) sStat[((it + 1) & 1) * 2 * BQ + ct] = next_stat;
-    // Every consumer's keys of dS^T are in the tile, and the next step's
-    // rows in sStat (named barrier 1).
+    // Every consumer's keys of dS^T are in the tile (named barrier 1).
     asm volatile("bar.sync 1, %0;" :: "n"(128 * NC) : "memory");
     float dq[NDQ][4];
 #pragma unroll

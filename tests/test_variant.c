@@ -319,7 +319,7 @@ Test(variant, bwdwg_names_round_trip_and_validate) {
 }
 
 /* The resource model: launch shape, the exact shared memory (K, V, stages x
- * (Q, dO), two dS tiles, two buffers of (LSE, D) rows, 1024 alignment), the
+ * (Q, dO), two dS tiles, stages x (LSE, D) rows, 1024 alignment), the
  * consumers' register budget and the helper kernels' threads. */
 Test(variant, bwdwg_resources) {
   const struct {
@@ -332,7 +332,7 @@ Test(variant, bwdwg_resources) {
        (2 * 128 + 2 * 2 * 128) * 64 * 2 + 2 * 128 * 128 * 2 + 2 * 2 * 128 * 4 + 1024},
       /* head_dim 96 is stored as two 64-column slices */
       {"bwdwg_d96_bq64_bk64_w8_s1_bf16_sm90a", 256,
-       (2 * 64 + 2 * 1 * 64) * 128 * 2 + 2 * 64 * 64 * 2 + 2 * 2 * 64 * 4 + 1024},
+       (2 * 64 + 2 * 1 * 64) * 128 * 2 + 2 * 64 * 64 * 2 + 2 * 1 * 64 * 4 + 1024},
   };
   for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
     fagen_variant v = bwdwg(want[i].name);
