@@ -693,7 +693,8 @@ FAGEN_API void fagen_attention_bwd_args_init(fagen_attention_bwd_args *args);
  * deterministic, 4 * batch * heads_q * seqlen_q * H for the dQ accumulator,
  * where H is head_dim rounded up to the next compiled size (32, 64, 96, ...,
  * 256), and 8 * batch * heads_q * ceil(seqlen_q / 128) * 128 for the row
- * statistics of the Hopper backward (reserved whichever kernel runs).  Only sizes are read (pointers may be NULL).  Returns FAGEN_OK,
+ * statistics of the Hopper backward (reserved whichever kernel runs).  Only
+ * sizes are read (pointers may be NULL).  Returns FAGEN_OK,
  * FAGEN_E_NULL_POINTER or the shape statuses of fagen_attention_backward.
  * Thread-safe. */
 FAGEN_API fagen_status fagen_attention_backward_workspace(fagen_ctx *ctx,
