@@ -318,6 +318,20 @@ static int fg_sm90_consumer_regs(int consumers) {
   return r < 240 ? r : 240;
 }
 
+/* What both Hopper families' resources share: warps x 32 threads, the
+ * dynamic shared memory (fg_variant_check holds it to the target's limit),
+ * the per-thread cap the launch bound gives (a thread never has more than
+ * 255; setmaxnreg moves registers within threads x cap) and the consumers'
+ * setmaxnreg budget. */
+static void fg_sm90_resources(const fagen_variant *v, long smem, int consumer_regs,
+                              fg_resources *res) {
+  res->threads = v->warps * 32;
+  res->smem_bytes = (int)smem;
+  const int cap = 65536 / res->threads / 8 * 8;
+  res->regs_estimate = cap < 255 ? cap : 255;
+  res->fwd_consumer_regs = consumer_regs;
+}
+
 static fagen_status fg_check_fwd_sm90(const fagen_variant *v, fg_resources *res, fg_err *err) {
   if (v->target.arch != 90 || !v->target.arch_specific)
     return fg_fail(err, FAGEN_E_INVALID_VARIANT,
@@ -368,12 +382,7 @@ static fagen_status fg_check_fwd_sm90(const fagen_variant *v, fg_resources *res,
                    "give each of %d consumer warpgroups",
                    regs, budget, consumers);
   if (res) {
-    res->threads = v->warps * 32;
-    res->smem_bytes = (int)smem;
-    /* The launch cap (see above); a thread never has more than 255. */
-    const int cap = 65536 / res->threads / 8 * 8;
-    res->regs_estimate = cap < 255 ? cap : 255;
-    res->fwd_consumer_regs = budget;
+    fg_sm90_resources(v, smem, budget, res);
     res->fwd_o_smem = o_smem;
   }
   return FAGEN_OK;
@@ -465,22 +474,19 @@ static fagen_status fg_check_bwd_sm90(const fagen_variant *v, fg_resources *res,
   const long smem = (2L * bk + 2L * v->stages * bq) * dp * 2 + 2L * bk * bq * 2 +
                     2L * v->stages * bq * 4 + 1024;
   if (res) {
-    res->threads = v->warps * 32;
-    res->smem_bytes = (int)smem; /* fg_variant_check holds it to the target's limit */
-    /* The launch cap, as for the wgmma forward; a thread never has more than 255. */
-    const int cap = 65536 / res->threads / 8 * 8;
-    res->regs_estimate = cap < 255 ? cap : 255;
-    res->fwd_consumer_regs = budget;
+    fg_sm90_resources(v, smem, budget, res);
     res->aux_threads = FG_BWD_AUX_THREADS;
   }
   return FAGEN_OK;
 }
 
-/* Hopper backward heuristic: a first choice, not yet measured.  The largest
- * tiles the register model allows: d64 128 x 128 (two consumers, one 64-row
- * dQ tile each), d96 64 x 64 (one consumer: two would leave 48-column dQ
- * shares, and 128 query rows do not fit the registers), d128 64 x 128 (two
- * consumers, 64 dQ columns each); two Q/dO buffers. */
+/* Hopper backward heuristic: the largest tiles the register model allows:
+ * d64 128 x 128 (two consumers, one 64-row dQ tile each), d96 64 x 64 (one
+ * consumer: two would leave 48-column dQ shares, and 128 query rows do not
+ * fit the registers), d128 64 x 128 (two consumers, 64 dQ columns each); two
+ * Q/dO buffers.  On an H100 they were the fastest candidates in every cell
+ * of fagen-bench --mode bwd at d64 and d128, S 1024-16384, causal and not
+ * (the runner-up 12-28% slower); d96 was not measured. */
 static void fg_default_bwd_sm90(fagen_variant *v) {
   const int d = v->head_dim;
   v->stages = 2;
