@@ -29,7 +29,7 @@ static const char help_text[] =
     "                 backward and deterministic backward (fwd, bwd, bwddet), and\n"
     "                 for sm_90a the Hopper forward and backward (fwdwg, bwdwg)\n"
     "                 x head_dim 32, 64, 96, 128, 160, 192, 224 and 256 (bwdwg:\n"
-    "                 64, 96, 128) x fp16 and bf16 x causal and not, with each\n"
+    "                 64, 96, 128, 256) x fp16 and bf16 x causal and not, with each\n"
     "                 case's default tiles, for each target.\n"
     "                 Files compile on their own: nvcc -cubin -arch=sm_80\n"
     "                 FILE.cu (fwdwg, bwdwg: -gencode=arch=compute_90a,code=sm_90a;\n"

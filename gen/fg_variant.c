@@ -418,7 +418,12 @@ static void fg_default_fwd_sm90(fagen_variant *v) {
  * / 2 each, i.e. block_q), the dQ share's accumulators (DQN / 2) and ~16 for
  * addresses and row state, within what setmaxnreg gives a consumer
  * (fg_sm90_consumer_regs).  (d128 with one consumer, 256 by this count,
- * compiled with its products serialized: ptxas C7512.) */
+ * compiled with its products serialized: ptxas C7512.)
+ * head_dim 256 splits head_dim instead of the keys: 12 warps, 64 x 64
+ * tiles, both consumers on the same 64 keys, each with half of dK's and
+ * dV's columns (128 registers) and half of dQ's; S^T and dP^T (one each,
+ * block_q / 2) and P^T and dS^T pass through two more tiles [block_kv]
+ * [block_q] in shared memory. */
 static fagen_status fg_check_bwd_sm90(const fagen_variant *v, fg_resources *res, fg_err *err) {
   const int d = v->head_dim, bq = v->block_q, bk = v->block_kv;
   if (v->target.arch != 90 || !v->target.arch_specific)
@@ -431,16 +436,22 @@ static fagen_status fg_check_bwd_sm90(const fagen_variant *v, fg_resources *res,
                    "features 0x%x: the wgmma backward kernel has no features (the bwd family "
                    "has them)",
                    v->features);
-  if (d != 64 && d != 96 && d != 128)
+  if (d != 64 && d != 96 && d != 128 && d != 256)
     return fg_fail(err, FAGEN_E_INVALID_VARIANT,
-                   "head_dim=%d: the wgmma backward has head_dim 64, 96 or 128", d);
+                   "head_dim=%d: the wgmma backward has head_dim 64, 96, 128 or 256", d);
+  const int split = d == 256;
+  if (split && (v->warps != 12 || bk != 64 || bq != 64))
+    return fg_fail(err, FAGEN_E_INVALID_VARIANT,
+                   "head_dim 256: the wgmma backward runs 12 warps on 64 x 64 tiles (two "
+                   "consumers split head_dim), not %d warps, block_q=%d, block_kv=%d",
+                   v->warps, bq, bk);
   if (v->warps != 8 && v->warps != 12)
     return fg_fail(err, FAGEN_E_INVALID_VARIANT,
                    "warps=%d: the wgmma backward kernel has one producer and 1 or 2 consumer "
                    "warpgroups (8 or 12 warps)",
                    v->warps);
   const int nc = v->warps / 4 - 1;
-  if (bk != 64 * nc)
+  if (!split && bk != 64 * nc)
     return fg_fail(err, FAGEN_E_INVALID_VARIANT,
                    "block_kv=%d with %d warps: each of the %d consumer warpgroups owns 64 keys "
                    "(block_kv %d)",
@@ -457,13 +468,13 @@ static fagen_status fg_check_bwd_sm90(const fagen_variant *v, fg_resources *res,
                    "block_q=%d with %d consumer warpgroup%s: each of dQ's %d 64-row tiles needs "
                    "a consumer of its own (block_q 128 needs 12 warps)",
                    bq, nc, nc == 1 ? "" : "s", qt);
-  const int dqn = d * qt / nc;
+  const int dqn = split ? d / 2 : d * qt / nc;
   if (dqn != d && dqn % 64 != 0)
     return fg_fail(err, FAGEN_E_INVALID_VARIANT,
                    "block_q=%d with %d consumer warpgroups leaves each a dQ share of %d columns; "
                    "a share must be whole 64-column slices or all %d",
                    bq, nc, dqn, d);
-  const int regs = d + bq + dqn / 2 + 16;
+  const int regs = split ? d / 2 + bq / 2 + dqn / 2 + 16 : d + bq + dqn / 2 + 16;
   const int budget = fg_sm90_consumer_regs(nc);
   if (regs > budget)
     return fg_fail(err, FAGEN_E_INVALID_VARIANT,
@@ -471,7 +482,7 @@ static fagen_status fg_check_bwd_sm90(const fagen_variant *v, fg_resources *res,
                    "give each of %d consumer warpgroups",
                    regs, budget, nc);
   const int dp = (d + 63) / 64 * 64;
-  const long smem = (2L * bk + 2L * v->stages * bq) * dp * 2 + 2L * bk * bq * 2 +
+  const long smem = (2L * bk + 2L * v->stages * bq) * dp * 2 + (split ? 4L : 2L) * bk * bq * 2 +
                     2L * v->stages * bq * 4 + 1024;
   if (res) {
     fg_sm90_resources(v, smem, budget, res);
@@ -486,7 +497,8 @@ static fagen_status fg_check_bwd_sm90(const fagen_variant *v, fg_resources *res,
  * fit the registers), d128 64 x 128 (two consumers, 64 dQ columns each); two
  * Q/dO buffers.  On an H100 they were the fastest candidates in every cell
  * of fagen-bench --mode bwd at d64 and d128, S 1024-16384, causal and not
- * (the runner-up 12-28% slower); d96 was not measured. */
+ * (the runner-up 12-28% slower); d96 was not measured.  d256 has one
+ * tiling: 64 x 64 on 12 warps. */
 static void fg_default_bwd_sm90(fagen_variant *v) {
   const int d = v->head_dim;
   v->stages = 2;
@@ -498,10 +510,14 @@ static void fg_default_bwd_sm90(fagen_variant *v) {
     v->warps = 8;
     v->block_q = 64;
     v->block_kv = 64;
-  } else {
+  } else if (d <= 128) {
     v->warps = 12;
     v->block_q = 64;
     v->block_kv = 128;
+  } else {
+    v->warps = 12;
+    v->block_q = 64;
+    v->block_kv = 64;
   }
 }
 

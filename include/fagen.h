@@ -132,9 +132,10 @@ typedef enum fagen_op {
   FAGEN_OP_BWD_WGMMA = 4 /* attention backward, computed like FAGEN_OP_BWD (dQ
                           summed with fp32 atomics) by the Hopper kernel family
                           (wgmma, TMA, warp-specialized; sm_90a only; head_dim
-                          64, 96 or 128; no features): warps are 4 per
+                          64, 96, 128 or 256; no features): warps are 4 per
                           warpgroup, one producer and block_kv / 64 consumers
-                          ("bwdwg").  fagen_attention_backward uses it on
+                          (head_dim 256: two consumers that split head_dim,
+                          block_kv 64) ("bwdwg").  fagen_attention_backward uses it on
                           sm_90a where it applies (not deterministic) unless
                           FAGEN_BWD_WGMMA=0 */
 } fagen_op;
@@ -232,7 +233,7 @@ FAGEN_API void fagen_free(void *ptr);
  * `fagen cache warm` compiles — every op (fwd, bwd, bwddet, and on sm_90a
  * fwdwg and bwdwg), every head_dim the op supports, both dtypes, causal and
  * not, each with its default tile choice, for each of n_targets targets (96
- * per target; 140 for sm_90a: 32 fwdwg and 12 bwdwg more).
+ * per target; 144 for sm_90a: 32 fwdwg and 16 bwdwg more).
  * Writes up to capacity variants to out and sets *count to the total; with
  * out NULL and capacity 0 it only counts.  Returns FAGEN_OK, FAGEN_E_NULL_POINTER,
  * FAGEN_E_INVALID_ARGUMENT (unsupported target) or FAGEN_E_BUFFER_TOO_SMALL
@@ -704,7 +705,8 @@ FAGEN_API fagen_status fagen_attention_backward_workspace(fagen_ctx *ctx,
 /* Chooses the backward variant that fagen_attention_backward would run (see
  * fagen_attention_select; the same order of tables and heuristic).  On
  * sm_90a a call that is not deterministic, uses no feature, has head_dim
- * 33..128 (compiled as 64, 96 or 128) and tensors TMA can describe gets the
+ * 33..128 or 225..256 (compiled as 64, 96, 128 or 256) and tensors TMA
+ * can describe gets the
  * Hopper family (FAGEN_OP_BWD_WGMMA) unless FAGEN_BWD_WGMMA=0; every other
  * call gets FAGEN_OP_BWD or FAGEN_OP_BWD_DET.  Pointers are not checked.  Returns FAGEN_OK, the shape statuses of
  * fagen_attention_backward, FAGEN_E_UNSUPPORTED_ARCH or (device NULL) the

@@ -196,7 +196,7 @@ static int fg_bwd_wgmma_enabled(void) {
 static int fg_bwd_wgmma_applies(const fagen_attention_bwd_args *a, const fagen_target *t) {
   const int d = fg_head_dim_bucket(a->head_dim);
   return !a->deterministic && t->arch == 90 && t->arch_specific &&
-         fg_features_bits(&a->feat) == 0 && (d == 64 || d == 96 || d == 128) &&
+         fg_features_bits(&a->feat) == 0 && (d == 64 || d == 96 || d == 128 || d == 256) &&
          fg_tma_bwd_fits(a) && fg_bwd_wgmma_enabled();
 }
 

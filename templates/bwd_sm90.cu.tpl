@@ -32,6 +32,14 @@
   dQ's split: block_q / 64 row tiles of 64, each consumer takes one row
   tile and head_dim * (block_q / 64) / NC of its columns (whole 64-column
   slices, or all of them; gen/fg_variant.c checks the variant).
+
+  head_dim 256 (SPLIT): a consumer's dK and dV of 64 keys would need 256
+  registers a thread, so the two consumers share the CTA's 64 keys and each
+  keeps half of head_dim's columns of dK and dV.  Consumer 0 computes S^T
+  and P^T, consumer 1 dP^T at the same time; P^T goes through a shared tile
+  (named barrier 2) to consumer 1, which forms dS^T; once dS^T is in its
+  tile (barrier 3) both take P^T and dS^T from shared memory as the A
+  operands of their halves of dV, dK and dQ.
 #}
 {% include("common.cuh.tpl") %}
 {% include("bwd_params.cuh.tpl") %}
@@ -40,12 +48,20 @@
   NC = W // 4 - 1
   DP = ((D + 63) // 64) * 64
   local QT = BQ // 64
-  assert(NC >= 1 and BK == 64 * NC, "block_kv must be 64 per consumer warpgroup")
-  assert((BQ == 64 or BQ == 128) and NC % QT == 0, "block_q must be 64 or 128, one row tile of dQ per consumer or fewer")
-  DQN = D * QT // NC
+  -- head_dim 256: dK and dV of 64 keys do not fit one warpgroup's registers
+  -- (256 per thread), so two consumers share the 64 keys and split head_dim.
+  SPLIT = D > 128
+  if SPLIT then
+    assert(D == 256 and NC == 2 and BK == 64 and BQ == 64, "head_dim 256: 12 warps, 64 x 64 tiles")
+    DQN = D // 2
+  else
+    assert(NC >= 1 and BK == 64 * NC, "block_kv must be 64 per consumer warpgroup")
+    assert((BQ == 64 or BQ == 128) and NC % QT == 0, "block_q must be 64 or 128, one row tile of dQ per consumer or fewer")
+    DQN = D * QT // NC
+    assert(D % 16 == 0 and D <= 128, "head_dim")
+  end
   assert(DQN == D or DQN % 64 == 0, "a consumer's share of dQ must be whole 64-column slices")
-  assert(D % 16 == 0 and D <= 128, "head_dim")
-  local smem = (2 * BK + 2 * v.stages * BQ) * DP * 2 + 2 * BK * BQ * 2 + 2 * v.stages * BQ * 4 + 1024
+  local smem = (2 * BK + 2 * v.stages * BQ) * DP * 2 + (SPLIT and 4 or 2) * BK * BQ * 2 + 2 * v.stages * BQ * 4 + 1024
   assert(smem == v.smem_bytes, "shared-memory layout disagrees with the generator's resource model")
   ty = v.dtype == "bf16" and "bf16" or "f16"
   CONSUMER_REGS = v.fwd_consumer_regs  -- gen/fg_variant.c's model, which checked the variant
@@ -65,7 +81,9 @@ constexpr int DP = {{ DP }};       // head dimension rounded up to whole 64-elem
 constexpr int SL = DP / 64;        // slices per tile row
 constexpr int BQ = {{ BQ }};       // query rows per step
 constexpr int BK = {{ BK }};       // keys per CTA
-constexpr int NC = {{ NC }};       // consumer warpgroups (64 keys each)
+constexpr int NC = {{ NC }};       // consumer warpgroups (64 keys each, or SPLIT)
+constexpr bool SPLIT = {{ SPLIT and "true" or "false" }}; // two consumers share 64 keys, half of head_dim each
+constexpr int DH = SPLIT ? D / 2 : D; // a consumer's columns of dK and dV
 constexpr int STAGES = {{ v.stages }}; // Q/dO buffers
 constexpr int THREADS = {{ v.threads }};
 constexpr bool CAUSAL = {{ v.causal }};
@@ -77,7 +95,7 @@ static_assert(!VARLEN && !WINDOW && !SOFTCAP && !ALIBI && !DROPOUT, "the wgmma b
 constexpr int QT = BQ / 64;        // 64-row tiles of dQ
 constexpr int DQN = {{ DQN }};     // dQ columns per consumer
 constexpr int NQ = BQ / 8;         // 8-column (query) groups of S^T and dP^T
-constexpr int ND = D / 8;          // 8-column groups of dK, dV
+constexpr int ND = DH / 8;         // 8-column groups of a consumer's dK, dV
 constexpr int NDQ = DQN / 8;       // ... of a consumer's dQ
 constexpr int Q_BYTES = BQ * DP * 2;
 constexpr int KV_BYTES = BK * DP * 2;
@@ -100,12 +118,21 @@ __device__ __forceinline__ void fg_wgmma_st(float (&d)[NQ][4], fg_u64 da, fg_u64
                : "l"(da), "l"(db), "r"(accumulate));
 }
 
+{% DH = SPLIT and D // 2 or D %}
 // dV += P^T dO (dK += dS^T Q) for one k16 step: A from registers, B MN-major.
 __device__ __forceinline__ void fg_wgmma_kv(float (&d)[ND][4], const fg_u32 (&a)[4], fg_u64 db) {
-  asm volatile("wgmma.mma_async.sync.aligned.m64n{{ D }}k16.f32.{{ ty }}.{{ ty }}"
-               " { {{ oplist(0, D // 2) }} }, { {{ oplist(D // 2, 4) }} }, %{{ D // 2 + 4 }}, 1, 1, 1, 1;\n"
-               : {{ accs(D) }}
+  asm volatile("wgmma.mma_async.sync.aligned.m64n{{ DH }}k16.f32.{{ ty }}.{{ ty }}"
+               " { {{ oplist(0, DH // 2) }} }, { {{ oplist(DH // 2, 4) }} }, %{{ DH // 2 + 4 }}, 1, 1, 1, 1;\n"
+               : {{ accs(DH) }}
                : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db));
+}
+
+// The same with A (P^T or dS^T, [key][query]) K-major in shared memory (SPLIT).
+__device__ __forceinline__ void fg_wgmma_kv_ss(float (&d)[ND][4], fg_u64 da, fg_u64 db) {
+  asm volatile("wgmma.mma_async.sync.aligned.m64n{{ DH }}k16.f32.{{ ty }}.{{ ty }}"
+               " { {{ oplist(0, DH // 2) }} }, %{{ DH // 2 }}, %{{ DH // 2 + 1 }}, 1, 1, 1, 0, 1;\n"
+               : {{ accs(DH) }}
+               : "l"(da), "l"(db));
 }
 
 // dQ (+)= dS K for one k16 step: A (dS^T stored [key][query]) and B (K) MN-major.
@@ -136,6 +163,12 @@ __device__ __forceinline__ void fg_pack_a(const float (&x)[NQ][4], fg_u32 (&a)[B
   }
 }
 
+// Byte address of (row, col), col even, of a [key][query] tile (dS^T, P^T):
+// 64-query slices of 128-byte rows with the 128-byte swizzle.
+__device__ __forceinline__ fg_u32 fg_ds_at(fg_u32 tile, int row, int col) {
+  return tile + (col >> 6) * BK * 128 + row * 128 + ((((col & 63) >> 3) ^ (row & 7)) << 4) + (col & 7) * 2;
+}
+
 // TMA: one box (block_q floats of one row) of the row statistics.
 __device__ __forceinline__ void fg_tma_load_rows(fg_u32 dst, const fg_tmap &map, int col, int row, fg_u32 bar) {
   asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
@@ -161,8 +194,9 @@ extern "C" __global__ void __launch_bounds__({{ v.threads }}, 1)
   const fg_u32 sQ = sV + KV_BYTES;               // STAGES tiles
   const fg_u32 sdO = sQ + STAGES * Q_BYTES;      // STAGES tiles
   const fg_u32 sdS = sdO + STAGES * Q_BYTES;     // 2 tiles [BK][BQ]
+  const fg_u32 sP = sdS + 2 * DS_BYTES;          // SPLIT: 2 tiles [BK][BQ] of P^T
   // Per stage the step's rows: LSE (exp2 domain), then D (2 BQ floats).
-  const fg_u32 sStat = sdS + 2 * DS_BYTES;
+  const fg_u32 sStat = sP + (SPLIT ? 2 * DS_BYTES : 0);
   const float *stat = reinterpret_cast<const float *>(fg_smem_raw + (sStat - raw));
   const fg_u32 bars = fg_smem_addr(fg_bars);
   const int wg = threadIdx.x / 128;
@@ -228,9 +262,11 @@ extern "C" __global__ void __launch_bounds__({{ v.threads }}, 1)
   const int cw = wg - 1;
   const int warp = (threadIdx.x / 32) & 3, lane = threadIdx.x & 31;
   const int g = lane >> 2, t4 = lane & 3;
-  const int kw0 = k0 + 64 * cw;              // this warpgroup's first key
+  const int kw = SPLIT ? 0 : 64 * cw;        // this warpgroup's first key in the CTA
+  const int kw0 = k0 + kw;
   const int krow = kw0 + 16 * warp + g;      // this thread's keys: krow, krow + 8
-  const fg_u32 sKw = sK + 64 * cw * 128, sVw = sV + 64 * cw * 128;
+  const fg_u32 sKw = sK + kw * 128, sVw = sV + kw * 128;
+  const int c0 = SPLIT ? DH * cw : 0;        // this warpgroup's first column of dK, dV
   // This consumer's share of dQ: row tile mq, columns nq0 ...
   const int mq = cw % QT, nq0 = (cw / QT) * DQN;
 
@@ -249,72 +285,140 @@ extern "C" __global__ void __launch_bounds__({{ v.threads }}, 1)
     const fg_u32 ds_s = sdS + (it & 1) * DS_BYTES;
     fg_mbar_wait(fg_bar_full(bars, s), (it / STAGES) & 1);
 
-    float st[NQ][4], dp[NQ][4];
-    fg_wg_fence();
+    if constexpr (SPLIT) {
+      // Consumer 0: S^T and P^T; consumer 1: dP^T, then dS^T from P^T.
+      const fg_u32 p_s = sP + (it & 1) * DS_BYTES;
+      float x[NQ][4];
+      const fg_u32 a_s = cw == 0 ? sK : sV, b_s = cw == 0 ? q_s : do_s;
+      fg_wg_fence();
 #pragma unroll
-    for (int kd = 0; kd < D / 16; ++kd) {
-      const fg_u32 off = (kd & 3) * 32; // k16 step within a 128-byte row
-      fg_wgmma_st(st, fg_desc(sKw + (kd >> 2) * BK * 128 + off, 16, 1024),
-                  fg_desc(q_s + (kd >> 2) * BQ * 128 + off, 16, 1024), kd > 0);
-    }
-    fg_wg_commit();
+      for (int kd = 0; kd < D / 16; ++kd) {
+        const fg_u32 off = (kd & 3) * 32;
+        fg_wgmma_st(x, fg_desc(a_s + (kd >> 2) * BK * 128 + off, 16, 1024),
+                    fg_desc(b_s + (kd >> 2) * BQ * 128 + off, 16, 1024), kd > 0);
+      }
+      fg_wg_commit();
+      fg_wg_wait<0>();
+      // Element (n, e): key krow + 8 (e >> 1), query q0 + 8 n + 2 t4 + (e & 1);
+      // in the [key][query] tiles at fg_ds_at(row, 8 n + 2 t4).
+      const float *ls = stat + s * 2 * BQ, *ds = ls + BQ;
+      const int r0 = 16 * warp + g;
+      if (cw == 0) {
+        const bool mask = kw0 + 64 > sk || (CAUSAL && kw0 + 63 > q0 + diag);
 #pragma unroll
-    for (int kd = 0; kd < D / 16; ++kd) {
-      const fg_u32 off = (kd & 3) * 32;
-      fg_wgmma_st(dp, fg_desc(sVw + (kd >> 2) * BK * 128 + off, 16, 1024),
-                  fg_desc(do_s + (kd >> 2) * BQ * 128 + off, 16, 1024), kd > 0);
-    }
-    fg_wg_commit();
-    fg_wg_wait<1>(); // S^T; dP^T may still run (groups complete in order)
-
-    // Element (n, e): key krow + 8 (e >> 1), query q0 + 8 n + 2 t4 + (e & 1).
-    const float *ls = stat + s * 2 * BQ, *ds = ls + BQ;
-    const bool mask = kw0 + 64 > sk || (CAUSAL && kw0 + 63 > q0 + diag);
+        for (int n = 0; n < NQ; ++n) {
+          const float2 l2 = *reinterpret_cast<const float2 *>(ls + 8 * n + 2 * t4);
 #pragma unroll
-    for (int n = 0; n < NQ; ++n) {
-      const float2 l2 = *reinterpret_cast<const float2 *>(ls + 8 * n + 2 * t4);
+          for (int e = 0; e < 4; ++e) {
+            float pv = fg_ex2(fmaf(x[n][e], p.scale_log2, -((e & 1) ? l2.y : l2.x)));
+            if (mask) {
+              const int key = krow + 8 * (e >> 1), qi = q0 + 8 * n + 2 * t4 + (e & 1);
+              if (key >= sk || (CAUSAL && key > qi + diag)) pv = 0.f;
+            }
+            x[n][e] = pv;
+          }
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        float pv = fg_ex2(fmaf(st[n][e], p.scale_log2, -((e & 1) ? l2.y : l2.x)));
-        if (mask) {
-          const int key = krow + 8 * (e >> 1), qi = q0 + 8 * n + 2 * t4 + (e & 1);
-          if (key >= sk || (CAUSAL && key > qi + diag)) pv = 0.f;
+          for (int h2 = 0; h2 < 2; ++h2)
+            asm volatile("st.shared.u32 [%0], %1;" :: "r"(fg_ds_at(p_s, r0 + 8 * h2, 8 * n + 2 * t4)),
+                         "r"(fg_pack(x[n][2 * h2], x[n][2 * h2 + 1])) : "memory");
         }
-        st[n][e] = pv;
+        asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+        asm volatile("bar.arrive 2, 256;" ::: "memory"); // P^T is in its tile
+        asm volatile("bar.sync 3, 256;" ::: "memory");   // and dS^T in its
+      } else {
+        asm volatile("bar.sync 2, 256;" ::: "memory");
+#pragma unroll
+        for (int n = 0; n < NQ; ++n) {
+          const float2 d2 = *reinterpret_cast<const float2 *>(ds + 8 * n + 2 * t4);
+#pragma unroll
+          for (int h2 = 0; h2 < 2; ++h2) {
+            fg_u32 pp;
+            asm volatile("ld.shared.u32 %0, [%1];" : "=r"(pp) : "r"(fg_ds_at(p_s, r0 + 8 * h2, 8 * n + 2 * t4)) : "memory");
+            const float p0 = fg_to_float((fg_u16)(pp & 0xffffu)), p1 = fg_to_float((fg_u16)(pp >> 16));
+            asm volatile("st.shared.u32 [%0], %1;" :: "r"(fg_ds_at(ds_s, r0 + 8 * h2, 8 * n + 2 * t4)),
+                         "r"(fg_pack(p0 * (x[n][2 * h2] - d2.x), p1 * (x[n][2 * h2 + 1] - d2.y))) : "memory");
+          }
+        }
+        asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+        asm volatile("bar.arrive 3, 256;" ::: "memory");
       }
-    }
-    fg_wg_wait<0>();
+      // This warpgroup's half of dV += P^T dO and dK += dS^T Q.
+      fg_wg_fence();
 #pragma unroll
-    for (int n = 0; n < NQ; ++n) {
-      const float2 d2 = *reinterpret_cast<const float2 *>(ds + 8 * n + 2 * t4);
+      for (int kk = 0; kk < BQ / 16; ++kk)
+        fg_wgmma_kv_ss(dv, fg_desc(p_s + kk * 32, 16, 1024),
+                       fg_desc(do_s + (c0 / 64) * BQ * 128 + kk * 16 * 128, BQ * 128, 1024));
 #pragma unroll
-      for (int e = 0; e < 4; ++e) dp[n][e] = st[n][e] * (dp[n][e] - ((e & 1) ? d2.y : d2.x));
-    }
-    fg_u32 ap[BQ / 16][4], ads[BQ / 16][4];
-    fg_pack_a(st, ap);
-    fg_pack_a(dp, ads);
-
-    // dS^T into its shared tile ([key][query], swizzled 64-query slices)
-    // for dQ; the async proxy (wgmma) reads it after the fence.
+      for (int kk = 0; kk < BQ / 16; ++kk)
+        fg_wgmma_kv_ss(dk, fg_desc(ds_s + kk * 32, 16, 1024),
+                       fg_desc(q_s + (c0 / 64) * BQ * 128 + kk * 16 * 128, BQ * 128, 1024));
+      fg_wg_commit();
+    } else {
+      float st[NQ][4], dp[NQ][4];
+      fg_wg_fence();
 #pragma unroll
-    for (int kk = 0; kk < BQ / 16; ++kk)
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const int r = 64 * cw + 16 * warp + g + 8 * (i & 1), col = 16 * kk + 8 * (i >> 1) + 2 * t4;
-        const fg_u32 at = ds_s + (col >> 6) * BK * 128 + r * 128 + ((((col & 63) >> 3) ^ (r & 7)) << 4) +
-                          (col & 7) * 2;
-        asm volatile("st.shared.u32 [%0], %1;" :: "r"(at), "r"(ads[kk][i]) : "memory");
+      for (int kd = 0; kd < D / 16; ++kd) {
+        const fg_u32 off = (kd & 3) * 32; // k16 step within a 128-byte row
+        fg_wgmma_st(st, fg_desc(sKw + (kd >> 2) * BK * 128 + off, 16, 1024),
+                    fg_desc(q_s + (kd >> 2) * BQ * 128 + off, 16, 1024), kd > 0);
       }
-    asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+      fg_wg_commit();
+#pragma unroll
+      for (int kd = 0; kd < D / 16; ++kd) {
+        const fg_u32 off = (kd & 3) * 32;
+        fg_wgmma_st(dp, fg_desc(sVw + (kd >> 2) * BK * 128 + off, 16, 1024),
+                    fg_desc(do_s + (kd >> 2) * BQ * 128 + off, 16, 1024), kd > 0);
+      }
+      fg_wg_commit();
+      fg_wg_wait<1>(); // S^T; dP^T may still run (groups complete in order)
 
-    fg_wg_fence();
+      // Element (n, e): key krow + 8 (e >> 1), query q0 + 8 n + 2 t4 + (e & 1).
+      const float *ls = stat + s * 2 * BQ, *ds = ls + BQ;
+      const bool mask = kw0 + 64 > sk || (CAUSAL && kw0 + 63 > q0 + diag);
 #pragma unroll
-    for (int kk = 0; kk < BQ / 16; ++kk) fg_wgmma_kv(dv, ap[kk], fg_desc(do_s + kk * 16 * 128, BQ * 128, 1024));
+      for (int n = 0; n < NQ; ++n) {
+        const float2 l2 = *reinterpret_cast<const float2 *>(ls + 8 * n + 2 * t4);
 #pragma unroll
-    for (int kk = 0; kk < BQ / 16; ++kk) fg_wgmma_kv(dk, ads[kk], fg_desc(q_s + kk * 16 * 128, BQ * 128, 1024));
-    fg_wg_commit();
-    // Every consumer's keys of dS^T are in the tile (named barrier 1).
-    asm volatile("bar.sync 1, %0;" :: "n"(128 * NC) : "memory");
+        for (int e = 0; e < 4; ++e) {
+          float pv = fg_ex2(fmaf(st[n][e], p.scale_log2, -((e & 1) ? l2.y : l2.x)));
+          if (mask) {
+            const int key = krow + 8 * (e >> 1), qi = q0 + 8 * n + 2 * t4 + (e & 1);
+            if (key >= sk || (CAUSAL && key > qi + diag)) pv = 0.f;
+          }
+          st[n][e] = pv;
+        }
+      }
+      fg_wg_wait<0>();
+#pragma unroll
+      for (int n = 0; n < NQ; ++n) {
+        const float2 d2 = *reinterpret_cast<const float2 *>(ds + 8 * n + 2 * t4);
+#pragma unroll
+        for (int e = 0; e < 4; ++e) dp[n][e] = st[n][e] * (dp[n][e] - ((e & 1) ? d2.y : d2.x));
+      }
+      fg_u32 ap[BQ / 16][4], ads[BQ / 16][4];
+      fg_pack_a(st, ap);
+      fg_pack_a(dp, ads);
+
+      // dS^T into its shared tile ([key][query], swizzled 64-query slices)
+      // for dQ; the async proxy (wgmma) reads it after the fence.
+#pragma unroll
+      for (int kk = 0; kk < BQ / 16; ++kk)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          const int r = 64 * cw + 16 * warp + g + 8 * (i & 1), col = 16 * kk + 8 * (i >> 1) + 2 * t4;
+          asm volatile("st.shared.u32 [%0], %1;" :: "r"(fg_ds_at(ds_s, r, col)), "r"(ads[kk][i]) : "memory");
+        }
+      asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+
+      fg_wg_fence();
+#pragma unroll
+      for (int kk = 0; kk < BQ / 16; ++kk) fg_wgmma_kv(dv, ap[kk], fg_desc(do_s + kk * 16 * 128, BQ * 128, 1024));
+#pragma unroll
+      for (int kk = 0; kk < BQ / 16; ++kk) fg_wgmma_kv(dk, ads[kk], fg_desc(q_s + kk * 16 * 128, BQ * 128, 1024));
+      fg_wg_commit();
+      // Every consumer's keys of dS^T are in the tile (named barrier 1).
+      asm volatile("bar.sync 1, %0;" :: "n"(128 * NC) : "memory");
+    }
     float dq[NDQ][4];
 #pragma unroll
     for (int kk = 0; kk < BK / 16; ++kk)
@@ -346,7 +450,7 @@ extern "C" __global__ void __launch_bounds__({{ v.threads }}, 1)
     if (row < sk) {
 #pragma unroll
       for (int n = 0; n < ND; ++n) {
-        const int col = 8 * n + 2 * t4;
+        const int col = c0 + 8 * n + 2 * t4;
         if (col < p.head_dim) {
           *reinterpret_cast<fg_u32 *>(dkg + (fg_i64)row * p.dk_stride_s + col) =
               fg_pack(dk[n][2 * h2] * p.scale, dk[n][2 * h2 + 1] * p.scale);

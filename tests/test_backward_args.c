@@ -174,7 +174,8 @@ Test(bwd_select, defaults_per_head_dim_and_mode) {
               {64, 0, 1, "bwd_d64_bq32_bk128_w4_s2_bf16_sm90a"}, /* the measured deviation */
               {64, 1, 0, "bwddet_d64_bq128_bk128_w8_s2_bf16_sm90a"},
               {256, 1, 0, "bwddet_d256_bq64_bk64_w8_s2_bf16_sm90a"},
-              {256, 0, 0, "bwd_d256_bq64_bk64_w8_s2_bf16_sm90a"},
+              {256, 0, 1, "bwd_d256_bq64_bk64_w8_s2_bf16_sm90a"},
+              {256, 0, 0, "bwdwg_d256_bq64_bk64_w12_s2_bf16_sm90a"},
               {120, 0, 0, "bwdwg_d128_bq64_bk128_w12_s2_bf16_sm90a"},
               {64, 0, 0, "bwdwg_d64_bq128_bk128_w12_s2_bf16_sm90a"}};
   for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
@@ -254,13 +255,21 @@ Test(bwd_select, hopper_family_where_it_applies) {
   a.feat.softcap = 30.f;
   select_name(ctx, &a, &h100, name, NULL);
   cr_assert_str_eq(name, "bwd_d128_bq64_bk128_w8_s2_softcap_bf16_sm90a");
-  const int dims[] = {32, 136, 256};
+  const int dims[] = {32, 136, 192, 224};
   for (size_t i = 0; i < sizeof dims / sizeof dims[0]; i++) {
     a = good();
     a.head_dim = dims[i];
     select_name(ctx, &a, &h100, name, NULL);
     cr_assert_eq(strncmp(name, "bwd_", 4), 0, "head_dim %d: %s", dims[i], name);
   }
+  a = good();
+  a.head_dim = 256;
+  select_name(ctx, &a, &h100, name, NULL);
+  cr_assert_str_eq(name, "bwdwg_d256_bq64_bk64_w12_s2_bf16_sm90a");
+  a.head_dim = 232; /* compiled as 256 */
+  a.causal = 1;
+  select_name(ctx, &a, &h100, name, NULL);
+  cr_assert_str_eq(name, "bwdwg_d256_bq64_bk64_w12_s2_causal_bf16_sm90a");
   a = good();
   a.head_dim = 128;
   select_name(ctx, &a, &a100, name, NULL);

@@ -290,7 +290,7 @@ static fagen_variant probe_select(fagen_ctx *ctx, int head_dim) {
 
 /* Candidates are compiled first, in threads (as the forward's sweep). */
 
-/* Every valid bwdwg tile candidate (head_dim 64, 96, 128; causal and not;
+/* Every valid bwdwg tile candidate (head_dim 64, 96, 128, 256; causal and not;
  * bf16 and fp16) computes the same gradients: forced through args.variant on
  * odd shapes — ragged tiles with seqlen_q != seqlen_k both ways (rows that see
  * no key under causal), GQA groups of 2 and 3, a [B, H, S, D] layout and a
@@ -306,10 +306,10 @@ Test(backward_gpu, every_bwdwg_candidate_agrees, .init = gpu_setup, .fini = gpu_
                  base.target.arch_specific ? "a" : "");
   }
   cr_assert_eq(base.op, FAGEN_OP_BWD_WGMMA, "a plain d128 call on sm_90a selects bwdwg");
-  const int dims[] = {64, 96, 128};
+  const int dims[] = {64, 96, 128, 256};
   fagen_variant all[64];
   int n = 0;
-  for (int di = 0; di < 3; di++)
+  for (int di = 0; di < 4; di++)
     for (int causal = 0; causal < 2; causal++)
       for (int dt = 0; dt < 2; dt++) {
         base.head_dim = dims[di];
@@ -324,8 +324,9 @@ Test(backward_gpu, every_bwdwg_candidate_agrees, .init = gpu_setup, .fini = gpu_
             all[n++] = cand[k];
           }
       }
-  /* d64: 4, d96: 2, d128: 2 tilings (test_variant's bwdwg_candidates), x 4 */
-  cr_assert_eq(n, 32, "%d bwdwg candidates", n);
+  /* d64: 4, d96: 2, d128: 2, d256: 2 tilings (test_variant's
+     bwdwg_candidates), x 4 */
+  cr_assert_eq(n, 40, "%d bwdwg candidates", n);
   cr_assert_eq(fg_test_compile_all(ctx, all, n, 8), 0, "a candidate failed to compile: %s",
                fagen_errmsg(ctx));
   for (int i = 0; i < n; i++) {

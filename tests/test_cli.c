@@ -66,8 +66,8 @@ Test(cli, emit_writes_default_set_and_manifest) {
   char *out, *err;
   int rc = fagen((const char *[]){"--emit", "-o", sub, NULL}, NULL, &out, &err);
   cr_assert_eq(rc, 0, "%s", err);
-  cr_assert_eq(fg_test_count_files(sub, ".cu"), 236);
-  cr_assert_eq(fg_test_count_files(sub, "bwdwg_"), 12);
+  cr_assert_eq(fg_test_count_files(sub, ".cu"), 240);
+  cr_assert_eq(fg_test_count_files(sub, "bwdwg_"), 16);
   cr_assert_eq(fg_test_count_files(sub, ".tmp"), 0);
   char path[1200];
   snprintf(path, sizeof path, "%s/manifest.json", sub);
@@ -213,11 +213,12 @@ Test(cli, list_and_verbose_culls) {
   cr_assert_eq(fagen((const char *[]){"list", NULL}, NULL, &out, &err), 0);
   int lines = 0;
   for (char *p = out; *p; p++) lines += *p == '\n';
-  cr_assert_eq(lines, 236);
+  cr_assert_eq(lines, 240);
   cr_assert(strstr(out, "fwd_d128_") && strstr(out, "_causal_bf16_sm90a\n"));
   cr_assert(strstr(out, "\nbwdwg_d96_bq64_bk64_w8_s2_bf16_sm90a\n"), "%s", out);
   cr_assert_null(strstr(out, "bwdwg_d32_"), "%s", out);
-  cr_assert_null(strstr(out, "bwdwg_d256_"), "%s", out);
+  cr_assert_null(strstr(out, "bwdwg_d192_"), "%s", out);
+  cr_assert(strstr(out, "\nbwdwg_d256_bq64_bk64_w12_s2_causal_fp16_sm90a\n"), "%s", out);
   cr_assert(strstr(out, "\nbwd_d128_bq64_bk128_w8_s2_bf16_sm80\n"), "%s", out);
   cr_assert(strstr(out, "\nbwddet_d128_"), "%s", out);
   free(out), free(err);

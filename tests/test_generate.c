@@ -33,10 +33,10 @@ Test(generate, banner_names_version_template_and_parameters) {
 
 Test(generate, sources_are_self_contained_and_export_the_variant_name) {
   fagen_target t[2] = {{80, 0}, {90, 1}};
-  fagen_variant vs[236];
+  fagen_variant vs[240];
   size_t n;
-  cr_assert_eq(fagen_default_variants(t, 2, vs, 236, &n), FAGEN_OK);
-  cr_assert_eq(n, 236);
+  cr_assert_eq(fagen_default_variants(t, 2, vs, 240, &n), FAGEN_OK);
+  cr_assert_eq(n, 240);
   for (size_t i = 0; i < n; i++) {
     char name[FAGEN_VARIANT_NAME_MAX], sym[FAGEN_VARIANT_NAME_MAX + 8];
     fagen_variant_name(&vs[i], name, sizeof name);

@@ -31,9 +31,9 @@ static void teardown(void) {
 #define FG_SPILL_BOUND 128
 static void compile_head_dim(int head_dim) {
   fagen_target t[2] = {{80, 0}, {90, 1}};
-  fagen_variant vs[236];
+  fagen_variant vs[240];
   size_t n;
-  cr_assert_eq(fagen_default_variants(t, 2, vs, 236, &n), FAGEN_OK);
+  cr_assert_eq(fagen_default_variants(t, 2, vs, 240, &n), FAGEN_OK);
   fagen_ctx *ctx;
   cr_assert_eq(fagen_ctx_create(&ctx), FAGEN_OK);
   int compiled = 0;
@@ -64,10 +64,10 @@ static void compile_head_dim(int head_dim) {
     cr_assert_eq(info.from_disk_cache, 0);
     compiled++;
   }
-  const int bwdwg = head_dim == 64 || head_dim == 96 || head_dim == 128;
+  const int bwdwg = head_dim == 64 || head_dim == 96 || head_dim == 128 || head_dim == 256;
   cr_assert_eq(compiled, bwdwg ? 32 : 28,
                "fwd/bwd/bwddet x fp16/bf16 x causal or not x 2 targets, + fwdwg (and at d64, "
-               "d96, d128 bwdwg) x fp16/bf16 x causal or not on sm_90a: %d",
+               "d96, d128, d256 bwdwg) x fp16/bf16 x causal or not on sm_90a: %d",
                compiled);
   fagen_ctx_destroy(ctx);
 }

@@ -46,12 +46,12 @@ Test(variant, parse_round_trips_every_default) {
   fagen_target t[2] = {{80, 0}, {90, 1}};
   size_t n = 0;
   cr_assert_eq(fagen_default_variants(t, 2, NULL, 0, &n), FAGEN_OK);
-  cr_assert_eq(n, 236,
+  cr_assert_eq(n, 240,
                "3 ops (fwd, bwd, bwddet) x 8 head dims x 2 dtypes x 2 causal x 2 targets, + fwdwg "
-               "(32) and bwdwg (3 head dims: 12) on sm_90a, got %zu",
+               "(32) and bwdwg (4 head dims: 16) on sm_90a, got %zu",
                n);
-  fagen_variant vs[236];
-  cr_assert_eq(fagen_default_variants(t, 2, vs, 236, &n), FAGEN_OK);
+  fagen_variant vs[240];
+  cr_assert_eq(fagen_default_variants(t, 2, vs, 240, &n), FAGEN_OK);
   for (size_t i = 0; i < n; i++) {
     char name[FAGEN_VARIANT_NAME_MAX], again[FAGEN_VARIANT_NAME_MAX];
     fagen_variant back;
@@ -253,8 +253,8 @@ Test(variant, pingpong_knob) {
   cr_assert(on > 0 && on == off_valid, "%d with pingpong, %d without (2+ consumers)", on, off_valid);
   /* The heuristic: off at d64 (measured slower), on above. */
   fagen_target t90 = {90, 1};
-  fagen_variant defs[140];
-  cr_assert_eq(fagen_default_variants(&t90, 1, defs, 140, &n), FAGEN_OK);
+  fagen_variant defs[144];
+  cr_assert_eq(fagen_default_variants(&t90, 1, defs, 144, &n), FAGEN_OK);
   int seen = 0;
   for (size_t i = 0; i < n; i++)
     if (defs[i].op == FAGEN_OP_FWD_WGMMA) {
@@ -301,7 +301,8 @@ Test(variant, bwdwg_names_round_trip_and_validate) {
   const char *ok[] = {"bwdwg_d128_bq64_bk128_w12_s2_bf16_sm90a",
                       "bwdwg_d64_bq128_bk128_w12_s2_fp16_sm90a",
                       "bwdwg_d96_bq64_bk64_w8_s1_bf16_sm90a",
-                      "bwdwg_d64_bq64_bk64_w8_s2_causal_fp16_sm90a"}; /* causal is no feature */
+                      "bwdwg_d64_bq64_bk64_w8_s2_causal_fp16_sm90a", /* causal is no feature */
+                      "bwdwg_d256_bq64_bk64_w12_s1_causal_bf16_sm90a"};
   for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
     fagen_variant v = bwdwg(ok[i]);
     char name[FAGEN_VARIANT_NAME_MAX], reason[512] = "";
@@ -333,6 +334,9 @@ Test(variant, bwdwg_resources) {
       /* head_dim 96 is stored as two 64-column slices */
       {"bwdwg_d96_bq64_bk64_w8_s1_bf16_sm90a", 256,
        (2 * 64 + 2 * 1 * 64) * 128 * 2 + 2 * 64 * 64 * 2 + 2 * 1 * 64 * 4 + 1024},
+      /* head_dim 256: P^T's two tiles beside dS^T's; 226 KiB, under sm_90a's 227 */
+      {"bwdwg_d256_bq64_bk64_w12_s2_bf16_sm90a", 384,
+       (2 * 64 + 2 * 2 * 64) * 256 * 2 + 4 * 64 * 64 * 2 + 2 * 2 * 64 * 4 + 1024},
   };
   for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
     fagen_variant v = bwdwg(want[i].name);
@@ -376,12 +380,18 @@ Test(variant, bwdwg_rejections) {
     v.features = feats[i];
     expect_invalid(v, "has no features");
   }
-  const int dims[] = {32, 160, 192, 224, 256};
+  const int dims[] = {32, 160, 192, 224};
   for (size_t i = 0; i < sizeof dims / sizeof dims[0]; i++) {
     v = bwdwg(base);
     v.head_dim = dims[i];
-    expect_invalid(v, "the wgmma backward has head_dim 64, 96 or 128");
+    expect_invalid(v, "the wgmma backward has head_dim 64, 96, 128 or 256");
   }
+  /* head_dim 256 has one tiling: 64 x 64 on 12 warps. */
+  const char *d256[] = {"bwdwg_d256_bq64_bk128_w12_s2_bf16_sm90a",
+                        "bwdwg_d256_bq128_bk64_w12_s2_bf16_sm90a",
+                        "bwdwg_d256_bq64_bk64_w8_s2_bf16_sm90a"};
+  for (size_t i = 0; i < sizeof d256 / sizeof d256[0]; i++)
+    expect_invalid(bwdwg(d256[i]), "head_dim 256: the wgmma backward runs 12 warps on 64 x 64");
   v = bwdwg(base);
   v.warps = 16;
   expect_invalid(v, "(8 or 12 warps)");
@@ -434,20 +444,22 @@ Test(variant, bwdwg_heuristic_defaults) {
     int seen = 0;
     for (size_t i = 0; i < n; i++)
       if (defs[i].op == FAGEN_OP_BWD_WGMMA) {
-        cr_assert(defs[i].head_dim == 64 || defs[i].head_dim == 96 || defs[i].head_dim == 128);
+        cr_assert(defs[i].head_dim == 64 || defs[i].head_dim == 96 || defs[i].head_dim == 128 ||
+                  defs[i].head_dim == 256);
         seen++;
       }
-    cr_assert_eq(seen, t == 0 ? 12 : 0, "sm_%d%s: %d bwdwg defaults", targets[t].arch,
+    cr_assert_eq(seen, t == 0 ? 16 : 0, "sm_%d%s: %d bwdwg defaults", targets[t].arch,
                  targets[t].arch_specific ? "a" : "", seen);
   }
 }
 
 /* The axis table's 16 combinations, and how many of them are valid per
  * head_dim (d64: one and two consumers; d96: one consumer only; d128: one
- * and two consumers at 64 query rows), each in both stages. */
+ * and two consumers at 64 query rows; d256: 64 x 64 on 12 warps, the
+ * consumers splitting head_dim), each in both stages. */
 Test(variant, bwdwg_candidates) {
-  const int dims[] = {64, 96, 128}, valid_want[] = {4, 2, 2};
-  for (size_t i = 0; i < 3; i++) {
+  const int dims[] = {64, 96, 128, 256}, valid_want[] = {4, 2, 2, 2};
+  for (size_t i = 0; i < 4; i++) {
     fagen_variant base = bwdwg("bwdwg_d128_bq64_bk128_w12_s2_causal_bf16_sm90a");
     base.head_dim = dims[i];
     fagen_variant c[32];
