@@ -163,6 +163,17 @@ __device__ __forceinline__ void fg_pack_a(const float (&x)[NQ][4], fg_u32 (&a)[B
   }
 }
 
+// This warpgroup's half of dV += P^T dO (SPLIT: columns c0 ..), issued as
+// soon as P^T is in its tile p_s.
+__device__ __forceinline__ void fg_wgmma_dv_half(float (&dv)[ND][4], fg_u32 p_s, fg_u32 do_s, int c0) {
+  fg_wg_fence();
+#pragma unroll
+  for (int kk = 0; kk < BQ / 16; ++kk)
+    fg_wgmma_kv_ss(dv, fg_desc(p_s + kk * 32, 16, 1024),
+                   fg_desc(do_s + (c0 / 64) * BQ * 128 + kk * 16 * 128, BQ * 128, 1024));
+  fg_wg_commit();
+}
+
 // Byte address of (row, col), col even, of a [key][query] tile (dS^T, P^T):
 // 64-query slices of 128-byte rows with the 128-byte swizzle.
 __device__ __forceinline__ fg_u32 fg_ds_at(fg_u32 tile, int row, int col) {
@@ -324,9 +335,11 @@ extern "C" __global__ void __launch_bounds__({{ v.threads }}, 1)
         }
         asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
         asm volatile("bar.arrive 2, 256;" ::: "memory"); // P^T is in its tile
+        fg_wgmma_dv_half(dv, p_s, do_s, c0);
         asm volatile("bar.sync 3, 256;" ::: "memory");   // and dS^T in its
       } else {
         asm volatile("bar.sync 2, 256;" ::: "memory");
+        fg_wgmma_dv_half(dv, p_s, do_s, c0); // runs while this warpgroup forms dS^T
 #pragma unroll
         for (int n = 0; n < NQ; ++n) {
           const float2 d2 = *reinterpret_cast<const float2 *>(ds + 8 * n + 2 * t4);
@@ -342,12 +355,8 @@ extern "C" __global__ void __launch_bounds__({{ v.threads }}, 1)
         asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
         asm volatile("bar.arrive 3, 256;" ::: "memory");
       }
-      // This warpgroup's half of dV += P^T dO and dK += dS^T Q.
+      // This warpgroup's half of dK += dS^T Q.
       fg_wg_fence();
-#pragma unroll
-      for (int kk = 0; kk < BQ / 16; ++kk)
-        fg_wgmma_kv_ss(dv, fg_desc(p_s + kk * 32, 16, 1024),
-                       fg_desc(do_s + (c0 / 64) * BQ * 128 + kk * 16 * 128, BQ * 128, 1024));
 #pragma unroll
       for (int kk = 0; kk < BQ / 16; ++kk)
         fg_wgmma_kv_ss(dk, fg_desc(ds_s + kk * 32, 16, 1024),
