@@ -412,8 +412,10 @@ static void fg_default_fwd_sm90(fagen_variant *v) {
  * multiple of QT and a share whole 64-column slices (or all of head_dim).
  * Shared memory: K, V and `stages` buffers of Q and dO (head_dim rounded up
  * to 64, as whole swizzled 64-column slices), two dS tiles [block_kv]
- * [block_q], the LSE and D rows of each stage (fp32) and 1024 bytes to align
- * the tiles to the swizzle pattern.  Registers per consumer thread: the dK
+ * [block_q], the LSE and D rows of each stage (fp32), dQ's fp32 tile
+ * [block_q][head_dim] (one bulk reduction into dQacc per step; at d256 only
+ * with one stage, else per-thread reductions) and 1024 bytes to align the
+ * tiles to the swizzle pattern.  Registers per consumer thread: the dK
  * and dV accumulators (head_dim / 2 each, i.e. head_dim), S and dP (block_q
  * / 2 each, i.e. block_q), the dQ share's accumulators (DQN / 2) and ~16 for
  * addresses and row state, within what setmaxnreg gives a consumer
@@ -483,7 +485,8 @@ static fagen_status fg_check_bwd_sm90(const fagen_variant *v, fg_resources *res,
                    regs, budget, nc);
   const int dp = (d + 63) / 64 * 64;
   const long smem = (2L * bk + 2L * v->stages * bq) * dp * 2 + (split ? 4L : 2L) * bk * bq * 2 +
-                    2L * v->stages * bq * 4 + 1024;
+                    2L * v->stages * bq * 4 + 1024 +
+                    (!split || v->stages == 1 ? 4L * bq * d : 0L);
   if (res) {
     fg_sm90_resources(v, smem, budget, res);
     res->aux_threads = FG_BWD_AUX_THREADS;
@@ -498,7 +501,9 @@ static fagen_status fg_check_bwd_sm90(const fagen_variant *v, fg_resources *res,
  * Q/dO buffers.  On an H100 they were the fastest candidates in every cell
  * of fagen-bench --mode bwd at d64 and d128, S 1024-16384, causal and not
  * (the runner-up 12-28% slower); d96 was not measured.  d256 has one
- * tiling: 64 x 64 on 12 warps. */
+ * tiling, 64 x 64 on 12 warps, and one Q/dO buffer: that leaves room for
+ * dQ's fp32 tile (one bulk reduction per step), 1.14-1.25x over two
+ * buffers with per-thread reductions (H100, S 512-16384, causal and not). */
 static void fg_default_bwd_sm90(fagen_variant *v) {
   const int d = v->head_dim;
   v->stages = 2;
@@ -518,6 +523,7 @@ static void fg_default_bwd_sm90(fagen_variant *v) {
     v->warps = 12;
     v->block_q = 64;
     v->block_kv = 64;
+    v->stages = 1;
   }
 }
 

@@ -175,7 +175,7 @@ Test(bwd_select, defaults_per_head_dim_and_mode) {
               {64, 1, 0, "bwddet_d64_bq128_bk128_w8_s2_bf16_sm90a"},
               {256, 1, 0, "bwddet_d256_bq64_bk64_w8_s2_bf16_sm90a"},
               {256, 0, 1, "bwd_d256_bq64_bk64_w8_s2_bf16_sm90a"},
-              {256, 0, 0, "bwdwg_d256_bq64_bk64_w12_s2_bf16_sm90a"},
+              {256, 0, 0, "bwdwg_d256_bq64_bk64_w12_s1_bf16_sm90a"},
               {120, 0, 0, "bwdwg_d128_bq64_bk128_w12_s2_bf16_sm90a"},
               {64, 0, 0, "bwdwg_d64_bq128_bk128_w12_s2_bf16_sm90a"}};
   for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
@@ -265,11 +265,11 @@ Test(bwd_select, hopper_family_where_it_applies) {
   a = good();
   a.head_dim = 256;
   select_name(ctx, &a, &h100, name, NULL);
-  cr_assert_str_eq(name, "bwdwg_d256_bq64_bk64_w12_s2_bf16_sm90a");
+  cr_assert_str_eq(name, "bwdwg_d256_bq64_bk64_w12_s1_bf16_sm90a");
   a.head_dim = 232; /* compiled as 256 */
   a.causal = 1;
   select_name(ctx, &a, &h100, name, NULL);
-  cr_assert_str_eq(name, "bwdwg_d256_bq64_bk64_w12_s2_causal_bf16_sm90a");
+  cr_assert_str_eq(name, "bwdwg_d256_bq64_bk64_w12_s1_causal_bf16_sm90a");
   a = good();
   a.head_dim = 128;
   select_name(ctx, &a, &a100, name, NULL);

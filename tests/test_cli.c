@@ -218,7 +218,7 @@ Test(cli, list_and_verbose_culls) {
   cr_assert(strstr(out, "\nbwdwg_d96_bq64_bk64_w8_s2_bf16_sm90a\n"), "%s", out);
   cr_assert_null(strstr(out, "bwdwg_d32_"), "%s", out);
   cr_assert_null(strstr(out, "bwdwg_d192_"), "%s", out);
-  cr_assert(strstr(out, "\nbwdwg_d256_bq64_bk64_w12_s2_causal_fp16_sm90a\n"), "%s", out);
+  cr_assert(strstr(out, "\nbwdwg_d256_bq64_bk64_w12_s1_causal_fp16_sm90a\n"), "%s", out);
   cr_assert(strstr(out, "\nbwd_d128_bq64_bk128_w8_s2_bf16_sm80\n"), "%s", out);
   cr_assert(strstr(out, "\nbwddet_d128_"), "%s", out);
   free(out), free(err);

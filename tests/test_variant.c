@@ -320,23 +320,28 @@ Test(variant, bwdwg_names_round_trip_and_validate) {
 }
 
 /* The resource model: launch shape, the exact shared memory (K, V, stages x
- * (Q, dO), two dS tiles, stages x (LSE, D) rows, 1024 alignment), the
- * consumers' register budget and the helper kernels' threads. */
+ * (Q, dO), two dS tiles, stages x (LSE, D) rows, 1024 alignment, dQ's fp32
+ * tile [block_q][head_dim] but at d256 with two stages), the consumers'
+ * register budget and the helper kernels' threads. */
 Test(variant, bwdwg_resources) {
   const struct {
     const char *name;
     int threads, smem;
   } want[] = {
       {"bwdwg_d128_bq64_bk128_w12_s2_bf16_sm90a", 384,
-       (2 * 128 + 2 * 2 * 64) * 128 * 2 + 2 * 128 * 64 * 2 + 2 * 2 * 64 * 4 + 1024},
+       (2 * 128 + 2 * 2 * 64) * 128 * 2 + 2 * 128 * 64 * 2 + 2 * 2 * 64 * 4 + 1024 + 64 * 128 * 4},
       {"bwdwg_d64_bq128_bk128_w12_s2_fp16_sm90a", 384,
-       (2 * 128 + 2 * 2 * 128) * 64 * 2 + 2 * 128 * 128 * 2 + 2 * 2 * 128 * 4 + 1024},
+       (2 * 128 + 2 * 2 * 128) * 64 * 2 + 2 * 128 * 128 * 2 + 2 * 2 * 128 * 4 + 1024 +
+           128 * 64 * 4},
       /* head_dim 96 is stored as two 64-column slices */
       {"bwdwg_d96_bq64_bk64_w8_s1_bf16_sm90a", 256,
-       (2 * 64 + 2 * 1 * 64) * 128 * 2 + 2 * 64 * 64 * 2 + 2 * 1 * 64 * 4 + 1024},
-      /* head_dim 256: P^T's two tiles beside dS^T's; 226 KiB, under sm_90a's 227 */
+       (2 * 64 + 2 * 1 * 64) * 128 * 2 + 2 * 64 * 64 * 2 + 2 * 1 * 64 * 4 + 1024 + 64 * 96 * 4},
+      /* head_dim 256: P^T's two tiles beside dS^T's; with two Q/dO buffers
+         226 KiB of sm_90a's 227 and no dQ tile, with one the dQ tile (225.5) */
       {"bwdwg_d256_bq64_bk64_w12_s2_bf16_sm90a", 384,
        (2 * 64 + 2 * 2 * 64) * 256 * 2 + 4 * 64 * 64 * 2 + 2 * 2 * 64 * 4 + 1024},
+      {"bwdwg_d256_bq64_bk64_w12_s1_bf16_sm90a", 384,
+       (2 * 64 + 2 * 1 * 64) * 256 * 2 + 4 * 64 * 64 * 2 + 2 * 1 * 64 * 4 + 1024 + 64 * 256 * 4},
   };
   for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
     fagen_variant v = bwdwg(want[i].name);
