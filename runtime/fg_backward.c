@@ -377,7 +377,7 @@ FAGEN_API fagen_status fagen_attention_backward(fagen_ctx *ctx,
     if (v.op == FAGEN_OP_BWD_WGMMA) { /* the pre kernel writes them, the main one reads */
       p.stats = (float *)(uintptr_t)(ws + fg_bwd_stats_offset(a));
       p.stats_ld = fg_bwd_stats_ld(a);
-      st = fg_tma_bwd_stats_map(cu, &p, &v, &maps, &err);
+      st = fg_tma_bwd_workspace_maps(cu, &p, &v, &maps, &err);
     }
     void *params[] = {&p};
     void *main_params[] = {&p, &maps};

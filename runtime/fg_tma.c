@@ -86,12 +86,12 @@ fagen_status fg_tma_bwd_maps(const fg_cuda_api *cu, const fg_bwd_params *p, cons
   return fg_tma_encode_all(cu, dtype, p->head_dim, p->batch, ops, 4, err);
 }
 
-fagen_status fg_tma_bwd_stats_map(const fg_cuda_api *cu, const fg_bwd_params *p,
-                                  const fagen_variant *v, fg_tmaps_bwd *out, fg_err *err) {
+fagen_status fg_tma_bwd_workspace_maps(const fg_cuda_api *cu, const fg_bwd_params *p,
+                                       const fagen_variant *v, fg_tmaps_bwd *out, fg_err *err) {
   cuuint64_t dims[2] = {(cuuint64_t)p->stats_ld, (cuuint64_t)p->batch * p->heads_q * 2};
   cuuint64_t strides[1] = {(cuuint64_t)p->stats_ld * 4};
   cuuint32_t box[2] = {(cuuint32_t)v->block_q, 1};
-  cuuint32_t estride[2] = {1, 1};
+  cuuint32_t estride[3] = {1, 1, 1};
   CUresult rc = cu->tensor_map_encode_tiled(
       &out->stats, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 2, p->stats, dims, strides, box, estride,
       CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_NONE, CU_TENSOR_MAP_L2_PROMOTION_NONE,
@@ -99,6 +99,20 @@ fagen_status fg_tma_bwd_stats_map(const fg_cuda_api *cu, const fg_bwd_params *p,
   if (rc != CUDA_SUCCESS) {
     fg_cuda_fail(err, rc, "cuTensorMapEncodeTiled");
     fg_err_prefix(err, "backward row statistics");
+    return err->status;
+  }
+  /* dQacc: rows past seqlen_q of a head are outside the map (not written). */
+  const cuuint64_t d = (cuuint64_t)v->head_dim;
+  cuuint64_t qdims[3] = {d, (cuuint64_t)p->seqlen_q, (cuuint64_t)p->batch * p->heads_q};
+  cuuint64_t qstrides[2] = {d * 4, (cuuint64_t)p->seqlen_q * d * 4};
+  cuuint32_t qbox[3] = {32, (cuuint32_t)v->block_q, 1};
+  rc = cu->tensor_map_encode_tiled(&out->dq_acc, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 3, p->dq_acc,
+                                   qdims, qstrides, qbox, estride, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                                   CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                                   CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  if (rc != CUDA_SUCCESS) {
+    fg_cuda_fail(err, rc, "cuTensorMapEncodeTiled");
+    fg_err_prefix(err, "backward dQ accumulator");
     return err->status;
   }
   return FAGEN_OK;

@@ -1,7 +1,8 @@
 /* fg_tma: the TMA tensor maps that the wgmma kernels take as their second,
  * __grid_constant__ parameter: the forward (templates/fwd_sm90.cu.tpl) those
  * of q, k, v and o, the backward (templates/bwd_sm90.cu.tpl) those of q, k, v
- * and dout, four maps in that order either way.  Each tensor is described as
+ * and dout, four maps in that order either way, and then the backward's two
+ * into its workspace (the row statistics and the dQ accumulator).  Each tensor is described as
  * a 4-D tensor [batch][heads][seq][head_dim] with the call's strides; a box
  * is 64 columns (one 128-byte swizzled slice) by the kernel's block_q rows
  * (q, dout) or block_kv rows (k, v) (o: 64 rows, one consumer warpgroup's).
@@ -20,10 +21,11 @@ typedef struct fg_tmaps {
 /* The backward's maps: the same layout, dout where the forward has o. */
 typedef struct fg_tmaps_bwd {
   CUtensorMap q, k, v, dout;
-  CUtensorMap stats; /* fg_bwd_params.stats: fp32 [batch * heads_q * 2][stats_ld] */
+  CUtensorMap stats;  /* fg_bwd_params.stats: fp32 [batch * heads_q * 2][stats_ld] */
+  CUtensorMap dq_acc; /* fg_bwd_params.dq_acc: fp32 [batch * heads_q][seqlen_q][D] */
 } fg_tmaps_bwd;
-_Static_assert(sizeof(fg_tmaps) == 512 && sizeof(fg_tmaps_bwd) == 640,
-               "the kernels take four (forward) or five (backward) 128-byte CUtensorMaps");
+_Static_assert(sizeof(fg_tmaps) == 512 && sizeof(fg_tmaps_bwd) == 768,
+               "the kernels take four (forward) or six (backward) 128-byte CUtensorMaps");
 
 /* 1 if the driver can describe the call's q, k, v and o (strides, after the
  * contiguous default, below 2^40 bytes and not zero along an axis longer than
@@ -48,10 +50,13 @@ int fg_tma_bwd_fits(const fagen_attention_bwd_args *a);
 fagen_status fg_tma_bwd_maps(const fg_cuda_api *cu, const fg_bwd_params *p, const fagen_variant *v,
                              fagen_dtype dtype, fg_tmaps_bwd *out, fg_err *err);
 
-/* Encodes out->stats once p.stats and p.stats_ld are set (the workspace is
- * known): rows of stats_ld floats, a box of block_q of them.  FAGEN_OK or
- * FAGEN_E_CUDA. */
-fagen_status fg_tma_bwd_stats_map(const fg_cuda_api *cu, const fg_bwd_params *p,
-                                  const fagen_variant *v, fg_tmaps_bwd *out, fg_err *err);
+/* Encodes the maps into the workspace once p.stats, p.stats_ld and p.dq_acc
+ * are set: out->stats (rows of stats_ld floats, a box of block_q of them)
+ * and out->dq_acc (rows of the compiled head_dim v->head_dim floats, per
+ * (batch, head) seqlen_q of them; a box of 32 columns, one 128-byte
+ * swizzled slice, by block_q rows, which the kernel adds to dQacc).
+ * FAGEN_OK or FAGEN_E_CUDA. */
+fagen_status fg_tma_bwd_workspace_maps(const fg_cuda_api *cu, const fg_bwd_params *p,
+                                       const fagen_variant *v, fg_tmaps_bwd *out, fg_err *err);
 
 #endif

@@ -22,10 +22,13 @@
       dQ = dS K                         (wgmma, a share of dQ per consumer)
       dQacc += dQ                       (fp32, into the workspace)
   dK and dV stay in registers over all query blocks and go out at the end.
-  dQ of a step goes through an fp32 tile [block_q][head_dim] laid out as
-  dQacc's rows, which one thread adds to dQacc with one bulk reduction
-  (cp.reduce.async.bulk): 1.02-1.21x over per-thread red.global.add.v2 on
-  an H100 (d64, d128).  SPLIT has room for the tile only with one Q/dO
+  dQ of a step goes through an fp32 tile, head_dim / 32 slices [block_q][32]
+  with the 128-byte swizzle, which one thread adds to dQacc with TMA
+  reductions (cp.reduce.async.bulk.tensor, the sixth tensor map).  (One
+  1-D bulk reduction of an unswizzled [block_q][head_dim] tile was
+  1.02-1.21x over per-thread red.global.add.v2 on an H100 at d64 and d128,
+  but its stores met 8-way bank conflicts; rows padded against those, one
+  bulk reduction per row, ran at 0.52-0.91x.)  SPLIT has room for the tile only with one Q/dO
   buffer (1.14-1.25x over two buffers and per-thread reductions); with two
   it keeps those.
 
@@ -119,9 +122,10 @@ static_assert(THREADS == 128 * (NC + 1), "one producer warpgroup and NC consumer
 {% include("sm90_common.cuh.tpl") %}
 struct fg_tmaps {
   fg_tmap q, k, v, dout;
-  fg_tmap stats; // fp32 [batch * heads_q * 2][stats_ld]: LSE rows, then D rows, per head
+  fg_tmap stats;  // fp32 [batch * heads_q * 2][stats_ld]: LSE rows, then D rows, per head
+  fg_tmap dq_acc; // fp32 [batch * heads_q][seqlen_q][D]; box 32 columns x BQ rows, swizzled
 };
-static_assert(sizeof(fg_tmaps) == 640, "fg_tmaps size differs from the host's");
+static_assert(sizeof(fg_tmaps) == 768, "fg_tmaps size differs from the host's");
 
 // S^T (+)= K Q^T (or dP^T = V dO^T) for one k16 step: A and B K-major.
 __device__ __forceinline__ void fg_wgmma_st(float (&d)[NQ][4], fg_u64 da, fg_u64 db, int accumulate) {
@@ -188,6 +192,12 @@ __device__ __forceinline__ void fg_wgmma_dv_half(float (&dv)[ND][4], fg_u32 p_s,
   fg_wg_commit();
 }
 
+// Byte address of (row, col), col even, of dQ's fp32 tile: 32-column slices
+// [BQ][32] of 128-byte rows with the 128-byte swizzle (as TMA reads it).
+__device__ __forceinline__ fg_u32 fg_dq_at(fg_u32 tile, int row, int col) {
+  return tile + (col >> 5) * BQ * 128 + row * 128 + ((((col & 31) >> 2) ^ (row & 7)) << 4) + (col & 3) * 4;
+}
+
 // Byte address of (row, col), col even, of a [key][query] tile (dS^T, P^T):
 // 64-query slices of 128-byte rows with the 128-byte swizzle.
 __device__ __forceinline__ fg_u32 fg_ds_at(fg_u32 tile, int row, int col) {
@@ -220,10 +230,10 @@ extern "C" __global__ void __launch_bounds__({{ v.threads }}, 1)
   const fg_u32 sdO = sQ + STAGES * Q_BYTES;      // STAGES tiles
   const fg_u32 sdS = sdO + STAGES * Q_BYTES;     // 2 tiles [BK][BQ]
   const fg_u32 sP = sdS + 2 * DS_BYTES;          // SPLIT: 2 tiles [BK][BQ] of P^T
+  const fg_u32 sDQ = sP + (SPLIT ? 2 * DS_BYTES : 0); // DQ_BULK: D / 32 slices [BQ][32] fp32
   // Per stage the step's rows: LSE (exp2 domain), then D (2 BQ floats).
-  const fg_u32 sStat = sP + (SPLIT ? 2 * DS_BYTES : 0);
+  const fg_u32 sStat = sDQ + (DQ_BULK ? BQ * D * 4 : 0);
   const float *stat = reinterpret_cast<const float *>(fg_smem_raw + (sStat - raw));
-  const fg_u32 sDQ = sStat + 2 * STAGES * BQ * 4; // DQ_BULK: [BQ][D] fp32
   const fg_u32 bars = fg_smem_addr(fg_bars);
   const int wg = threadIdx.x / 128;
 
@@ -464,17 +474,20 @@ extern "C" __global__ void __launch_bounds__({{ v.threads }}, 1)
         const int r = 64 * mq + 16 * warp + g + 8 * h2;
 #pragma unroll
         for (int n = 0; n < NDQ; ++n)
-          asm volatile("st.shared.v2.f32 [%0], {%1, %2};" :: "r"(sDQ + (r * D + nq0 + 8 * n + 2 * t4) * 4),
+          asm volatile("st.shared.v2.f32 [%0], {%1, %2};" :: "r"(fg_dq_at(sDQ, r, nq0 + 8 * n + 2 * t4)),
                        "f"(dq[n][2 * h2]), "f"(dq[n][2 * h2 + 1]) : "memory");
       }
       asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
       asm volatile("bar.sync 4, %0;" :: "n"(128 * NC) : "memory");
-      if (threadIdx.x == 128) { // the rows before len_q: a contiguous run of dQacc
-        const int rows = min(BQ, len_q - q0);
-        asm volatile("cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32 [%0], [%1], %2;\n"
-                     " cp.async.bulk.commit_group;"
-                     :: "l"(__cvta_generic_to_global(acc + (fg_i64)q0 * D)), "r"(sDQ), "r"(rows * D * 4)
-                     : "memory");
+      if (threadIdx.x == 128) { // rows past len_q fall outside the map
+        const int bh = b * p.heads_q + h;
+#pragma unroll
+        for (int sl = 0; sl < D / 32; ++sl)
+          asm volatile("cp.reduce.async.bulk.tensor.3d.global.shared::cta.add.tile.bulk_group"
+                       " [%0, {%1, %2, %3}], [%4];"
+                       :: "l"((fg_u64)&tm.dq_acc), "r"(32 * sl), "r"(q0), "r"(bh), "r"(sDQ + sl * BQ * 128)
+                       : "memory");
+        asm volatile("cp.async.bulk.commit_group;" ::: "memory");
       }
       continue;
     }
