@@ -413,9 +413,9 @@ static void fg_default_fwd_sm90(fagen_variant *v) {
  * Shared memory: K, V and `stages` buffers of Q and dO (head_dim rounded up
  * to 64, as whole swizzled 64-column slices), two dS tiles [block_kv]
  * [block_q], the LSE and D rows of each stage (fp32), dQ's fp32 tile
- * [block_q][head_dim] (one bulk reduction into dQacc per step; at d256 only
- * with one stage, else per-thread reductions) and 1024 bytes to align the
- * tiles to the swizzle pattern.  Registers per consumer thread: the dK
+ * [block_q][head_dim] (added to dQacc by TMA reductions each step; at d256
+ * only with one stage, else per-thread reductions) and 1024 bytes to align
+ * the tiles to the swizzle pattern.  Registers per consumer thread: the dK
  * and dV accumulators (head_dim / 2 each, i.e. head_dim), S and dP (block_q
  * / 2 each, i.e. block_q), the dQ share's accumulators (DQN / 2) and ~16 for
  * addresses and row state, within what setmaxnreg gives a consumer
@@ -502,7 +502,7 @@ static fagen_status fg_check_bwd_sm90(const fagen_variant *v, fg_resources *res,
  * of fagen-bench --mode bwd at d64 and d128, S 1024-16384, causal and not
  * (the runner-up 12-28% slower); d96 was not measured.  d256 has one
  * tiling, 64 x 64 on 12 warps, and one Q/dO buffer: that leaves room for
- * dQ's fp32 tile (one bulk reduction per step), 1.14-1.25x over two
+ * dQ's fp32 tile (TMA reductions), 1.14-1.25x over two
  * buffers with per-thread reductions (H100, S 512-16384, causal and not). */
 static void fg_default_bwd_sm90(fagen_variant *v) {
   const int d = v->head_dim;

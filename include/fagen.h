@@ -135,9 +135,9 @@ typedef enum fagen_op {
                           64, 96, 128 or 256; no features): warps are 4 per
                           warpgroup, one producer and block_kv / 64 consumers
                           (head_dim 256: two consumers that split head_dim,
-                          block_kv 64) ("bwdwg").  fagen_attention_backward uses it on
-                          sm_90a where it applies (not deterministic) unless
-                          FAGEN_BWD_WGMMA=0 */
+                          block_kv 64) ("bwdwg").  fagen_attention_backward
+                          uses it on sm_90a where it applies (not
+                          deterministic) unless FAGEN_BWD_WGMMA=0 */
 } fagen_op;
 
 typedef enum fagen_dtype {
@@ -706,8 +706,8 @@ FAGEN_API fagen_status fagen_attention_backward_workspace(fagen_ctx *ctx,
  * fagen_attention_select; the same order of tables and heuristic).  On
  * sm_90a a call that is not deterministic, uses no feature, has head_dim
  * 33..128 or 225..256 (compiled as 64, 96, 128 or 256) and tensors TMA
- * can describe gets the
- * Hopper family (FAGEN_OP_BWD_WGMMA) unless FAGEN_BWD_WGMMA=0; every other
+ * can describe gets the Hopper family (FAGEN_OP_BWD_WGMMA) unless
+ * FAGEN_BWD_WGMMA=0; every other
  * call gets FAGEN_OP_BWD or FAGEN_OP_BWD_DET.  Pointers are not checked.  Returns FAGEN_OK, the shape statuses of
  * fagen_attention_backward, FAGEN_E_UNSUPPORTED_ARCH or (device NULL) the
  * driver statuses.  Thread-safe. */

@@ -28,9 +28,10 @@
   1-D bulk reduction of an unswizzled [block_q][head_dim] tile was
   1.02-1.21x over per-thread red.global.add.v2 on an H100 at d64 and d128,
   but its stores met 8-way bank conflicts; rows padded against those, one
-  bulk reduction per row, ran at 0.52-0.91x.)  SPLIT has room for the tile only with one Q/dO
-  buffer (1.14-1.25x over two buffers and per-thread reductions); with two
-  it keeps those.
+  bulk reduction per row, ran at 0.52-0.91x; the swizzled tile 1.03-1.16x
+  over the unswizzled one.)  SPLIT has room for the tile only with one
+  Q/dO buffer (1.14-1.25x over two buffers and per-thread reductions);
+  with two it keeps those.
 
   Shared layout: every tile is stored as 64-element slices of 128-byte rows
   with the 128-byte swizzle that TMA writes and wgmma reads (as in
@@ -114,8 +115,8 @@ constexpr int NDQ = DQN / 8;       // ... of a consumer's dQ
 constexpr int Q_BYTES = BQ * DP * 2;
 constexpr int KV_BYTES = BK * DP * 2;
 constexpr int DS_BYTES = BK * BQ * 2;
-// dQ of a step goes to global memory as one bulk reduction from an fp32 tile
-// [BQ][D] (rows contiguous, as in dQacc), except in SPLIT (no room).
+// dQ of a step goes to dQacc from a swizzled fp32 tile by TMA reductions,
+// except in SPLIT with two Q/dO buffers (no room: per-thread reductions).
 constexpr bool DQ_BULK = {{ DQ_BULK and "true" or "false" }}; // !SPLIT || STAGES == 1
 static_assert(THREADS == 128 * (NC + 1), "one producer warpgroup and NC consumers");
 
@@ -467,7 +468,6 @@ extern "C" __global__ void __launch_bounds__({{ v.threads }}, 1)
     fg_wg_wait<0>();
     fg_release(fg_bar_empty(bars, s));
 
-    float *acc = p.dq_acc + ((fg_i64)b * p.heads_q + h) * p.seqlen_q * D;
     if constexpr (DQ_BULK) {
 #pragma unroll
       for (int h2 = 0; h2 < 2; ++h2) {
@@ -489,15 +489,16 @@ extern "C" __global__ void __launch_bounds__({{ v.threads }}, 1)
                        : "memory");
         asm volatile("cp.async.bulk.commit_group;" ::: "memory");
       }
-      continue;
-    }
+    } else {
+      float *acc = p.dq_acc + ((fg_i64)b * p.heads_q + h) * p.seqlen_q * D;
 #pragma unroll
-    for (int h2 = 0; h2 < 2; ++h2) {
-      const int row = q0 + 64 * mq + 16 * warp + g + 8 * h2;
-      if (row < len_q) {
+      for (int h2 = 0; h2 < 2; ++h2) {
+        const int row = q0 + 64 * mq + 16 * warp + g + 8 * h2;
+        if (row < len_q) {
 #pragma unroll
-        for (int n = 0; n < NDQ; ++n)
-          fg_red2(acc + (fg_i64)row * D + nq0 + 8 * n + 2 * t4, dq[n][2 * h2], dq[n][2 * h2 + 1]);
+          for (int n = 0; n < NDQ; ++n)
+            fg_red2(acc + (fg_i64)row * D + nq0 + 8 * n + 2 * t4, dq[n][2 * h2], dq[n][2 * h2 + 1]);
+        }
       }
     }
   }
