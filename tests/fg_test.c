@@ -7,7 +7,6 @@
 #include <fcntl.h>
 #include <math.h>
 #include <poll.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +16,7 @@
 #include <unistd.h>
 
 #include "fg_cuda.h"
+#include "fg_tool_util.h"
 
 char *fg_test_tmpdir(void) {
   const char *base = getenv("TMPDIR");
@@ -184,36 +184,14 @@ void fg_test_gpu_end(char *cache_dir) {
   free(cache_dir);
 }
 
-typedef struct fg_compile_pool {
-  fagen_ctx *ctx;
-  const fagen_variant *vs;
-  int n, next, failed;
-  pthread_mutex_t mu;
-} fg_compile_pool;
-
-static void *fg_compile_some(void *arg) {
-  fg_compile_pool *cp = arg;
-  for (;;) {
-    pthread_mutex_lock(&cp->mu);
-    int i = cp->next++;
-    pthread_mutex_unlock(&cp->mu);
-    if (i >= cp->n) return NULL;
-    if (fagen_compile(cp->ctx, &cp->vs[i], NULL) != FAGEN_OK) {
-      pthread_mutex_lock(&cp->mu);
-      cp->failed = 1;
-      pthread_mutex_unlock(&cp->mu);
-    }
-  }
+/* fg_compile_all's callback: any failure marks the run failed. */
+static void fg_note_failure(void *user, size_t i, fagen_status st, size_t done) {
+  (void)i, (void)done;
+  if (st != FAGEN_OK) *(int *)user = 1;
 }
 
 int fg_test_compile_all(fagen_ctx *ctx, const fagen_variant *vs, int n, int threads) {
-  fg_compile_pool cp = {ctx, vs, n, 0, 0, PTHREAD_MUTEX_INITIALIZER};
-  pthread_t th[32];
-  if (threads > 32) threads = 32;
-  int started = 0;
-  for (int t = 0; t < threads; t++)
-    if (pthread_create(&th[started], NULL, fg_compile_some, &cp) == 0) started++;
-  if (started == 0) fg_compile_some(&cp);
-  for (int t = 0; t < started; t++) pthread_join(th[t], NULL);
-  return cp.failed ? -1 : 0;
+  int failed = 0;
+  fg_compile_all(ctx, vs, (size_t)n, threads, fg_note_failure, &failed);
+  return failed ? -1 : 0;
 }
