@@ -4,13 +4,15 @@
  *
  * A case is (op, dtype, head_dim, causal, sequence-length bucket), measured on
  * the standard grid's shape (B*S = 16384 tokens, hidden 2048).  The op is the
- * kernel family: fwd (mma.sync) everywhere, and on sm_90a also fwdwg (wgmma),
- * which serves the plain calls there while fwd serves those with features;
- * each family's cases compare against its own heuristic.  For each
- * (op, dtype, head_dim, causal) the tile candidates are enumerated and the
- * invalid ones dropped before compiling (-v says why); the rest are compiled
- * in parallel threads and each is checked once against the heuristic default
- * kernel (odd shape, poisoned output) before any of its times is trusted.
+ * kernel family: the forward's fwd (mma.sync) and the backward's bwd and
+ * bwddet (deterministic) everywhere, and on sm_90a also fwdwg and bwdwg
+ * (wgmma), which serve the plain calls there while fwd and bwd serve those
+ * with features; each family's cases compare against its own heuristic.  For
+ * each (op, dtype, head_dim, causal) the tile candidates are enumerated and
+ * the invalid ones dropped before compiling (-v says why); the rest are
+ * compiled in parallel threads and each is checked once against the heuristic
+ * default kernel (odd shape, poisoned outputs: O, or dQ, dK and dV) before any
+ * of its times is trusted.
  * Every case then times each candidate with CUDA events (warm-up, median of
  * repeats, two input sets alternated).  The winner must beat the default by
  * --margin (2%) to replace it; equal times go to the earlier name, so the same
@@ -30,11 +32,15 @@
 #include "fg_ref.h"
 #include "fg_timing.h"
 #include "fg_tool_util.h"
+#include "tune_measure.h"
 
 #define MAX_LIST 32
 #define MAX_CAND 96
+#define MAX_OPS 5
 
 typedef struct opts {
+  fagen_op ops[MAX_OPS];
+  int n_ops; /* 0: every family the target has */
   int head_dims[MAX_LIST], n_head_dims;
   int seqlens[MAX_LIST], n_seqlens;
   int causal_modes[2], n_causal;
@@ -42,7 +48,7 @@ typedef struct opts {
   int n_dtypes;
   const char *cases, *only, *out, *report, *device;
   double budget, margin;
-  int jobs, reps, warmup, verbose, heuristic_table;
+  int jobs, reps, warmup, verbose, heuristic_table, screen;
 } opts;
 
 static double now(void) {
@@ -54,32 +60,43 @@ static double now(void) {
 static void usage(FILE *f) {
   fprintf(f,
           "usage: fagen-autotune [--out FILE] [--report DIR] [--budget SECONDS] [--jobs N]\n"
-          "                      [--head-dims LIST] [--seqlens LIST] [--dtypes bf16,fp16]\n"
+          "                      [--ops LIST] [--head-dims LIST] [--seqlens LIST]\n"
+          "                      [--dtypes bf16,fp16]\n"
           "                      [--causal no|yes|both] [--cases GLOB] [--only GLOB]\n"
-          "                      [--reps N] [--warmup N] [--margin PERCENT] [-v]\n"
+          "                      [--reps N] [--warmup N] [--margin PERCENT] [--screen K]\n"
+          "                      [-v]\n"
           "       fagen-autotune --heuristic-table --device \"NAME,TARGET,SMS\" --out FILE\n"
           "\n"
           "Measures the tile candidates of each case on this GPU and writes its tuning\n"
           "table (default: the user table libfagen reads for this device,\n"
           "$FAGEN_TUNE_DIR/SLUG.json or CACHE_ROOT/tune/SLUG.json).\n"
           "\n"
-          "  --head-dims LIST   head dims (default 32,64,96,128,160,192,224,256)\n"
+          "  --ops LIST         kernel families (default: every one this GPU has):\n"
+          "                     fwd, bwd, bwddet (mma.sync: forward, backward,\n"
+          "                     deterministic backward) and, on sm_90a, fwdwg and\n"
+          "                     bwdwg (wgmma; plain calls use them there, fwd and bwd\n"
+          "                     serve the calls with features)\n"
+          "  --head-dims LIST   head dims (default 32,64,96,128,160,192,224,256;\n"
+          "                     bwdwg has 64, 96, 128 and 256 and skips the others)\n"
           "  --seqlens LIST     sequence-length buckets (default 512,...,16384)\n"
           "  --dtypes LIST      bf16 and/or fp16 (default both)\n"
           "  --causal MODE      no, yes or both (default)\n"
           "  --cases GLOB       keep cases whose name matches, e.g. 'fwd_d128_bf16_*'\n"
-          "                     (names: OP_dD_DTYPE[_causal]_sSEQ; OP is fwd, the\n"
-          "                     mma.sync family, and on sm_90a also fwdwg, the wgmma\n"
-          "                     family that plain calls use there)\n"
+          "                     (names: OP_dD_DTYPE[_causal]_sSEQ, OP as in --ops)\n"
           "  --only GLOB        keep candidate variants whose name matches\n"
           "  --budget SECONDS   stop measuring after this long; untuned cases keep the\n"
           "                     heuristic (they get no entry)\n"
           "  --jobs N           compile threads (default: CPUs)\n"
           "  --reps N, --warmup N  timed and warm-up calls per candidate (10, 2)\n"
           "  --margin PERCENT   how much faster than the default a winner must be (2)\n"
+          "  --screen K         per (op, dtype, head_dim, causal), time every candidate\n"
+          "                     briefly at the smallest and the middle bucket and take\n"
+          "                     the K fastest of each, plus the default, to every\n"
+          "                     bucket (default 4; 0: every candidate everywhere)\n"
           "  --report DIR       write DIR/report.md (winner and runner-up per case) and\n"
-          "                     DIR/tflops.svg (TFLOPS against sequence length, a panel\n"
-          "                     per head_dim)\n"
+          "                     DIR/tflops_OP.svg per op (TFLOPS against sequence\n"
+          "                     length, a panel per head_dim; the backward's TFLOPS\n"
+          "                     count 2.5x the forward's FLOPs)\n"
           "  -v                 also list the candidates dropped before compiling, and why\n"
           "  --heuristic-table  write the heuristic's choices for --device as a table\n"
           "                     marked \"measured\": false (no GPU needed)\n"
@@ -89,7 +106,7 @@ static void usage(FILE *f) {
 
 /* One tuned case. */
 typedef struct tcase {
-  fagen_op op; /* the kernel family: FAGEN_OP_FWD or FAGEN_OP_FWD_WGMMA */
+  fagen_op op; /* the kernel family */
   fagen_dtype dtype;
   int head_dim, causal, seqlen;
   char name[64];
@@ -112,13 +129,52 @@ static void op_token(fagen_op op, char *buf, size_t size) {
   snprintf(buf, size, "%s", name);
 }
 
-/* The forward families tuned for a target: fwd (mma.sync) everywhere, and on
- * sm_90a also fwdwg (wgmma), which plain calls there use. */
-static int case_ops(const fagen_target *t, fagen_op ops[2]) {
+/* Every family, in the order cases of one shape are measured. */
+static const fagen_op all_ops[MAX_OPS] = {FAGEN_OP_FWD, FAGEN_OP_FWD_WGMMA, FAGEN_OP_BWD,
+                                          FAGEN_OP_BWD_WGMMA, FAGEN_OP_BWD_DET};
+
+static int wgmma_op(fagen_op op) { return op == FAGEN_OP_FWD_WGMMA || op == FAGEN_OP_BWD_WGMMA; }
+
+/* The families tuned for a target: those of --ops (default all) that it has;
+ * fwdwg and bwdwg only on sm_90a. */
+static int case_ops(const opts *o, const fagen_target *t, fagen_op ops[MAX_OPS]) {
+  const int hopper = t->arch == 90 && t->arch_specific;
   int n = 0;
-  ops[n++] = FAGEN_OP_FWD;
-  if (t->arch == 90 && t->arch_specific) ops[n++] = FAGEN_OP_FWD_WGMMA;
+  for (int i = 0; i < MAX_OPS; i++) {
+    int asked = o->n_ops == 0;
+    for (int k = 0; k < o->n_ops; k++) asked |= o->ops[k] == all_ops[i];
+    if (asked && (hopper || !wgmma_op(all_ops[i]))) ops[n++] = all_ops[i];
+  }
   return n;
+}
+
+/* Parses --ops: a comma-separated list of op tokens.  Returns 0 or -1. */
+static int parse_ops(const char *list, opts *o) {
+  o->n_ops = 0;
+  char buf[256];
+  snprintf(buf, sizeof buf, "%s", list);
+  for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+    int found = 0;
+    for (int i = 0; i < MAX_OPS && !found; i++) {
+      char name[16];
+      op_token(all_ops[i], name, sizeof name);
+      if (strcmp(tok, name) == 0) {
+        for (int k = 0; k < o->n_ops; k++) found |= o->ops[k] == all_ops[i];
+        if (!found) o->ops[o->n_ops++] = all_ops[i];
+        found = 1;
+      }
+    }
+    if (!found) {
+      fprintf(stderr, "fagen-autotune: --ops: '%s' is not one of fwd, fwdwg, bwd, bwdwg, bwddet\n", tok);
+      return -1;
+    }
+  }
+  return o->n_ops > 0 ? 0 : -1;
+}
+
+static tm_shape shape_of(const tcase *c) {
+  tm_shape s = {c->op, c->dtype, c->head_dim, c->causal, c->seqlen};
+  return s;
 }
 
 static void case_name(const tcase *c, char *buf, size_t size) {
@@ -212,14 +268,19 @@ static int write_table(const opts *o, const fagen_device_class *dc, int measured
     json_object_set_new(pol, "repeats", json_integer(o->reps));
     json_object_set_new(pol, "input_sets", json_integer(2));
     json_object_set_new(pol, "margin", json_real(o->margin));
+    json_object_set_new(pol, "screen", json_integer(o->screen));
     json_object_set_new(pol, "shape", json_string("B*S = 16384 tokens, hidden 2048, seqlen_q = seqlen_k"));
-    json_object_set_new(pol, "check", json_string("each candidate against the heuristic default, odd shape"));
+    json_object_set_new(pol, "check", json_string("each candidate against the heuristic default on an "
+                                                  "odd shape: O (forward), dQ, dK and dV (backward)"));
+    json_object_set_new(pol, "backward", json_string("the backward alone; O and LSE from the selected "
+                                                     "forward, two input sets"));
   } else {
     int wgmma = 0;
-    for (int i = 0; i < n; i++) wgmma |= cases[i].op == FAGEN_OP_FWD_WGMMA;
+    for (int i = 0; i < n; i++) wgmma |= wgmma_op(cases[i].op);
     json_object_set_new(pol, "source",
-                        json_string(wgmma ? "heuristic: FlashAttention-2's published tiles (fwd) and the "
-                                            "wgmma family's defaults (fwdwg), not measured"
+                        json_string(wgmma ? "heuristic: FlashAttention-2's published tiles (fwd, bwd, "
+                                            "bwddet) and the wgmma families' defaults (fwdwg, bwdwg), "
+                                            "not measured"
                                           : "heuristic: FlashAttention-2's published tiles, not measured"));
   }
   json_object_set_new(root, "policy", pol);
@@ -263,48 +324,31 @@ static int write_table(const opts *o, const fagen_device_class *dc, int measured
 /* ---- the report ------------------------------------------------------------ */
 
 static double tflops_of(const tcase *c, double ms) {
-  fg_cell cell;
-  fg_cell_standard(&cell, c->dtype, c->head_dim, c->seqlen, c->causal);
-  return ms > 0 ? fg_cell_flops(&cell) / ms * 1e-9 : 0;
+  const tm_shape s = shape_of(c);
+  return ms > 0 ? tm_flops(&s) / ms * 1e-9 : 0;
 }
 
-static int write_report(const opts *o, const tcase *cases, int n, const fagen_device_class *dc) {
-  fagen_op ops[2];
-  const int n_ops = case_ops(&dc->target, ops);
-  mkdir(o->report, 0777);
-  char path[1400];
-  snprintf(path, sizeof path, "%s/report.md", o->report);
-  FILE *f = fopen(path, "w");
-  if (!f) {
-    perror(path);
-    return -1;
-  }
-  fprintf(f, "# fagen-autotune on %s (%d SMs)\n\n", dc->name, dc->sm_count);
-  fprintf(f, "| case | winner | TFLOPS | runner-up | TFLOPS | default | TFLOPS | gain |\n");
-  fprintf(f, "|---|---|---|---|---|---|---|---|\n");
-  for (int i = 0; i < n; i++) {
-    const tcase *c = &cases[i];
-    if (!c->done || c->winner < 0) continue;
-    char w[FAGEN_VARIANT_NAME_MAX], r[FAGEN_VARIANT_NAME_MAX] = "-", d[FAGEN_VARIANT_NAME_MAX] = "-";
-    fagen_variant_name(&c->cand[c->winner], w, sizeof w);
-    if (c->runner_up >= 0) fagen_variant_name(&c->cand[c->runner_up], r, sizeof r);
-    if (c->deflt >= 0) fagen_variant_name(&c->cand[c->deflt], d, sizeof d);
-    double tw = tflops_of(c, c->ms[c->winner]);
-    double tr = c->runner_up >= 0 ? tflops_of(c, c->ms[c->runner_up]) : 0;
-    double td = c->deflt >= 0 ? tflops_of(c, c->ms[c->deflt]) : 0;
-    fprintf(f, "| %s | %s | %.1f | %s | %.1f | %s | %.1f | %.3f |\n", c->name, w, tw, r, tr, d, td,
-            td > 0 ? tw / td : 0);
-  }
-  fclose(f);
-  /* One SVG, a panel per head_dim: TFLOPS of the winner (solid) and of the
-     heuristic default (dashed) against sequence length, a line per op x dtype
-     x causal (the legend a row per op). */
-  static const char *const colors[8] = {"#1f77b4", "#d62728", "#2ca02c", "#9467bd",
-                                        "#ff7f0e", "#8c564b", "#17becf", "#e377c2"};
+/* DIR/tflops_OP.svg, a panel per head_dim that op has cases of: TFLOPS of
+ * the winner (solid) and of the heuristic default (dashed) against sequence
+ * length, a line per dtype x causal. */
+static int write_svg(const opts *o, const tcase *cases, int n, const fagen_device_class *dc,
+                     fagen_op op) {
+  static const char *const colors[4] = {"#1f77b4", "#d62728", "#2ca02c", "#9467bd"};
   const double PW = 420, PH = 260, L = 50, R = 20, T = 30, B = 40, LEG = 30;
-  const int cols = 2, rows = (o->n_head_dims + 1) / 2;
-  snprintf(path, sizeof path, "%s/tflops.svg", o->report);
-  f = fopen(path, "w");
+  int dims[MAX_LIST], n_dims = 0;
+  for (int di = 0; di < o->n_head_dims; di++) {
+    int any = 0;
+    for (int i = 0; i < n && !any; i++)
+      any = cases[i].op == op && cases[i].head_dim == o->head_dims[di] && cases[i].done &&
+            cases[i].winner >= 0;
+    if (any) dims[n_dims++] = o->head_dims[di];
+  }
+  if (!n_dims) return 0;
+  char tok[16], path[1400];
+  op_token(op, tok, sizeof tok);
+  const int cols = 2, rows = (n_dims + 1) / 2;
+  snprintf(path, sizeof path, "%s/tflops_%s.svg", o->report, tok);
+  FILE *f = fopen(path, "w");
   if (!f) {
     perror(path);
     return -1;
@@ -312,27 +356,23 @@ static int write_report(const opts *o, const tcase *cases, int n, const fagen_de
   fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
              "font-family=\"sans-serif\" font-size=\"11\">\n<rect width=\"100%%\" "
              "height=\"100%%\" fill=\"white\"/>\n",
-          cols * PW, rows * PH + LEG + 20 + 16 * (n_ops - 1));
-  fprintf(f, "<text x=\"10\" y=\"18\" font-size=\"14\">fagen-autotune on %s: TFLOPS against "
-             "sequence length (tuned solid, heuristic dashed)</text>\n", dc->name);
+          cols * PW, rows * PH + LEG + 20);
+  fprintf(f, "<text x=\"10\" y=\"18\" font-size=\"14\">fagen-autotune on %s, %s%s: TFLOPS "
+             "against sequence length (tuned solid, heuristic dashed)</text>\n",
+          dc->name, tok, tm_is_backward(op) ? " (2.5x the forward's FLOPs)" : "");
   int line = 0;
-  for (int oi = 0; oi < n_ops; oi++) {
-    char op[16];
-    op_token(ops[oi], op, sizeof op);
-    for (int ti = 0; ti < o->n_dtypes; ti++)
-      for (int ci = 0; ci < o->n_causal; ci++, line++)
-        fprintf(f, "<text x=\"%.0f\" y=\"%.0f\" fill=\"%s\">%s%s%s%s</text>\n",
-                10 + 120.0 * (line % (o->n_dtypes * o->n_causal)), rows * PH + LEG + 12 + 16.0 * oi,
-                colors[line % 8], n_ops > 1 ? op : "", n_ops > 1 ? " " : "",
-                o->dtypes[ti] == FAGEN_DTYPE_BF16 ? "bf16" : "fp16", o->causal_modes[ci] ? " causal" : "");
-  }
+  for (int ti = 0; ti < o->n_dtypes; ti++)
+    for (int ci = 0; ci < o->n_causal; ci++, line++)
+      fprintf(f, "<text x=\"%.0f\" y=\"%.0f\" fill=\"%s\">%s%s</text>\n", 10 + 120.0 * line,
+              rows * PH + LEG + 12, colors[line % 4],
+              o->dtypes[ti] == FAGEN_DTYPE_BF16 ? "bf16" : "fp16", o->causal_modes[ci] ? " causal" : "");
   double lmin = log2(o->seqlens[0]), lmax = log2(o->seqlens[o->n_seqlens - 1]);
   if (lmax <= lmin) lmax = lmin + 1;
-  for (int di = 0; di < o->n_head_dims; di++) {
-    int d = o->head_dims[di];
+  for (int di = 0; di < n_dims; di++) {
+    int d = dims[di];
     double ox = (di % cols) * PW, oy = 20 + (di / cols) * PH, ymax = 1;
     for (int i = 0; i < n; i++)
-      if (cases[i].head_dim == d && cases[i].done && cases[i].winner >= 0)
+      if (cases[i].op == op && cases[i].head_dim == d && cases[i].done && cases[i].winner >= 0)
         ymax = fmax(ymax, tflops_of(&cases[i], cases[i].ms[cases[i].winner]));
     ymax = ceil(ymax / 100.0) * 100.0;
 #define XS(s) (ox + L + (log2(s) - lmin) / (lmax - lmin) * (PW - L - R))
@@ -349,38 +389,89 @@ static int write_report(const opts *o, const tcase *cases, int n, const fagen_de
       fprintf(f, "<text x=\"%.1f\" y=\"%.0f\" text-anchor=\"middle\">%d</text>\n",
               XS(o->seqlens[si]), oy + PH - B + 14, o->seqlens[si]);
     line = 0;
-    for (int oi = 0; oi < n_ops; oi++)
-      for (int ti = 0; ti < o->n_dtypes; ti++)
-        for (int ci = 0; ci < o->n_causal; ci++, line++)
-          for (int pass = 0; pass < 2; pass++) { /* 0: winner, 1: default */
-            fprintf(f, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2\"%s points=\"",
-                    colors[line % 8], pass ? " stroke-dasharray=\"5,4\"" : "");
-            for (int i = 0; i < n; i++) {
-              const tcase *c = &cases[i];
-              if (c->op != ops[oi] || c->head_dim != d || c->dtype != o->dtypes[ti] ||
-                  c->causal != o->causal_modes[ci] || !c->done || c->winner < 0)
-                continue;
-              int k = pass ? c->deflt : c->winner;
-              if (k >= 0 && c->ms[k] > 0) fprintf(f, "%.1f,%.1f ", XS(c->seqlen), YS(tflops_of(c, c->ms[k])));
-            }
-            fprintf(f, "\"/>\n");
+    for (int ti = 0; ti < o->n_dtypes; ti++)
+      for (int ci = 0; ci < o->n_causal; ci++, line++)
+        for (int pass = 0; pass < 2; pass++) { /* 0: winner, 1: default */
+          fprintf(f, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2\"%s points=\"",
+                  colors[line % 4], pass ? " stroke-dasharray=\"5,4\"" : "");
+          for (int i = 0; i < n; i++) {
+            const tcase *c = &cases[i];
+            if (c->op != op || c->head_dim != d || c->dtype != o->dtypes[ti] ||
+                c->causal != o->causal_modes[ci] || !c->done || c->winner < 0)
+              continue;
+            int k = pass ? c->deflt : c->winner;
+            if (k >= 0 && c->ms[k] > 0) fprintf(f, "%.1f,%.1f ", XS(c->seqlen), YS(tflops_of(c, c->ms[k])));
           }
+          fprintf(f, "\"/>\n");
+        }
 #undef XS
 #undef YS
   }
   fprintf(f, "</svg>\n");
   fclose(f);
+  return 0;
+}
+
+static int write_report(const opts *o, const tcase *cases, int n, const fagen_device_class *dc) {
+  mkdir(o->report, 0777);
+  char path[1400];
+  snprintf(path, sizeof path, "%s/report.md", o->report);
+  FILE *f = fopen(path, "w");
+  if (!f) {
+    perror(path);
+    return -1;
+  }
+  fprintf(f, "# fagen-autotune on %s (%d SMs)\n\n", dc->name, dc->sm_count);
+  fprintf(f, "TFLOPS: the forward's FLOPs (4 B H S^2 d, halved when causal), 2.5x for the "
+             "backward.\n\n");
+  fprintf(f, "| case | winner | TFLOPS | runner-up | TFLOPS | default | TFLOPS | gain |\n");
+  fprintf(f, "|---|---|---|---|---|---|---|---|\n");
+  for (int i = 0; i < n; i++) {
+    const tcase *c = &cases[i];
+    if (!c->done || c->winner < 0) continue;
+    char w[FAGEN_VARIANT_NAME_MAX], r[FAGEN_VARIANT_NAME_MAX] = "-", d[FAGEN_VARIANT_NAME_MAX] = "-";
+    fagen_variant_name(&c->cand[c->winner], w, sizeof w);
+    if (c->runner_up >= 0) fagen_variant_name(&c->cand[c->runner_up], r, sizeof r);
+    if (c->deflt >= 0) fagen_variant_name(&c->cand[c->deflt], d, sizeof d);
+    double tw = tflops_of(c, c->ms[c->winner]);
+    double tr = c->runner_up >= 0 ? tflops_of(c, c->ms[c->runner_up]) : 0;
+    double td = c->deflt >= 0 ? tflops_of(c, c->ms[c->deflt]) : 0;
+    fprintf(f, "| %s | %s | %.1f | %s | %.1f | %s | %.1f | %.3f |\n", c->name, w, tw, r, tr, d, td,
+            td > 0 ? tw / td : 0);
+  }
+  fclose(f);
+  fagen_op ops[MAX_OPS];
+  const int n_ops = case_ops(o, &dc->target, ops);
+  for (int k = 0; k < n_ops; k++)
+    if (write_svg(o, cases, n, dc, ops[k]) != 0) return -1;
   fprintf(stderr, "fagen-autotune: report in %s\n", o->report);
   return 0;
 }
 
 /* ---- modes ----------------------------------------------------------------- */
 
+/* Whether op has a valid variant at head_dim for dtype on target t (bwdwg
+ * has head_dim 64, 96, 128 and 256 only). */
+static int op_has_head_dim(fagen_op op, const fagen_target *t, fagen_dtype dtype, int head_dim) {
+  fagen_variant base, *vs;
+  memset(&base, 0, sizeof base);
+  base.op = op, base.dtype = dtype, base.head_dim = head_dim, base.target = *t;
+  size_t n = 0;
+  int found = 0;
+  if (fagen_variant_candidates(&base, NULL, 0, &n) == FAGEN_OK && n &&
+      (vs = calloc(n, sizeof *vs)) != NULL) {
+    if (fagen_variant_candidates(&base, vs, n, &n) == FAGEN_OK)
+      for (size_t i = 0; i < n && !found; i++) found = fagen_variant_validate(&vs[i], NULL, 0) == FAGEN_OK;
+    free(vs);
+  }
+  return found;
+}
+
 /* The cases for a target, in measuring order: the ops of one shape side by
- * side, so that a --budget cut leaves both families measured as far. */
+ * side, so that a --budget cut leaves every family measured as far. */
 static int build_cases(const opts *o, const fagen_target *t, tcase **out) {
-  fagen_op ops[2];
-  const int n_ops = case_ops(t, ops);
+  fagen_op ops[MAX_OPS];
+  const int n_ops = case_ops(o, t, ops);
   int cap = n_ops * o->n_dtypes * o->n_head_dims * o->n_causal * o->n_seqlens, n = 0;
   tcase *cs = calloc((size_t)(cap ? cap : 1), sizeof *cs);
   for (int ti = 0; ti < o->n_dtypes; ti++)
@@ -398,6 +489,7 @@ static int build_cases(const opts *o, const fagen_target *t, tcase **out) {
             c->winner = c->runner_up = c->deflt = -1;
             case_name(c, c->name, sizeof c->name);
             if (o->cases && fnmatch(o->cases, c->name, 0) != 0) continue;
+            if (!op_has_head_dim(c->op, t, c->dtype, c->head_dim)) continue;
             n++;
           }
   *out = cs;
@@ -432,23 +524,16 @@ static int op_default(fagen_op op, const fagen_variant *like, fagen_variant *out
 }
 
 /* The heuristic's variant for a case on a device class (anonymous: no table):
- * what fagen_attention_select picks for the case's plain call, if that is of
- * the case's op (fwd below sm_90a, fwdwg on sm_90a); else (fwd cases on
- * sm_90a, the family of calls with features) the op's heuristic at the head_dim
+ * what the case's plain call selects (fagen_attention_select, or the
+ * backward's), if that is of the case's op (fwd and bwd below sm_90a, fwdwg
+ * and bwdwg on sm_90a, bwddet everywhere); else (fwd and bwd cases on sm_90a,
+ * the families of calls with features) the op's heuristic at the head_dim
  * the select chose.  On failure writes why to err. */
 static int heuristic_of(fagen_ctx *ctx, const fagen_device_class *dc, const tcase *c,
                         fagen_variant *out, char *err, size_t size) {
-  fagen_device_class anon = *dc;
-  anon.name[0] = '\0';
-  fg_cell cell;
-  fg_cell_standard(&cell, c->dtype, c->head_dim, c->seqlen, c->causal);
-  fagen_attention_args a;
-  fg_cell_args(&cell, 0, NULL, &a);
+  const tm_shape s = shape_of(c);
   fagen_variant sel;
-  if (fagen_attention_select(ctx, &a, &anon, &sel, NULL) != FAGEN_OK) {
-    snprintf(err, size, "%s", fagen_errmsg(ctx));
-    return -1;
-  }
+  if (tm_select_plain(ctx, dc, &s, &sel, err, size) != 0) return -1;
   if (sel.op == c->op) {
     *out = sel;
     return 0;
@@ -492,21 +577,66 @@ static int heuristic_table(const opts *o, fagen_ctx *ctx) {
   return rc;
 }
 
-/* Each candidate of a group is checked once against the default's output on an
- * odd shape (ragged tiles, GQA); returns 1 if it agrees. */
-static int agrees(fagen_ctx *ctx, const fagen_variant *v, const uint16_t *ref, fg_cell *cell,
-                  uint16_t *o) {
-  char err[1024];
-  if (fg_cell_run(ctx, cell, v, o, err, sizeof err) != 0) return 0;
-  double num = 0, den = 0;
-  for (size_t i = 0; i < cell->nq; i++) {
-    double a = fg_elem_to_float(cell->dtype, o[i]), b = fg_elem_to_float(cell->dtype, ref[i]);
-    if (isnan(a)) return 0;
-    num += (a - b) * (a - b);
-    den += b * b;
+/* Where v is in all[0..n) (n if absent). */
+static size_t index_in(const fagen_variant *all, size_t n, const fagen_variant *v) {
+  size_t j = 0;
+  while (j < n && fg_variant_name_cmp(&all[j], v) != 0) j++;
+  return j;
+}
+
+/* Screening: in each (op, dtype, head_dim, causal) group, every usable
+ * candidate is timed briefly (1 warm-up and 3 calls) at the smallest bucket
+ * and at the middle one; the o->screen fastest at either go on to every
+ * bucket, with the default (which always does).  keep[j] marks them in all[].
+ * On an H100 the whole space at every bucket (30 mma.sync backward
+ * candidates per group) would have measured for half an hour. */
+static void screen(const opts *o, fagen_ctx *ctx, tcase *cs, int n, const fagen_variant *all,
+                   size_t n_all, const int *usable, tm_inputs *inputs, uint64_t *rng, int *keep,
+                   double t0) {
+  int *done = calloc((size_t)n, sizeof *done);
+  const int buckets[2] = {o->seqlens[0], o->seqlens[o->n_seqlens / 2]};
+  for (int i = 0; i < n && done; i++) {
+    if (done[i]) continue;
+    const tcase *c = &cs[i];
+    for (int q = i; q < n; q++)
+      done[q] |= cs[q].op == c->op && cs[q].dtype == c->dtype && cs[q].head_dim == c->head_dim &&
+                 cs[q].causal == c->causal;
+    const fagen_variant *tv[MAX_CAND];
+    size_t idx[MAX_CAND];
+    int nt = 0;
+    for (int k = 0; k < c->n_cand; k++) {
+      const size_t j = index_in(all, n_all, &c->cand[k]);
+      if (usable[j]) tv[nt] = &c->cand[k], idx[nt++] = j;
+    }
+    int all_go = o->screen == 0 || nt <= o->screen + 1 || (o->budget > 0 && now() - t0 > o->budget);
+    for (int b = 0; b < 2 && !all_go; b++) {
+      if (b == 1 && buckets[1] == buckets[0]) break;
+      tm_shape sh = shape_of(c);
+      sh.seqlen = buckets[b];
+      double tms[MAX_CAND];
+      char err[1024];
+      if (tm_time(ctx, inputs, &sh, tv, nt, 1, 3, rng, tms, err, sizeof err) != 0) {
+        fprintf(stderr, "fagen-autotune: screening %s: %s (every candidate goes on)\n", c->name, err);
+        all_go = 1;
+        break;
+      }
+      int taken[MAX_CAND] = {0};
+      for (int r = 0; r < o->screen; r++) {
+        int best = -1;
+        for (int q = 0; q < nt; q++)
+          if (!taken[q] && tms[q] > 0 &&
+              (best < 0 || tms[q] < tms[best] ||
+               (tms[q] == tms[best] && fg_variant_name_cmp(tv[q], tv[best]) < 0)))
+            best = q;
+        if (best < 0) break;
+        taken[best] = 1;
+        keep[idx[best]] = 1;
+      }
+    }
+    if (all_go)
+      for (int q = 0; q < nt; q++) keep[idx[q]] = 1;
   }
-  double tol = cell->dtype == FAGEN_DTYPE_BF16 ? 2e-2 : 4e-3;
-  return sqrt(num / den) < tol;
+  free(done);
 }
 
 static int tune(const opts *o, fagen_ctx *ctx) {
@@ -575,9 +705,7 @@ static int tune(const opts *o, fagen_ctx *ctx) {
       c->cand[c->n_cand++] = cand[k];
     }
     for (int k = 0; k < c->n_cand; k++) {
-      size_t j = 0;
-      while (j < n_all && fg_variant_name_cmp(&all[j], &c->cand[k]) != 0) j++;
-      if (j == n_all) all[n_all++] = c->cand[k];
+      if (index_in(all, n_all, &c->cand[k]) == n_all) all[n_all++] = c->cand[k];
     }
   }
   free(cand);
@@ -593,107 +721,104 @@ static int tune(const opts *o, fagen_ctx *ctx) {
   for (size_t j = 0; j < n_all; j++) agree[j] = -1; /* not checked yet */
   for (int i = 0; i < n; i++) {
     tcase *c = &cs[i];
-    fg_cell cell;
-    memset(&cell, 0, sizeof cell);
-    cell.dtype = c->dtype;
-    cell.B = 2, cell.Sq = 333, cell.Sk = 257, cell.Hq = 4, cell.Hkv = 2;
-    cell.D = c->head_dim, cell.causal = c->causal;
     int need = 0;
     for (int k = 0; k < c->n_cand; k++) {
-      size_t j = 0;
-      while (fg_variant_name_cmp(&all[j], &c->cand[k]) != 0) j++;
+      const size_t j = index_in(all, n_all, &c->cand[k]);
       need |= agree[j] < 0 && ok[j];
     }
     if (!need) continue;
     char err[1024];
-    if (fg_cell_alloc(&cell, &rng, 0, err, sizeof err) != 0) {
-      fprintf(stderr, "fagen-autotune: %s\n", err);
-      return 1;
-    }
-    uint16_t *ref = malloc(cell.nq * 2), *o16 = malloc(cell.nq * 2);
-    if (fg_cell_run(ctx, &cell, &c->cand[c->deflt], ref, err, sizeof err) != 0) {
+    tm_check chk;
+    const tm_shape shape = shape_of(c);
+    if (tm_check_open(&chk, ctx, &shape, &c->cand[c->deflt], &rng, err, sizeof err) != 0) {
       fprintf(stderr, "fagen-autotune: the default of %s fails: %s\n", c->name, err);
+      tm_check_close(&chk);
       return 1;
     }
     for (int k = 0; k < c->n_cand; k++) {
-      size_t j = 0;
-      while (fg_variant_name_cmp(&all[j], &c->cand[k]) != 0) j++;
+      const size_t j = index_in(all, n_all, &c->cand[k]);
       if (agree[j] >= 0 || !ok[j]) continue;
-      agree[j] = agrees(ctx, &c->cand[k], ref, &cell, o16);
+      agree[j] = tm_check_agrees(&chk, ctx, &c->cand[k]);
       if (!agree[j]) {
         char name[FAGEN_VARIANT_NAME_MAX];
         fagen_variant_name(&c->cand[k], name, sizeof name);
         fprintf(stderr, "fagen-autotune: %s disagrees with the default kernel: not used\n", name);
       }
     }
-    free(ref), free(o16);
-    fg_cell_free(&cell);
+    tm_check_close(&chk);
   }
   /* Measure.  Every standard-grid cell has 16384 tokens x hidden 2048
      elements per tensor: one set of random inputs per dtype serves all. */
   int measured = 0, skipped = 0;
-  fg_buffers bufs[2];
-  memset(bufs, 0, sizeof bufs);
+  tm_inputs inputs;
+  memset(&inputs, 0, sizeof inputs);
+  int *usable = calloc(n_all, sizeof *usable), *keep = calloc(n_all, sizeof *keep);
+  for (size_t j = 0; j < n_all; j++) usable[j] = ok[j] && agree[j] == 1;
+  const double t_screen = now();
+  screen(o, ctx, cs, n, all, n_all, usable, &inputs, &rng, keep, t0);
+  double op_seconds[MAX_OPS] = {0}; /* measuring time per op, for the summary */
+  int op_cases[MAX_OPS] = {0};
+  const double t_measure = now();
   for (int i = 0; i < n; i++) {
     tcase *c = &cs[i];
     if (o->budget > 0 && now() - t0 > o->budget) {
       skipped = n - i;
       break;
     }
-    fg_cell cell;
+    const double t_case = now();
     char err[1024];
-    fg_cell_standard(&cell, c->dtype, c->head_dim, c->seqlen, c->causal);
-    fg_buffers *b = &bufs[c->dtype == FAGEN_DTYPE_BF16 ? 0 : 1];
-    if (!b->n && fg_buffers_alloc(b, c->dtype, (size_t)16384 * 2048, &rng, err, sizeof err) != 0) {
-      fprintf(stderr, "fagen-autotune: %s\n", err);
-      return 1;
-    }
-    if (fg_cell_use(&cell, b) != 0) {
-      fprintf(stderr, "fagen-autotune: %s does not fit the shared buffers\n", c->name);
-      return 1;
-    }
     /* The usable candidates, timed call by call in turn. */
     const fagen_variant *tv[MAX_CAND];
     int slot[MAX_CAND], nt = 0;
     for (int k = 0; k < c->n_cand; k++) {
-      size_t j = 0;
-      while (fg_variant_name_cmp(&all[j], &c->cand[k]) != 0) j++;
+      const size_t j = index_in(all, n_all, &c->cand[k]);
       c->ms[k] = -1;
-      if (!ok[j] || agree[j] != 1) continue;
+      if (!usable[j] || (!keep[j] && k != c->deflt)) continue;
       slot[nt] = k;
       tv[nt++] = &c->cand[k];
     }
     double tms[MAX_CAND];
-    if (fg_cell_time_many(ctx, &cell, tv, nt, o->warmup, o->reps, tms, err, sizeof err) != 0)
+    const tm_shape shape = shape_of(c);
+    if (tm_time(ctx, &inputs, &shape, tv, nt, o->warmup, o->reps, &rng, tms, err, sizeof err) != 0)
       fprintf(stderr, "fagen-autotune: %s: %s\n", c->name, err);
     else
       for (int q = 0; q < nt; q++) c->ms[slot[q]] = tms[q];
     pick(c, o->margin);
     c->done = 1;
     measured++;
+    for (int k = 0; k < MAX_OPS; k++)
+      if (all_ops[k] == c->op) op_seconds[k] += now() - t_case, op_cases[k]++;
     /* The table so far, so that an interrupted run keeps what it measured. */
     if (write_table(o, &dc, 1, cs, n, out) != 0) return 1;
-    double el = now() - t0, eta = el / (i + 1) * (n - i - 1);
+    double el = now() - t0, eta = (now() - t_measure) / (i + 1) * (n - i - 1);
     char w[FAGEN_VARIANT_NAME_MAX] = "-";
     if (c->winner >= 0) fagen_variant_name(&c->cand[c->winner], w, sizeof w);
     double gain = c->winner >= 0 && c->ms[c->deflt] > 0 ? c->ms[c->deflt] / c->ms[c->winner] : 0;
     if (tty)
-      fprintf(stderr, "\r[%3d/%d] %-26s %2d candidates  %-44s x%.3f  %3.0fs, ~%3.0fs left ",
-              i + 1, n, c->name, c->n_cand, w, gain, el, eta);
+      fprintf(stderr, "\r[%3d/%d] %-26s %2d of %2d candidates  %-44s x%.3f  %3.0fs, ~%3.0fs left ",
+              i + 1, n, c->name, nt, c->n_cand, w, gain, el, eta);
     else
-      fprintf(stderr, "[%d/%d] %s: %d candidates, winner %s (x%.3f over the default)\n", i + 1, n,
-              c->name, c->n_cand, w, gain);
+      fprintf(stderr, "[%d/%d] %s: %d of %d candidates, winner %s (x%.3f over the default)\n", i + 1,
+              n, c->name, nt, c->n_cand, w, gain);
   }
   if (tty) fputc('\n', stderr);
-  fg_buffers_free(&bufs[0]);
-  fg_buffers_free(&bufs[1]);
+  tm_inputs_free(&inputs);
   int rc = write_table(o, &dc, 1, cs, n, out) == 0 ? 0 : 1;
   if (!rc)
     fprintf(stderr, "fagen-autotune: wrote %d entries to %s in %.0f s%s\n", measured, out,
             now() - t0, skipped ? " (--budget reached: the rest keep the heuristic)" : "");
   if (skipped) fprintf(stderr, "fagen-autotune: %d cases not measured\n", skipped);
+  fprintf(stderr, "fagen-autotune: %.0f s compiling and checking, %.0f s screening, %.0f s measuring:",
+          t_screen - t0, t_measure - t_screen, now() - t_measure);
+  for (int k = 0; k < MAX_OPS; k++)
+    if (op_cases[k]) {
+      char tok[16];
+      op_token(all_ops[k], tok, sizeof tok);
+      fprintf(stderr, " %s %d cases %.0f s;", tok, op_cases[k], op_seconds[k]);
+    }
+  fputc('\n', stderr);
   if (!rc && o->report) rc = write_report(o, cs, n, &dc) == 0 ? 0 : 1;
-  free(all), free(ok), free(agree), free(cs);
+  free(all), free(ok), free(agree), free(usable), free(keep), free(cs);
   return rc;
 }
 
@@ -708,7 +833,7 @@ int main(int argc, char **argv) {
   o.n_seqlens = 6;
   o.causal_modes[0] = 0, o.causal_modes[1] = 1, o.n_causal = 2;
   o.dtypes[0] = FAGEN_DTYPE_BF16, o.dtypes[1] = FAGEN_DTYPE_FP16, o.n_dtypes = 2;
-  o.reps = 10, o.warmup = 2, o.margin = 0.02;
+  o.reps = 10, o.warmup = 2, o.margin = 0.02, o.screen = 4;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *next = i + 1 < argc ? argv[i + 1] : NULL;
 #define TAKE(var) (next ? ((var) = next, i++, 1) : 0)
@@ -729,6 +854,9 @@ int main(int argc, char **argv) {
       if (!TAKE(o.cases)) goto bad;
     } else if (!strcmp(a, "--only")) {
       if (!TAKE(o.only)) goto bad;
+    } else if (!strcmp(a, "--ops") && next) {
+      if (parse_ops(next, &o) != 0) goto bad;
+      i++;
     } else if (!strcmp(a, "--head-dims") && next) {
       if ((o.n_head_dims = fg_parse_int_list(next, o.head_dims, MAX_LIST)) <= 0) goto bad;
       i++;
@@ -752,6 +880,11 @@ int main(int argc, char **argv) {
     } else if (!strcmp(a, "--margin") && next) {
       o.margin = atof(next) / 100.0, i++;
       if (o.margin < 0 || o.margin > 1) goto bad;
+    } else if (!strcmp(a, "--screen") && next) {
+      char *end;
+      long k = strtol(next, &end, 10);
+      if (*end || end == next || k < 0 || k > MAX_CAND) goto bad;
+      o.screen = (int)k, i++;
     } else if (!strcmp(a, "--jobs") && next) {
       o.jobs = atoi(next), i++;
       if (o.jobs < 1) goto bad;

@@ -651,44 +651,51 @@ static double fg_ref_pairs(const fg_case *r, const fg_ref_args *ra) {
   return pairs;
 }
 
-/* Runs the reduced copy's backward with `variant` (gradients poisoned) and
- * compares with the reference.  r is allocated over its own inputs. */
-static double fg_check_reduced(fagen_ctx *ctx, fg_case *r, const fagen_variant *variant,
-                               char *err, size_t errsize) {
-  const size_t n = fg_case_elems(r);
-  for (int g = 0; g < 3; g++) FG_CU(cudaMemset(r->grad[g], 0xff, n * 2));
+int fg_case_backward_grads(fagen_ctx *ctx, const fg_case *c, const fagen_variant *variant,
+                           uint16_t *got[3], char *err, size_t errsize) {
+  const size_t n = fg_case_elems(c);
+  for (int g = 0; g < 3; g++) got[g] = NULL;
+  for (int g = 0; g < 3; g++) FG_CU(cudaMemset(c->grad[g], 0xff, n * 2));
   fagen_attention_bwd_args b;
-  fg_case_bwd_args(r, 0, variant, &b);
+  fg_case_bwd_args(c, 0, variant, &b);
   if (fagen_attention_backward(ctx, &b, NULL) != FAGEN_OK) {
-    snprintf(err, errsize, "backward (check shape): %s", fagen_errmsg(ctx));
+    snprintf(err, errsize, "backward: %s", fagen_errmsg(ctx));
     return -1;
   }
   FG_CU(cudaDeviceSynchronize());
+  for (int g = 0; g < 3; g++)
+    if (!(got[g] = fg_download(c->grad[g], n))) {
+      for (int k = 0; k < 3; k++) free(got[k]), got[k] = NULL;
+      snprintf(err, errsize, "reading gradients back failed");
+      return -1;
+    }
+  return 0;
+}
+
+/* Runs the reduced copy's backward with `variant` and compares with the
+ * reference.  r is allocated over its own inputs. */
+static double fg_check_reduced(fagen_ctx *ctx, fg_case *r, const fagen_variant *variant,
+                               char *err, size_t errsize) {
+  uint16_t *got[3];
+  if (fg_case_backward_grads(ctx, r, variant, got, err, errsize) != 0) return -1;
   fg_ref_features f;
   fg_ref_args ra;
   fg_case_ref(r, &f, &ra);
+  double e = -1;
+  const size_t padded = (size_t)r->batch * r->seqlen * r->heads * r->head_dim;
+  double *ref[3] = {NULL, NULL, NULL};
   if (fg_ref_pairs(r, &ra) != r->pairs) {
     snprintf(err, errsize, "the FLOP count's visible pairs (%.0f) disagree with the reference's",
              r->pairs);
-    return -1;
-  }
-  const size_t padded = (size_t)r->batch * r->seqlen * r->heads * r->head_dim;
-  double *ref[3];
-  uint16_t *got[3];
-  int ok = 1;
-  for (int g = 0; g < 3; g++) {
-    ref[g] = malloc(sizeof(double) * padded);
-    got[g] = fg_download(r->grad[g], n);
-    ok = ok && ref[g] && got[g];
-  }
-  double e = -1;
-  if (ok) {
+  } else if (!(ref[0] = malloc(sizeof(double) * padded)) ||
+             !(ref[1] = malloc(sizeof(double) * padded)) ||
+             !(ref[2] = malloc(sizeof(double) * padded))) {
+    snprintf(err, errsize, "out of host memory");
+  } else {
     const int64_t hd = (int64_t)r->heads * r->head_dim;
     fagen_strides dos = {r->cu ? 0 : r->seqlen * hd, hd, r->head_dim};
     fg_ref_attention_bwd(&ra, r->in->host[3], dos, ref[0], ref[1], ref[2]);
     e = fg_grad_errors(r, got, ref);
-  } else {
-    snprintf(err, errsize, "out of host memory, or reading gradients back failed");
   }
   for (int g = 0; g < 3; g++) free(ref[g]), free(got[g]);
   return e;

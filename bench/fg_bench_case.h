@@ -131,6 +131,14 @@ void fg_case_describe(const fg_case *c, char *buf, size_t size);
 double fg_case_check(fagen_ctx *ctx, const fg_case *c, const fagen_variant *variant,
                      uint64_t *rng, char *err, size_t errsize);
 
+/* Runs the backward of input set 0 with `variant` (NULL: selected), dq, dk
+ * and dv poisoned with NaN first, and reads them back into got[0..2]
+ * (malloc'ed, rows * heads * head_dim elements each; the caller frees them).
+ * c must be a backward case, allocated.  Returns 0, or -1 with a message
+ * (got[] all NULL). */
+int fg_case_backward_grads(fagen_ctx *ctx, const fg_case *c, const fagen_variant *variant,
+                           uint16_t *got[3], char *err, size_t errsize);
+
 /* Median milliseconds of the timed work over reps calls after warmup, each
  * between two CUDA events, input sets alternated, for n (case, variant)
  * pairs (variant NULL: selected).  The stream is held by a host gate until

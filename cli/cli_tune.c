@@ -21,8 +21,9 @@ static int int_opt(const char *name, const char *val, int *out) {
 
 int cli_tune(int argc, char **argv) {
   if (argc < 3 || strcmp(argv[2], "show") != 0) {
-    cli_error("fagen", "usage: fagen tune show [--head-dim D] [--seqlen S] [--seqlen-q SQ] "
-                       "[--dtype bf16|fp16] [--causal] [--device \"NAME,TARGET,SMS\"]");
+    cli_error("fagen", "usage: fagen tune show [--backward [--deterministic]] [--head-dim D] "
+                       "[--seqlen S] [--seqlen-q SQ] [--dtype bf16|fp16] [--causal] "
+                       "[--device \"NAME,TARGET,SMS\"]");
     return CLI_USAGE;
   }
   fagen_attention_args a;
@@ -30,13 +31,17 @@ int cli_tune(int argc, char **argv) {
   a.batch = a.heads_q = a.heads_kv = 1;
   a.head_dim = 128;
   a.seqlen_q = a.seqlen_k = 4096;
-  int seqlen_q = 0;
+  int seqlen_q = 0, backward = 0, deterministic = 0;
   const char *device = NULL;
   for (int i = 3; i < argc; i++) {
     const char *val;
     int r;
     if (!strcmp(argv[i], "--causal")) {
       a.causal = 1;
+    } else if (!strcmp(argv[i], "--backward")) {
+      backward = 1;
+    } else if (!strcmp(argv[i], "--deterministic")) {
+      deterministic = 1;
     } else if ((r = cli_opt_value("fagen", argc, argv, &i, "--head-dim", NULL, &val)) != 0) {
       if (r < 0 || !int_opt("--head-dim", val, &a.head_dim)) return CLI_USAGE;
     } else if ((r = cli_opt_value("fagen", argc, argv, &i, "--seqlen", NULL, &val)) != 0) {
@@ -60,6 +65,10 @@ int cli_tune(int argc, char **argv) {
     }
   }
   a.seqlen_q = seqlen_q ? seqlen_q : a.seqlen_k;
+  if (deterministic && !backward) {
+    cli_error("fagen", "--deterministic needs --backward");
+    return CLI_USAGE;
+  }
   fagen_ctx *ctx;
   if (fagen_ctx_create(&ctx) != FAGEN_OK) return CLI_FAIL;
   fagen_device_class dc;
@@ -79,20 +88,36 @@ int cli_tune(int argc, char **argv) {
   fagen_device_class_slug(&dc, slug, sizeof slug);
   fagen_target_name(&dc.target, 1, target, sizeof target);
   printf("device:     %s (%s, %d SMs) -> %s\n", dc.name, target, dc.sm_count, slug);
-  struct stat st;
+  struct stat sb;
   if (fagen_tune_table_path(ctx, &dc, path, sizeof path) == FAGEN_OK)
-    printf("user table: %s (%s)\n", path, stat(path, &st) == 0 ? "present" : "absent");
+    printf("user table: %s (%s)\n", path, stat(path, &sb) == 0 ? "present" : "absent");
   else
     printf("user table: (no location: %s)\n", fagen_errmsg(ctx));
   fagen_variant v;
   fagen_select_info info;
-  if (fagen_attention_select(ctx, &a, &dc, &v, &info) != FAGEN_OK) {
+  fagen_status st;
+  if (backward) {
+    fagen_attention_bwd_args b;
+    fagen_attention_bwd_args_init(&b);
+    b.dtype = a.dtype;
+    b.batch = b.heads_q = b.heads_kv = 1;
+    b.head_dim = a.head_dim;
+    b.seqlen_q = a.seqlen_q;
+    b.seqlen_k = a.seqlen_k;
+    b.causal = a.causal;
+    b.deterministic = deterministic;
+    st = fagen_attention_backward_select(ctx, &b, &dc, &v, &info);
+  } else {
+    st = fagen_attention_select(ctx, &a, &dc, &v, &info);
+  }
+  if (st != FAGEN_OK) {
     cli_error("fagen", "%s", fagen_errmsg(ctx));
     rc = CLI_FAIL;
   } else {
     char name[FAGEN_VARIANT_NAME_MAX];
     fagen_variant_name(&v, name, sizeof name);
-    printf("call:       fwd %s head_dim %d, seqlen_q %d, seqlen_k %d%s\n",
+    printf("call:       %s %s head_dim %d, seqlen_q %d, seqlen_k %d%s\n",
+           backward ? (deterministic ? "deterministic backward" : "backward") : "forward",
            a.dtype == FAGEN_DTYPE_BF16 ? "bf16" : "fp16", a.head_dim, a.seqlen_q, a.seqlen_k,
            a.causal ? ", causal" : "");
     printf("selected:   %s\n", name);

@@ -15,8 +15,9 @@ static const char usage_text[] =
     "       fagen compile [-o DIR] [--only GLOB] [--arch LIST] [VARIANT...]\n"
     "       fagen cache ls|info|clear\n"
     "       fagen cache warm [-j N] [--only GLOB] [--arch LIST] [VARIANT...]\n"
-    "       fagen tune show [--head-dim D] [--seqlen S] [--seqlen-q SQ] [--dtype T]\n"
-    "                       [--causal] [--device \"NAME,TARGET,SMS\"]\n"
+    "       fagen tune show [--backward [--deterministic]] [--head-dim D]\n"
+    "                       [--seqlen S] [--seqlen-q SQ] [--dtype T] [--causal]\n"
+    "                       [--device \"NAME,TARGET,SMS\"]\n"
     "       fagen --help | --version\n";
 
 static const char help_text[] =
@@ -51,8 +52,9 @@ static const char help_text[] =
     "  cache clear    Remove every cached kernel.\n"
     "  tune show      Which tuning table and entry (or the heuristic) a call would\n"
     "                 use on this GPU, or on the --device class given (default call:\n"
-    "                 head_dim 128, seqlen 4096, bf16, not causal).  Tables are made\n"
-    "                 by fagen-autotune.\n"
+    "                 the forward, head_dim 128, seqlen 4096, bf16, not causal;\n"
+    "                 --backward: the backward, --deterministic its deterministic\n"
+    "                 form).  Tables are made by fagen-autotune.\n"
     "  cache warm     Compile the default set (or the VARIANTs named) into the\n"
     "                 cache with NVRTC, in N threads (-j, default: all CPUs), so\n"
     "                 that first calls need no compilation.  Needs no GPU.\n"

@@ -81,14 +81,15 @@ fagen_status fg_templates_hash(char hex[65], fg_err *err) {
   return FAGEN_OK;
 }
 
-/* The templates the forward kernels are generated from, sorted by name.
- * Tuning tables hold forward entries, so this is the set whose change makes
- * a table stale; templates of other kernels (the backward's) may change
- * without invalidating measured forward tables.  test_generate checks that
- * the forward's sources include exactly these. */
-const char *const fg_table_templates[] = {"common.cuh.tpl",   "features.cuh.tpl", "fwd_params.cuh.tpl",
-                                          "fwd_sm80.cu.tpl",  "fwd_sm90.cu.tpl",  "sm80_mma.cuh.tpl",
-                                          "sm90_common.cuh.tpl"};
+/* The templates the tabled kernels are generated from, sorted by name.
+ * Tuning tables hold entries for the forward and backward families, so this
+ * is the set whose change makes a table stale: every template of fwd, fwdwg,
+ * bwd, bwddet and bwdwg.  test_generate checks that those kernels' sources
+ * include exactly these. */
+const char *const fg_table_templates[] = {
+    "bwd_aux.cuh.tpl",  "bwd_params.cuh.tpl", "bwd_sm80.cu.tpl",  "bwd_sm90.cu.tpl",
+    "common.cuh.tpl",   "features.cuh.tpl",   "fwd_params.cuh.tpl", "fwd_sm80.cu.tpl",
+    "fwd_sm90.cu.tpl",  "sm80_mma.cuh.tpl",   "sm90_common.cuh.tpl"};
 const size_t fg_table_templates_count = FG_ARRAY_LEN(fg_table_templates);
 
 static fagen_status fg_templates_hash_compute(char hex[65], fg_err *err) {

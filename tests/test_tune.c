@@ -51,6 +51,17 @@ static fagen_attention_args call(int head_dim, int seqlen, int causal) {
   return a;
 }
 
+static fagen_attention_bwd_args bwd_call(int head_dim, int seqlen, int causal) {
+  fagen_attention_bwd_args b;
+  fagen_attention_bwd_args_init(&b);
+  b.dtype = FAGEN_DTYPE_BF16;
+  b.batch = b.heads_q = b.heads_kv = 1;
+  b.seqlen_q = b.seqlen_k = seqlen;
+  b.head_dim = head_dim;
+  b.causal = causal;
+  return b;
+}
+
 /* Writes a table for TEST_GPU to the user dir; `entries` is a JSON array. */
 static void write_table(const char *entries, const char *version, const char *hash_override,
                         const char *device_name) {
@@ -386,6 +397,17 @@ Test(tune, cli_tune_show, .init = setup, .fini = teardown) {
   cr_assert(strstr(out, "selected:   fwd_d64_"), "%s", out);
   cr_assert(strstr(out, "shipped table builtin:sm80-nvidia-a100-sxm4-80gb-108sm.json"), "%s", out);
   free(out), free(err);
+  cr_assert_eq(run(FAGEN_CLI, (const char *[]){"tune", "show", "--device", "NVIDIA A100-SXM4-80GB,sm_80,108",
+                                               "--backward", "--deterministic", "--head-dim", "96", NULL},
+                   &out, &err),
+               0, "%s", err);
+  cr_assert(strstr(out, "call:       deterministic backward bf16 head_dim 96"), "%s", out);
+  cr_assert(strstr(out, "selected:   bwddet_d96_"), "%s", out);
+  cr_assert(strstr(out, "shipped table builtin:sm80-nvidia-a100-sxm4-80gb-108sm.json"), "%s", out);
+  free(out), free(err);
+  cr_assert_eq(run(FAGEN_CLI, (const char *[]){"tune", "show", "--deterministic", NULL}, &out, &err), 2);
+  cr_assert(strstr(err, "--deterministic needs --backward"), "%s", err);
+  free(out), free(err);
   cr_assert_eq(run(FAGEN_CLI, (const char *[]){"tune", "show", "--head-dim", "x", NULL}, &out, &err), 2);
   free(out), free(err);
   cr_assert_eq(run(FAGEN_CLI, (const char *[]){"tune", "list", NULL}, &out, &err), 2);
@@ -412,8 +434,9 @@ Test(tune, autotune_cli, .init = setup, .fini = teardown) {
                    &out, &err),
                0, "%s", err);
   free(out), free(err);
-  /* On sm_90a it holds both forward families' entries: "fwdwg" (wgmma, plain
-     calls) and "fwd" (mma.sync, calls with features); elsewhere only "fwd". */
+  /* On sm_90a it holds every family's entries: "fwdwg" and "bwdwg" (wgmma,
+     plain calls), "fwd" and "bwd" (mma.sync, calls with features) and
+     "bwddet"; elsewhere no wgmma family. */
   char path80[1400];
   snprintf(path80, sizeof path80, "%s/heuristic-sm80.json", dir);
   cr_assert_eq(run(FAGEN_AUTOTUNE, (const char *[]){"--heuristic-table", "--device", "NVIDIA A100-SXM4-80GB,sm_80,108",
@@ -428,14 +451,15 @@ Test(tune, autotune_cli, .init = setup, .fini = teardown) {
     json_t *root = json_load_file(written[t], 0, &jerr);
     cr_assert_not_null(root, "%s: %s", written[t], jerr.text);
     json_t *entries = json_object_get(root, "entries");
-    int n_fwd = 0, n_fwdwg = 0;
+    const char *const ops[5] = {"fwd", "fwdwg", "bwd", "bwdwg", "bwddet"};
+    int count[5] = {0};
     for (size_t i = 0; i < json_array_size(entries); i++) {
       const char *op = json_string_value(json_object_get(json_array_get(entries, i), "op"));
-      n_fwd += op && strcmp(op, "fwd") == 0;
-      n_fwdwg += op && strcmp(op, "fwdwg") == 0;
+      for (int k = 0; k < 5; k++) count[k] += op && strcmp(op, ops[k]) == 0;
     }
-    cr_assert_eq(n_fwd, 8, "%s", written[t]); /* 2 head dims x 2 dtypes x causal or not */
-    cr_assert_eq(n_fwdwg, t == 0 ? 8 : 0, "%s", written[t]);
+    for (int k = 0; k < 5; k++) /* 2 head dims x 2 dtypes x causal or not */
+      cr_assert_eq(count[k], t == 0 || k == 0 || k == 2 || k == 4 ? 8 : 0, "%s: %d %s entries",
+                   written[t], count[k], ops[k]);
     json_decref(root);
   }
   fagen_ctx *ctx;
@@ -454,8 +478,48 @@ Test(tune, autotune_cli, .init = setup, .fini = teardown) {
   cr_assert_eq(fagen_attention_select(ctx, &a, &TEST_GPU, &v, &info), FAGEN_OK);
   cr_assert_eq(info.source, FAGEN_SELECT_USER_TABLE, "%s", w.last);
   cr_assert_eq(v.op, FAGEN_OP_FWD);
+  /* The backward reads the same table: bwdwg for plain calls, bwddet for
+     deterministic ones, bwd for those with features. */
+  fagen_attention_bwd_args b = bwd_call(64, 8192, 1);
+  cr_assert_eq(fagen_attention_backward_select(ctx, &b, &TEST_GPU, &v, &info), FAGEN_OK);
+  cr_assert(info.source == FAGEN_SELECT_USER_TABLE && v.op == FAGEN_OP_BWD_WGMMA, "%d %d: %s",
+            info.source, v.op, w.last);
+  b.deterministic = 1;
+  cr_assert_eq(fagen_attention_backward_select(ctx, &b, &TEST_GPU, &v, &info), FAGEN_OK);
+  cr_assert(info.source == FAGEN_SELECT_USER_TABLE && v.op == FAGEN_OP_BWD_DET);
+  b.deterministic = 0;
+  b.feat.softcap = 30.f;
+  cr_assert_eq(fagen_attention_backward_select(ctx, &b, &TEST_GPU, &v, &info), FAGEN_OK);
+  cr_assert(info.source == FAGEN_SELECT_USER_TABLE && v.op == FAGEN_OP_BWD &&
+            v.features == FAGEN_FEATURE_SOFTCAP);
   cr_assert_eq(w.warnings, 0, "%s", w.last);
   fagen_ctx_destroy(ctx);
+  /* --ops limits the families; an unknown one is a usage error. */
+  cr_assert_eq(run(FAGEN_AUTOTUNE, (const char *[]){"--heuristic-table", "--device", "Test GPU 9000,sm_90a,7",
+                                                    "--ops", "bwdwg,fwd", "--head-dims", "32,64",
+                                                    "--seqlens", "2048", "--out", path, NULL},
+                   &out, &err),
+               0, "%s", err);
+  free(out), free(err);
+  json_error_t jerr;
+  json_t *root = json_load_file(path, 0, &jerr);
+  cr_assert_not_null(root, "%s", jerr.text);
+  json_t *entries = json_object_get(root, "entries");
+  int n_bwdwg = 0, n_fwd = 0;
+  for (size_t i = 0; i < json_array_size(entries); i++) {
+    json_t *e = json_array_get(entries, i);
+    const char *op = json_string_value(json_object_get(e, "op"));
+    n_fwd += strcmp(op, "fwd") == 0;
+    n_bwdwg += strcmp(op, "bwdwg") == 0;
+    cr_assert(strcmp(op, "bwdwg") != 0 || json_integer_value(json_object_get(e, "head_dim")) == 64,
+              "bwdwg has no head_dim 32 kernel: no entry");
+  }
+  cr_assert(n_fwd == 8 && n_bwdwg == 4 && json_array_size(entries) == 12, "%d %d %zu", n_fwd,
+            n_bwdwg, json_array_size(entries));
+  json_decref(root);
+  cr_assert_eq(run(FAGEN_AUTOTUNE, (const char *[]){"--ops", "fwd,bwdx", NULL}, &out, &err), 2);
+  cr_assert(strstr(err, "'bwdx' is not one of"), "%s", err);
+  free(out), free(err);
   const fagen_device_class *none = NULL;
   (void)none;
   if (!fg_test_gpu_available(NULL)) {
