@@ -8,7 +8,7 @@
 #   steps: build test demo sanitize bench sweep peers (default: build test demo sanitize bench)
 #   sweep: every valid tile candidate on a few grid cells (choosing defaults)
 #   peers: the whole grid against PyTorch SDPA and JAX cuDNN (bench/peers.py)
-#   tune:  fagen-autotune over the default set: $out/tune/SLUG.json, report.md, tflops.svg
+#   tune:  fagen-autotune over the default set: $out/tune/SLUG.json, report.md, tflops_OP.svg
 #   vs:    the standard grid, selected (tables) against heuristic variants, one run
 set -uo pipefail
 cd "$(dirname "$0")/.."
