@@ -677,7 +677,12 @@ int fg_case_backward_grads(fagen_ctx *ctx, const fg_case *c, const fagen_variant
 static double fg_check_reduced(fagen_ctx *ctx, fg_case *r, const fagen_variant *variant,
                                char *err, size_t errsize) {
   uint16_t *got[3];
-  if (fg_case_backward_grads(ctx, r, variant, got, err, errsize) != 0) return -1;
+  if (fg_case_backward_grads(ctx, r, variant, got, err, errsize) != 0) {
+    char why[768];
+    snprintf(why, sizeof why, "%s", err);
+    snprintf(err, errsize, "check shape: %s", why); /* say which call failed, as before */
+    return -1;
+  }
   fg_ref_features f;
   fg_ref_args ra;
   fg_case_ref(r, &f, &ra);
