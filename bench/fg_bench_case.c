@@ -2,11 +2,9 @@
 
 #include <cuda_runtime.h>
 #include <math.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "fg_ref.h"
 #include "fg_timing.h"
@@ -398,80 +396,26 @@ static fagen_status fg_case_launch(fagen_ctx *ctx, const fg_case *c, int set,
   return fagen_attention_backward(ctx, &b, NULL);
 }
 
-/* The host gate: a host function on the stream that returns once the host
- * has queued the whole measurement, so that the first event fires with the
- * work already queued behind it.  It gives up after FG_GATE_SECONDS (a host
- * stalled that long would otherwise hold the GPU), and says so. */
-#define FG_GATE_SECONDS 10.0
-typedef struct fg_gate {
-  atomic_int open, gave_up;
-} fg_gate;
+typedef struct fg_case_batch {
+  fagen_ctx *ctx;
+  const fg_case *const *cases;
+  const fagen_variant *const *variants;
+} fg_case_batch;
 
-static double fg_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static void fg_gate_wait(void *user) {
-  fg_gate *g = user;
-  const double t0 = fg_now();
-  while (!atomic_load(&g->open))
-    if (fg_now() - t0 > FG_GATE_SECONDS) {
-      atomic_store(&g->gave_up, 1);
-      return;
-    }
-}
-
-/* One gated measurement of the timed work on input set `set` into *ms. */
-static int fg_case_time_once(fagen_ctx *ctx, const fg_case *c, const fagen_variant *variant,
-                             int set, cudaEvent_t e0, cudaEvent_t e1, float *ms, char *err,
-                             size_t errsize) {
-  fg_gate gate;
-  atomic_init(&gate.open, 0);
-  atomic_init(&gate.gave_up, 0);
-  cudaError_t ce = cudaLaunchHostFunc(0, fg_gate_wait, &gate);
-  if (ce == cudaSuccess) ce = cudaEventRecord(e0, 0);
-  fagen_status st = ce == cudaSuccess ? fg_case_launch(ctx, c, set, variant) : FAGEN_OK;
-  if (ce == cudaSuccess && st == FAGEN_OK) ce = cudaEventRecord(e1, 0);
-  atomic_store(&gate.open, 1); /* on every path: the gate must not outlive this frame */
-  cudaError_t se = cudaStreamSynchronize(0);
-  if (st != FAGEN_OK) {
-    snprintf(err, errsize, "%s", fagen_errmsg(ctx));
+static int fg_case_launch_one(void *user, int k, int set, char *err, size_t errsize) {
+  const fg_case_batch *l = user;
+  if (fg_case_launch(l->ctx, l->cases[k], set, l->variants[k]) != FAGEN_OK) {
+    snprintf(err, errsize, "%s", fagen_errmsg(l->ctx));
     return -1;
   }
-  FG_CU(ce);
-  FG_CU(se);
-  if (atomic_load(&gate.gave_up)) {
-    snprintf(err, errsize, "the host took over %.0f s to queue one call", FG_GATE_SECONDS);
-    return -1;
-  }
-  if (ms) FG_CU(cudaEventElapsedTime(ms, e0, e1));
   return 0;
 }
 
 int fg_case_time_many(fagen_ctx *ctx, const fg_case *const *cases,
                       const fagen_variant *const *variants, int n, int warmup, int reps,
                       double *ms, char *err, size_t errsize) {
-  cudaEvent_t e0, e1;
-  if (cudaEventCreate(&e0) != cudaSuccess || cudaEventCreate(&e1) != cudaSuccess) {
-    snprintf(err, errsize, "cudaEventCreate failed");
-    return -1;
-  }
-  float *t = malloc(sizeof(float) * (size_t)reps * (size_t)(n > 0 ? n : 1));
-  int rc = t ? 0 : -1;
-  if (!t) snprintf(err, errsize, "out of memory");
-  for (int it = -warmup; rc == 0 && it < reps; it++)
-    for (int i = 0; rc == 0 && i < n; i++) {
-      const int k = (i + (it + warmup)) % n;
-      rc = fg_case_time_once(ctx, cases[k], variants[k], (it + warmup) & 1, e0, e1,
-                             it >= 0 ? &t[(size_t)k * reps + it] : NULL, err, errsize);
-    }
-  for (int k = 0; rc == 0 && k < n; k++) ms[k] = fg_median_ms(t + (size_t)k * reps, reps);
-  free(t);
-  cudaEventDestroy(e0);
-  cudaEventDestroy(e1);
-  return rc;
+  fg_case_batch l = {ctx, cases, variants};
+  return fg_time_many(n, warmup, reps, fg_case_launch_one, &l, ms, err, errsize);
 }
 
 /* ---- checks --------------------------------------------------------------- */

@@ -147,7 +147,7 @@ int fg_case_backward_grads(fagen_ctx *ctx, const fg_case *c, const fagen_variant
  * rotating by one each round), so that clock and temperature changes hit all
  * of them alike (timed one after the other, the same variant measured up to
  * 1.08x against itself at S = 16384 on an H100); ms[k] gets pair k's median.
- * Returns 0, or -1 (err) on failure. */
+ * Timed by fg_time_many (fg_timing.h).  Returns 0, or -1 (err) on failure. */
 int fg_case_time_many(fagen_ctx *ctx, const fg_case *const *cases,
                       const fagen_variant *const *variants, int n, int warmup, int reps,
                       double *ms, char *err, size_t errsize);

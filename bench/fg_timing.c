@@ -1,6 +1,9 @@
+#define _POSIX_C_SOURCE 200809L
 #include "fg_timing.h"
 
 #include <cuda_runtime.h>
+#include <stdatomic.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -138,40 +141,103 @@ double fg_median_ms(float *v, int n) {
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-int fg_cell_time_many(fagen_ctx *ctx, const fg_cell *c, const fagen_variant *const *variants, int n,
-                      int warmup, int reps, double *ms, char *err, size_t errsize) {
+/* The host gate (see fg_time_many).  It gives up after FG_GATE_SECONDS (a
+ * host stalled that long would otherwise hold the GPU), and says so. */
+#define FG_GATE_SECONDS 10.0
+typedef struct fg_gate {
+  atomic_int open, gave_up;
+} fg_gate;
+
+static double fg_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void fg_gate_wait(void *user) {
+  fg_gate *g = user;
+  const double t0 = fg_now();
+  while (!atomic_load(&g->open))
+    if (fg_now() - t0 > FG_GATE_SECONDS) {
+      atomic_store(&g->gave_up, 1);
+      return;
+    }
+}
+
+/* One gated measurement of item k on input set `set` into *ms (or none). */
+static int fg_time_once(fg_launch_fn *launch, void *user, int k, int set, cudaEvent_t e0,
+                        cudaEvent_t e1, float *ms, char *err, size_t errsize) {
+  fg_gate gate;
+  atomic_init(&gate.open, 0);
+  atomic_init(&gate.gave_up, 0);
+  cudaError_t ce = cudaLaunchHostFunc(0, fg_gate_wait, &gate);
+  if (ce == cudaSuccess) ce = cudaEventRecord(e0, 0);
+  int rc = ce == cudaSuccess ? launch(user, k, set, err, errsize) : 0;
+  if (ce == cudaSuccess && rc == 0) ce = cudaEventRecord(e1, 0);
+  atomic_store(&gate.open, 1); /* on every path: the gate must not outlive this frame */
+  cudaError_t se = cudaStreamSynchronize(0);
+  if (rc != 0) return -1;
+  FG_CU(ce);
+  if (se != cudaSuccess) {
+    snprintf(err, errsize, "kernel failed: %s", cudaGetErrorString(se));
+    return -1;
+  }
+  if (atomic_load(&gate.gave_up)) {
+    snprintf(err, errsize, "the host took over %.0f s to queue one call", FG_GATE_SECONDS);
+    return -1;
+  }
+  if (ms) FG_CU(cudaEventElapsedTime(ms, e0, e1));
+  return 0;
+}
+
+int fg_time_many(int n, int warmup, int reps, fg_launch_fn *launch, void *user, double *ms,
+                 char *err, size_t errsize) {
+  if (n < 1 || reps < 1 || warmup < 0) {
+    snprintf(err, errsize, "fg_time_many: %d items, %d reps, %d warm-up", n, reps, warmup);
+    return -1;
+  }
   cudaEvent_t e0, e1;
   if (cudaEventCreate(&e0) != cudaSuccess || cudaEventCreate(&e1) != cudaSuccess) {
     snprintf(err, errsize, "cudaEventCreate failed");
     return -1;
   }
-  float *t = malloc(sizeof(float) * (size_t)(reps > 0 ? reps : 1) * (size_t)(n > 0 ? n : 1));
+  float *t = malloc(sizeof(float) * (size_t)reps * (size_t)n);
   int rc = t ? 0 : -1;
   if (!t) snprintf(err, errsize, "out of memory");
   for (int it = -warmup; rc == 0 && it < reps; it++)
     for (int i = 0; rc == 0 && i < n; i++) {
       const int k = (i + it + warmup) % n;
-      fagen_attention_args a;
-      fg_cell_args(c, (it + warmup) & 1, variants[k], &a);
-      rc = -1;
-      if (cudaEventRecord(e0, 0) != cudaSuccess) {
-        snprintf(err, errsize, "cudaEventRecord failed");
-      } else if (fagen_attention_forward(ctx, &a, NULL) != FAGEN_OK) {
-        snprintf(err, errsize, "%s", fagen_errmsg(ctx));
-      } else if (cudaEventRecord(e1, 0) != cudaSuccess || cudaEventSynchronize(e1) != cudaSuccess) {
-        snprintf(err, errsize, "kernel failed: %s", cudaGetErrorString(cudaGetLastError()));
-      } else if (it >= 0 &&
-                 cudaEventElapsedTime(&t[(size_t)k * reps + it], e0, e1) != cudaSuccess) {
-        snprintf(err, errsize, "cudaEventElapsedTime failed");
-      } else {
-        rc = 0;
-      }
+      rc = fg_time_once(launch, user, k, (it + warmup) & 1, e0, e1,
+                        it >= 0 ? &t[(size_t)k * reps + it] : NULL, err, errsize);
     }
   for (int k = 0; rc == 0 && k < n; k++) ms[k] = fg_median_ms(t + (size_t)k * reps, reps);
   free(t);
   cudaEventDestroy(e0);
   cudaEventDestroy(e1);
   return rc;
+}
+
+typedef struct fg_cell_batch {
+  fagen_ctx *ctx;
+  const fg_cell *c;
+  const fagen_variant *const *variants;
+} fg_cell_batch;
+
+static int fg_cell_launch_one(void *user, int k, int set, char *err, size_t errsize) {
+  const fg_cell_batch *l = user;
+  fagen_attention_args a;
+  fg_cell_args(l->c, set, l->variants[k], &a);
+  if (fagen_attention_forward(l->ctx, &a, NULL) != FAGEN_OK) {
+    snprintf(err, errsize, "%s", fagen_errmsg(l->ctx));
+    return -1;
+  }
+  return 0;
+}
+
+int fg_cell_time_many(fagen_ctx *ctx, const fg_cell *c, const fagen_variant *const *variants, int n,
+                      int warmup, int reps, double *ms, char *err, size_t errsize) {
+  fg_cell_batch l = {ctx, c, variants};
+  return fg_time_many(n, warmup, reps, fg_cell_launch_one, &l, ms, err, errsize);
 }
 
 int fg_cell_run(fagen_ctx *ctx, const fg_cell *c, const fagen_variant *variant, uint16_t *o_host,

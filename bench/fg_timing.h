@@ -50,13 +50,30 @@ void fg_cell_args(const fg_cell *c, int set, const fagen_variant *variant, fagen
 /* The median of v[0..n) (n >= 1), sorting v in place. */
 double fg_median_ms(float *v, int n);
 
+/* Queues the timed work of item k (a variant, a case) on input set `set`
+ * (0 or 1) on the default stream.  Returns 0, or -1 with a message in err. */
+typedef int fg_launch_fn(void *user, int k, int set, char *err, size_t errsize);
+
+/* The timer every measurement goes through: median milliseconds of items
+ * 0..n), each launched by `launch`, after `warmup` rounds, over `reps`
+ * rounds, the items interleaved (the order rotating by one each round) and
+ * the input set alternating by round.  Each call is timed between two CUDA
+ * events behind a host gate: a host function on the stream that returns only
+ * once the host has queued the events and the launch, so the host's own time
+ * (validation, selection, launch, a busy CPU) is not counted.  (Without it
+ * the tuner's forward times included the ~6 us a call spends on the host.)
+ * ms[k] gets item k's median.  Returns 0, or -1 (message in err). */
+int fg_time_many(int n, int warmup, int reps, fg_launch_fn *launch, void *user, double *ms,
+                 char *err, size_t errsize);
+
 /* Median milliseconds of one call after `warmup` calls, over `reps` calls,
  * each timed with CUDA events, for n variants: their calls interleaved (the
  * order rotating by one each round) so that clock and temperature drift hit
  * all of them alike; ms[k] gets variant k's median.  (Timed one after the
  * other, the first candidate, the default, had the GPU coolest: on an H100 at
  * d64, S = 4096 the tuner kept it although interleaved timing put 192-row
- * tiles 1.11x ahead.)  Returns 0, or -1 (message in err) on failure. */
+ * tiles 1.11x ahead.)  Timed by fg_time_many.  Returns 0, or -1 (message
+ * in err) on failure. */
 int fg_cell_time_many(fagen_ctx *ctx, const fg_cell *c, const fagen_variant *const *variants, int n,
                       int warmup, int reps, double *ms, char *err, size_t errsize);
 

@@ -1,8 +1,58 @@
-/* fagen-bench's matching of --variant to cells (bench/fg_bench_case.c). */
+/* fagen-bench's matching of --variant to cells (bench/fg_bench_case.c) and
+ * the timer that fagen-bench and fagen-autotune share (bench/fg_timing.c). */
+#define _POSIX_C_SOURCE 200809L
 #include <criterion/criterion.h>
+#include <cuda_runtime.h>
+#include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "fg_bench_case.h"
+#include "fg_test.h"
+#include "fg_timing.h"
+
+/* A launch that spends 20 ms on the host before it queues a 64 KiB memset. */
+static int slow_launch(void *user, int k, int set, char *err, size_t errsize) {
+  const struct timespec d = {0, 20 * 1000 * 1000};
+  nanosleep(&d, NULL);
+  cudaError_t e = cudaMemsetAsync(user, k + set, 1 << 16, 0);
+  if (e != cudaSuccess) {
+    snprintf(err, errsize, "cudaMemsetAsync: %s", cudaGetErrorString(e));
+    return -1;
+  }
+  return 0;
+}
+
+/* Regression: the tuner's forward timing (fg_cell_time_many) started its
+ * first event before the host had validated, selected and launched the call,
+ * so every forward time in a tuning table included that host work (~6 us on
+ * an H100 machine, more on a busy CPU).  Every timing now goes through
+ * fg_time_many's host gate: 20 ms on the host before each launch must not
+ * show in the times. */
+Test(bench_case, host_time_before_a_launch_is_not_timed) {
+  const char *why;
+  if (!fg_test_gpu_available(&why)) cr_skip_test("%s", why);
+  void *buf = NULL;
+  cr_assert_eq(cudaMalloc(&buf, 1 << 16), cudaSuccess);
+  double ms[2] = {-1, -1};
+  char err[256] = "";
+  cr_assert_eq(fg_time_many(2, 1, 3, slow_launch, buf, ms, err, sizeof err), 0, "%s", err);
+  cudaFree(buf);
+  for (int k = 0; k < 2; k++) {
+    cr_log_info("item %d: %.4f ms", k, ms[k]);
+    cr_assert(ms[k] >= 0 && ms[k] < 5.0, "item %d timed %.3f ms: the host's sleep was counted", k,
+              ms[k]);
+  }
+}
+
+Test(bench_case, timer_refuses_empty_work) {
+  double ms[1];
+  char err[256] = "";
+  cr_assert_eq(fg_time_many(0, 1, 3, slow_launch, NULL, ms, err, sizeof err), -1);
+  cr_assert(strstr(err, "0 items"), "%s", err);
+  cr_assert_eq(fg_time_many(1, 1, 0, slow_launch, NULL, ms, err, sizeof err), -1);
+  cr_assert(strstr(err, "0 reps"), "%s", err);
+}
 
 /* Regression: a forced wgmma forward variant (fwdwg_...) used to be dropped
  * silently by fagen-bench --mode fwd, which matched only FAGEN_OP_FWD. */
