@@ -4,7 +4,8 @@
  *   3. an in-process hit (the kernel already loaded)       [GPU]
  *   4. host-side overhead of a forward call                [GPU]
  * Each figure is the median over repeated fresh processes or calls; the
- * table goes to stdout.  Usage: fagen-bench-runtime [--reps N] [VARIANT] */
+ * table goes to stdout.  Usage: fagen-bench-runtime [--reps N] [VARIANT]
+ * (--help says more). */
 #include <cuda_runtime.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -70,6 +71,13 @@ static void cold_compile(const fagen_variant *v, double out[2]) {
 
 static int gpu;
 
+/* Removes the benchmark's cache folder (a mkdtemp name: no quoting needed). */
+static int remove_dir(const char *dir) {
+  char cmd[128];
+  snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+  return system(cmd);
+}
+
 static void disk_hit(const fagen_variant *v, double out[2]) {
   if (gpu) cudaFree(0); /* driver and context start-up are every CUDA program's cost */
   double t0 = now();
@@ -93,17 +101,41 @@ static void disk_hit(const fagen_variant *v, double out[2]) {
   fagen_ctx_destroy(ctx);
 }
 
+static const char usage[] =
+    "usage: fagen-bench-runtime [--reps N] [VARIANT]\n"
+    "Measures the runtime's own costs and prints a table (medians):\n"
+    "  cold compile of VARIANT (default: the d128 bf16 causal forward that a call\n"
+    "  selects on this machine's GPU, or on sm_80 without one) in fresh processes\n"
+    "  with no cache; a new process that finds it in the disk cache; and, with a\n"
+    "  GPU, an in-process hit and the host time of one forward call.\n"
+    "  --reps N   fresh processes for the cold compile, 1 to 100 (default 7; the\n"
+    "             disk-cache hit takes 3 N)\n"
+    "Exit status: 0 success, 1 failure, 2 usage error.\n";
+
 int main(int argc, char **argv) {
   int reps = 7;
   const char *vname = NULL;
   for (int i = 1; i < argc; i++) {
-    if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
-    else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
-      printf("usage: fagen-bench-runtime [--reps N] [VARIANT]\n");
+    if (!strcmp(argv[i], "--reps")) {
+      char *end = NULL;
+      long r = i + 1 < argc ? strtol(argv[i + 1], &end, 10) : 0;
+      if (i + 1 >= argc || end == argv[i + 1] || *end || r < 1 || r > 100) {
+        fprintf(stderr, "fagen-bench-runtime: --reps takes a count from 1 to 100, not '%s'\n%s",
+                i + 1 < argc ? argv[i + 1] : "", usage);
+        return 2;
+      }
+      reps = (int)r;
+      i++;
+    } else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+      fputs(usage, stdout);
       return 0;
-    } else vname = argv[i];
+    } else if (argv[i][0] == '-' || vname) {
+      fprintf(stderr, "fagen-bench-runtime: unexpected argument '%s'\n%s", argv[i], usage);
+      return 2;
+    } else {
+      vname = argv[i];
+    }
   }
-  if (reps < 1 || reps > 100) reps = 7;
   /* Probe in a child: a process that initialized CUDA must not fork children
      that use it, and the measurements below fork. */
   pid_t probe = fork();
@@ -116,8 +148,13 @@ int main(int argc, char **argv) {
   gpu = WIFEXITED(pst) && WEXITSTATUS(pst) == 0;
   fagen_variant v;
   if (vname) {
+    char why[512];
     if (fagen_variant_parse(vname, &v) != FAGEN_OK) {
-      fprintf(stderr, "%s\n", fagen_last_error());
+      fprintf(stderr, "fagen-bench-runtime: %s\n", fagen_last_error());
+      return 2;
+    }
+    if (fagen_variant_validate(&v, why, sizeof why) != FAGEN_OK) {
+      fprintf(stderr, "fagen-bench-runtime: %s is not a valid variant: %s\n", vname, why);
       return 2;
     }
   } else {
@@ -156,7 +193,8 @@ int main(int argc, char **argv) {
   if (!mkdtemp(dir)) return 1;
   setenv("FAGEN_CACHE_DIR", dir, 1);
 
-  double whole[100], nvrtc[100], hit[100], load[100];
+  /* reps cold compiles, 3 reps disk hits (reps <= 100) */
+  double whole[100], nvrtc[100], hit[300], load[300];
   int n_cold = 0, n_hit = 0;
   for (int r = 0; r < reps; r++) {
     double o[2];
@@ -171,6 +209,12 @@ int main(int argc, char **argv) {
   for (int r = 0; r < reps * 3; r++) {
     double o[2] = {-1, -1};
     if (in_child(disk_hit, &v, o) == 0 && o[0] >= 0) hit[n_hit] = o[0], load[n_hit++] = o[1];
+  }
+  if (n_cold == 0 || n_hit == 0) {
+    fprintf(stderr, "fagen-bench-runtime: %s: %s\n", name,
+            n_cold == 0 ? "every cold compile failed" : "no new process found it in the disk cache");
+    remove_dir(dir);
+    return 1;
   }
   printf("fagen-bench-runtime: %s, %s\n", name, gpu ? "GPU present" : "no GPU");
   printf("| measure | median | target | n |\n|---|---|---|---|\n");
@@ -238,8 +282,5 @@ int main(int argc, char **argv) {
            median(t, 9) * 1e6);
     fagen_ctx_destroy(ctx);
   }
-  char cmd[128];
-  snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-  if (system(cmd) != 0) return 1;
-  return 0;
+  return remove_dir(dir) == 0 ? 0 : 1;
 }

@@ -195,3 +195,12 @@ int fg_test_compile_all(fagen_ctx *ctx, const fagen_variant *vs, int n, int thre
   fg_compile_all(ctx, vs, (size_t)n, threads, fg_note_failure, &failed);
   return failed ? -1 : 0;
 }
+
+int fg_test_run_prog(const char *prog, const char *const *args, const char *const env[], char **out,
+                     char **err) {
+  const char *argv[32] = {prog};
+  size_t n = 1;
+  for (size_t i = 0; args[i] && n < 31; i++) argv[n++] = args[i];
+  argv[n] = NULL;
+  return fg_test_run(argv, env, out, err);
+}

@@ -21,6 +21,9 @@ int fg_test_count_files(const char *dir, const char *needle);
  * "K=" entry unsets K) and optional stdin text.  Captures stdout and stderr
  * (malloc'd).  Returns the exit status, or -1 if it did not exit normally. */
 int fg_test_run(const char *const argv[], const char *const env[], char **out, char **err);
+/* fg_test_run of `prog` followed by args (NULL-terminated, at most 30). */
+int fg_test_run_prog(const char *prog, const char *const *args, const char *const env[], char **out,
+                     char **err);
 
 /* Host helpers (16-bit floats, random numbers, the float64 reference)
  * live in bench/fg_ref.h, shared with the demo and the benchmarks. */

@@ -408,11 +408,7 @@ Test(cache, least_recently_used_files_are_evicted, .init = setup, .fini = teardo
 }
 
 static int fagen(const char *const *args, char **out, char **err) {
-  const char *argv[16] = {FAGEN_CLI};
-  size_t n = 1;
-  for (size_t i = 0; args[i]; i++) argv[n++] = args[i];
-  argv[n] = NULL;
-  return fg_test_run(argv, NULL, out, err);
+  return fg_test_run_prog(FAGEN_CLI, args, NULL, out, err);
 }
 
 Test(cache, cli_ls_info_clear_warm, .init = setup, .fini = teardown, .timeout = 300) {

@@ -1,5 +1,5 @@
 /* The fagen CLI: help, version, exit codes 0/1/2, --emit output and manifest,
- * and no partial output on failure. */
+ * and no partial output on failure; fagen-bench-runtime's arguments. */
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,11 +12,7 @@
 #include "fg_test.h"
 
 static int fagen(const char *const *args, const char *const *env, char **out, char **err) {
-  const char *argv[32] = {FAGEN_CLI};
-  size_t n = 1;
-  for (size_t i = 0; args[i]; i++) argv[n++] = args[i];
-  argv[n] = NULL;
-  return fg_test_run(argv, env, out, err);
+  return fg_test_run_prog(FAGEN_CLI, args, env, out, err);
 }
 
 Test(cli, help_and_version) {
@@ -311,4 +307,37 @@ Test(cli, compile_writes_cubins) {
   free(out), free(err);
   fg_test_rmrf(dir), fg_test_rmrf(cache);
   free(dir), free(cache);
+}
+
+static int bench_runtime(const char *const *args, char **out, char **err) {
+  return fg_test_run_prog(FAGEN_BENCH_RUNTIME, args, NULL, out, err);
+}
+
+/* Regressions: fagen-bench-runtime took '--reps abc' or '--reps 1000' as 7
+ * and an unknown option as a variant name; an invalid variant (every compile
+ * failing) printed an empty table and exited 0; and --reps above 33 wrote
+ * past its 100 disk-hit times (3 per rep).  Its figures are issue 3's. */
+Test(cli, bench_runtime_arguments, .timeout = 300) {
+  char *out, *err;
+  cr_assert_eq(bench_runtime((const char *[]){"--help", NULL}, &out, &err), 0);
+  cr_assert(strstr(out, "--reps N") && strstr(out, "Exit status"), "%s", out);
+  free(out), free(err);
+  const char *bad[][3] = {{"--reps", NULL}, {"--reps", "abc", NULL}, {"--reps", "1000", NULL},
+                          {"--reps", "0", NULL}, {"--bogus", NULL}};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    cr_assert_eq(bench_runtime(bad[i], &out, &err), 2, "'%s %s'", bad[i][0], bad[i][1] ? bad[i][1] : "");
+    cr_assert(strstr(err, "usage:"), "%s", err);
+    cr_assert_eq(out[0], 0, "nothing measured: %s", out);
+    free(out), free(err);
+  }
+  cr_assert_eq(bench_runtime((const char *[]){"fwd_d100_bq64_bk32_w4_s1_bf16_sm80", NULL}, &out, &err), 2);
+  cr_assert(strstr(err, "head_dim=100 is not compiled"), "%s", err);
+  free(out), free(err);
+  /* 34 reps: 102 disk hits; without a GPU the rows are the cold compile and
+     the disk hit. */
+  const char *v = "fwd_d32_bq64_bk32_w4_s1_bf16_sm80";
+  cr_assert_eq(bench_runtime((const char *[]){"--reps", "34", v, NULL}, &out, &err), 0, "%s", err);
+  cr_assert(strstr(out, "| cold compile, NVRTC time |") && strstr(out, "| 34 |"), "%s", out);
+  cr_assert(strstr(out, "disk-cache hit") && strstr(out, "| 102 |"), "%s", out);
+  free(out), free(err);
 }

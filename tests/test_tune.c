@@ -322,11 +322,7 @@ Test(tune, shipped_tables_are_current_and_user_tables_come_first, .init = setup,
 }
 
 static int run(const char *prog, const char *const *args, char **out, char **err) {
-  const char *argv[24] = {prog};
-  size_t n = 1;
-  for (size_t i = 0; args[i]; i++) argv[n++] = args[i];
-  argv[n] = NULL;
-  return fg_test_run(argv, NULL, out, err);
+  return fg_test_run_prog(prog, args, NULL, out, err);
 }
 
 /* Every built-in table loads without a warning for its own device class: a
