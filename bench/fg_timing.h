@@ -62,7 +62,8 @@ typedef int fg_launch_fn(void *user, int k, int set, char *err, size_t errsize);
  * once the host has queued the events and the launch, so the host's own time
  * (validation, selection, launch, a busy CPU) is not counted.  (Without it
  * the tuner's forward times included the ~6 us a call spends on the host.)
- * ms[k] gets item k's median.  Returns 0, or -1 (message in err). */
+ * ms[k] gets item k's median.  n = 0 times nothing and returns 0.  Returns
+ * 0, or -1 (message in err). */
 int fg_time_many(int n, int warmup, int reps, fg_launch_fn *launch, void *user, double *ms,
                  char *err, size_t errsize);
 

@@ -45,13 +45,17 @@ Test(bench_case, host_time_before_a_launch_is_not_timed) {
   }
 }
 
-Test(bench_case, timer_refuses_empty_work) {
-  double ms[1];
+/* No items: nothing launched, success (a fagen-bench cell whose variants all
+ * failed their check still prints its rows); no repetitions: an error. */
+Test(bench_case, timer_without_items_or_reps) {
+  double ms[1] = {-1};
   char err[256] = "";
-  cr_assert_eq(fg_time_many(0, 1, 3, slow_launch, NULL, ms, err, sizeof err), -1);
-  cr_assert(strstr(err, "0 items"), "%s", err);
+  cr_assert_eq(fg_time_many(0, 1, 3, slow_launch, NULL, ms, err, sizeof err), 0, "%s", err);
+  cr_assert_eq(ms[0], -1);
   cr_assert_eq(fg_time_many(1, 1, 0, slow_launch, NULL, ms, err, sizeof err), -1);
   cr_assert(strstr(err, "0 reps"), "%s", err);
+  cr_assert_eq(fg_time_many(-1, 1, 3, slow_launch, NULL, ms, err, sizeof err), -1);
+  cr_assert(strstr(err, "-1 items"), "%s", err);
 }
 
 /* Regression: a forced wgmma forward variant (fwdwg_...) used to be dropped
