@@ -40,25 +40,23 @@ static void count_warnings(void *user, fagen_log_level level, const char *msg) {
   }
 }
 
+/* The shape of a one-sequence, one-head bf16 call: the fields the forward's
+ * and the backward's argument structs share. */
+#define SET_SHAPE(x, d, s, c)                                             \
+  ((x).dtype = FAGEN_DTYPE_BF16, (x).batch = (x).heads_q = (x).heads_kv = 1, \
+   (x).seqlen_q = (x).seqlen_k = (s), (x).head_dim = (d), (x).causal = (c))
+
 static fagen_attention_args call(int head_dim, int seqlen, int causal) {
   fagen_attention_args a;
   fagen_attention_args_init(&a);
-  a.dtype = FAGEN_DTYPE_BF16;
-  a.batch = a.heads_q = a.heads_kv = 1;
-  a.seqlen_q = a.seqlen_k = seqlen;
-  a.head_dim = head_dim;
-  a.causal = causal;
+  SET_SHAPE(a, head_dim, seqlen, causal);
   return a;
 }
 
 static fagen_attention_bwd_args bwd_call(int head_dim, int seqlen, int causal) {
   fagen_attention_bwd_args b;
   fagen_attention_bwd_args_init(&b);
-  b.dtype = FAGEN_DTYPE_BF16;
-  b.batch = b.heads_q = b.heads_kv = 1;
-  b.seqlen_q = b.seqlen_k = seqlen;
-  b.head_dim = head_dim;
-  b.causal = causal;
+  SET_SHAPE(b, head_dim, seqlen, causal);
   return b;
 }
 
