@@ -214,19 +214,22 @@ typedef struct compile_progress {
   int *ok;
   size_t n;
   int tty;
-  double t0;
+  double t0, t_last; /* start, and when the latest compile finished */
 } compile_progress;
 
+/* Called by the compile threads (serialized): the measuring loop's progress
+ * line shows the count, so this reports only the variants that fail. */
 static void on_compiled(void *user, size_t i, fagen_status st, size_t done) {
   compile_progress *p = user;
+  (void)done;
   p->ok[i] = st == FAGEN_OK;
+  p->t_last = now();
   if (!p->ok[i]) {
     char name[FAGEN_VARIANT_NAME_MAX];
     fagen_variant_name(&p->vs[i], name, sizeof name);
     fprintf(stderr, "%sfagen-autotune: %s does not compile (dropped): %s\n", p->tty ? "\n" : "",
             name, fagen_errmsg(p->ctx));
   }
-  if (p->tty) fprintf(stderr, "\rcompiling [%zu/%zu] %.0fs ", done, p->n, now() - p->t0);
 }
 
 /* ---- the table ------------------------------------------------------------- */
@@ -711,105 +714,143 @@ static int tune(const opts *o, fagen_ctx *ctx) {
   free(cand);
   fprintf(stderr, "fagen-autotune: %zu distinct candidates to compile (%zu dropped before "
                   "compiling%s)\n", n_all, culled, o->verbose ? "" : "; -v says why");
-  compile_progress prog = {ctx, all, ok, n_all, tty, now()};
-  int jobs = fg_compile_all(ctx, all, n_all, o->jobs, on_compiled, &prog);
-  fprintf(stderr, "%scompiled %zu candidates in %.0f s with %d threads\n", tty ? "\n" : "", n_all,
-          now() - prog.t0, jobs);
-  /* Check each compiled candidate once, per (dtype, head_dim, causal). */
+  /* The candidates compile in background threads, in case order, while the
+     GPU checks, screens and measures the blocks of cases (one dtype,
+     head_dim and causal: every op and bucket) whose candidates are ready. */
+  compile_progress prog = {ctx, all, ok, n_all, tty, now(), now()};
+  fg_compile_queue *cq = fg_compile_start(ctx, all, n_all, o->jobs, on_compiled, &prog);
+  if (!cq) {
+    fprintf(stderr, "fagen-autotune: no compile thread could start\n");
+    return 1;
+  }
   uint64_t rng = fg_rand_seed();
   int *agree = calloc(n_all, sizeof *agree);
   for (size_t j = 0; j < n_all; j++) agree[j] = -1; /* not checked yet */
-  for (int i = 0; i < n; i++) {
-    tcase *c = &cs[i];
-    int need = 0;
-    for (int k = 0; k < c->n_cand; k++) {
-      const size_t j = index_in(all, n_all, &c->cand[k]);
-      need |= agree[j] < 0 && ok[j];
-    }
-    if (!need) continue;
-    char err[1024];
-    tm_check chk;
-    const tm_shape shape = shape_of(c);
-    if (tm_check_open(&chk, ctx, &shape, &c->cand[c->deflt], &rng, err, sizeof err) != 0) {
-      fprintf(stderr, "fagen-autotune: the default of %s fails: %s\n", c->name, err);
-      tm_check_close(&chk);
-      return 1;
-    }
-    for (int k = 0; k < c->n_cand; k++) {
-      const size_t j = index_in(all, n_all, &c->cand[k]);
-      if (agree[j] >= 0 || !ok[j]) continue;
-      agree[j] = tm_check_agrees(&chk, ctx, &c->cand[k]);
-      if (!agree[j]) {
-        char name[FAGEN_VARIANT_NAME_MAX];
-        fagen_variant_name(&c->cand[k], name, sizeof name);
-        fprintf(stderr, "fagen-autotune: %s disagrees with the default kernel: not used\n", name);
-      }
-    }
-    tm_check_close(&chk);
-  }
-  /* Measure.  Every standard-grid cell has 16384 tokens x hidden 2048
-     elements per tensor: one set of random inputs per dtype serves all. */
-  int measured = 0, skipped = 0;
+  /* Every standard-grid cell has 16384 tokens x hidden 2048 elements per
+     tensor: one set of random inputs per dtype serves all. */
+  int measured = 0, skipped = 0, failed = 0;
   tm_inputs inputs;
   memset(&inputs, 0, sizeof inputs);
   int *usable = calloc(n_all, sizeof *usable), *keep = calloc(n_all, sizeof *keep);
-  for (size_t j = 0; j < n_all; j++) usable[j] = ok[j] && agree[j] == 1;
-  const double t_screen = now();
-  screen(o, ctx, cs, n, all, n_all, usable, &inputs, &rng, keep, t0);
   double op_seconds[MAX_OPS] = {0}; /* measuring time per op, for the summary */
   int op_cases[MAX_OPS] = {0};
-  const double t_measure = now();
-  for (int i = 0; i < n; i++) {
-    tcase *c = &cs[i];
-    if (o->budget > 0 && now() - t0 > o->budget) {
-      skipped = n - i;
-      break;
+  double t_wait = 0, t_check = 0, t_screen = 0, t_measure = 0;
+  for (int g0 = 0, g1 = 0; g0 < n && !skipped && !failed; g0 = g1) {
+    g1 = g0 + 1; /* the block: build_cases orders dtype, head_dim, causal, bucket, op */
+    while (g1 < n && cs[g1].dtype == cs[g0].dtype && cs[g1].head_dim == cs[g0].head_dim &&
+           cs[g1].causal == cs[g0].causal)
+      g1++;
+    double ta = now();
+    for (int i = g0; i < g1; i++)
+      for (int k = 0; k < cs[i].n_cand; k++)
+        fg_compile_wait(cq, index_in(all, n_all, &cs[i].cand[k]));
+    double tb = now();
+    t_wait += tb - ta;
+    /* Check each compiled candidate once, per (op, dtype, head_dim, causal). */
+    for (int i = g0; i < g1 && !failed; i++) {
+      tcase *c = &cs[i];
+      int need = 0;
+      for (int k = 0; k < c->n_cand; k++) {
+        const size_t j = index_in(all, n_all, &c->cand[k]);
+        need |= agree[j] < 0 && ok[j];
+      }
+      if (!need) continue;
+      char err[1024];
+      tm_check chk;
+      const tm_shape shape = shape_of(c);
+      if (tm_check_open(&chk, ctx, &shape, &c->cand[c->deflt], &rng, err, sizeof err) != 0) {
+        fprintf(stderr, "%sfagen-autotune: the default of %s fails: %s\n", tty ? "\n" : "",
+                c->name, err);
+        tm_check_close(&chk);
+        failed = 1;
+        break;
+      }
+      for (int k = 0; k < c->n_cand; k++) {
+        const size_t j = index_in(all, n_all, &c->cand[k]);
+        if (agree[j] >= 0 || !ok[j]) continue;
+        agree[j] = tm_check_agrees(&chk, ctx, &c->cand[k]);
+        usable[j] = agree[j] == 1;
+        if (!agree[j]) {
+          char name[FAGEN_VARIANT_NAME_MAX];
+          fagen_variant_name(&c->cand[k], name, sizeof name);
+          fprintf(stderr, "%sfagen-autotune: %s disagrees with the default kernel: not used\n",
+                  tty ? "\n" : "", name);
+        }
+      }
+      tm_check_close(&chk);
     }
-    const double t_case = now();
-    char err[1024];
-    /* The usable candidates, timed call by call in turn. */
-    const fagen_variant *tv[MAX_CAND];
-    int slot[MAX_CAND], nt = 0;
-    for (int k = 0; k < c->n_cand; k++) {
-      const size_t j = index_in(all, n_all, &c->cand[k]);
-      c->ms[k] = -1;
-      if (!usable[j] || (!keep[j] && k != c->deflt)) continue;
-      slot[nt] = k;
-      tv[nt++] = &c->cand[k];
+    if (failed) break;
+    double tc = now();
+    t_check += tc - tb;
+    screen(o, ctx, cs + g0, g1 - g0, all, n_all, usable, &inputs, &rng, keep, t0);
+    double td = now();
+    t_screen += td - tc;
+    for (int i = g0; i < g1; i++) {
+      tcase *c = &cs[i];
+      if (o->budget > 0 && now() - t0 > o->budget) {
+        skipped = n - i;
+        break;
+      }
+      const double t_case = now();
+      char err[1024];
+      /* The usable candidates, timed call by call in turn. */
+      const fagen_variant *tv[MAX_CAND];
+      int slot[MAX_CAND], nt = 0;
+      for (int k = 0; k < c->n_cand; k++) {
+        const size_t j = index_in(all, n_all, &c->cand[k]);
+        c->ms[k] = -1;
+        if (!usable[j] || (!keep[j] && k != c->deflt)) continue;
+        slot[nt] = k;
+        tv[nt++] = &c->cand[k];
+      }
+      double tms[MAX_CAND];
+      const tm_shape shape = shape_of(c);
+      if (tm_time(ctx, &inputs, &shape, tv, nt, o->warmup, o->reps, &rng, tms, err, sizeof err) != 0)
+        fprintf(stderr, "%sfagen-autotune: %s: %s\n", tty ? "\n" : "", c->name, err);
+      else
+        for (int q = 0; q < nt; q++) c->ms[slot[q]] = tms[q];
+      pick(c, o->margin);
+      c->done = 1;
+      measured++;
+      for (int k = 0; k < MAX_OPS; k++)
+        if (all_ops[k] == c->op) op_seconds[k] += now() - t_case, op_cases[k]++;
+      /* The table so far, so that an interrupted run keeps what it measured. */
+      if (write_table(o, &dc, 1, cs, n, out) != 0) {
+        failed = 1;
+        break;
+      }
+      /* ETA: this run's pace so far over the cases left. */
+      double el = now() - t0, eta = el / (i + 1) * (n - i - 1);
+      char w[FAGEN_VARIANT_NAME_MAX] = "-";
+      if (c->winner >= 0) fagen_variant_name(&c->cand[c->winner], w, sizeof w);
+      double gain = c->winner >= 0 && c->ms[c->deflt] > 0 ? c->ms[c->deflt] / c->ms[c->winner] : 0;
+      if (tty)
+        fprintf(stderr,
+                "\r[%3d/%d] %-26s %2d of %2d candidates  %-44s x%.3f  compiled %zu/%zu  %3.0fs, "
+                "~%3.0fs left ",
+                i + 1, n, c->name, nt, c->n_cand, w, gain, fg_compile_done(cq), n_all, el, eta);
+      else
+        fprintf(stderr, "[%d/%d] %s: %d of %d candidates, winner %s (x%.3f over the default)\n",
+                i + 1, n, c->name, nt, c->n_cand, w, gain);
     }
-    double tms[MAX_CAND];
-    const tm_shape shape = shape_of(c);
-    if (tm_time(ctx, &inputs, &shape, tv, nt, o->warmup, o->reps, &rng, tms, err, sizeof err) != 0)
-      fprintf(stderr, "fagen-autotune: %s: %s\n", c->name, err);
-    else
-      for (int q = 0; q < nt; q++) c->ms[slot[q]] = tms[q];
-    pick(c, o->margin);
-    c->done = 1;
-    measured++;
-    for (int k = 0; k < MAX_OPS; k++)
-      if (all_ops[k] == c->op) op_seconds[k] += now() - t_case, op_cases[k]++;
-    /* The table so far, so that an interrupted run keeps what it measured. */
-    if (write_table(o, &dc, 1, cs, n, out) != 0) return 1;
-    double el = now() - t0, eta = (now() - t_measure) / (i + 1) * (n - i - 1);
-    char w[FAGEN_VARIANT_NAME_MAX] = "-";
-    if (c->winner >= 0) fagen_variant_name(&c->cand[c->winner], w, sizeof w);
-    double gain = c->winner >= 0 && c->ms[c->deflt] > 0 ? c->ms[c->deflt] / c->ms[c->winner] : 0;
-    if (tty)
-      fprintf(stderr, "\r[%3d/%d] %-26s %2d of %2d candidates  %-44s x%.3f  %3.0fs, ~%3.0fs left ",
-              i + 1, n, c->name, nt, c->n_cand, w, gain, el, eta);
-    else
-      fprintf(stderr, "[%d/%d] %s: %d of %d candidates, winner %s (x%.3f over the default)\n", i + 1,
-              n, c->name, nt, c->n_cand, w, gain);
+    t_measure += now() - td;
   }
+  const size_t compiled = fg_compile_done(cq);
+  const int jobs = fg_compile_finish(cq, skipped || failed);
   if (tty) fputc('\n', stderr);
   tm_inputs_free(&inputs);
-  int rc = write_table(o, &dc, 1, cs, n, out) == 0 ? 0 : 1;
+  fprintf(stderr, "fagen-autotune: compiled %zu of %zu candidates in %.0f s with %d threads, "
+                  "beside the GPU work\n",
+          compiled, n_all, prog.t_last - prog.t0, jobs);
+  int rc = failed ? 1 : write_table(o, &dc, 1, cs, n, out) == 0 ? 0 : 1;
   if (!rc)
     fprintf(stderr, "fagen-autotune: wrote %d entries to %s in %.0f s%s\n", measured, out,
             now() - t0, skipped ? " (--budget reached: the rest keep the heuristic)" : "");
   if (skipped) fprintf(stderr, "fagen-autotune: %d cases not measured\n", skipped);
-  fprintf(stderr, "fagen-autotune: %.0f s compiling and checking, %.0f s screening, %.0f s measuring:",
-          t_screen - t0, t_measure - t_screen, now() - t_measure);
+  fprintf(stderr,
+          "fagen-autotune: on the GPU %.0f s checking, %.0f s screening, %.0f s measuring, "
+          "%.0f s waiting for compiles:",
+          t_check, t_screen, t_measure, t_wait);
   for (int k = 0; k < MAX_OPS; k++)
     if (op_cases[k]) {
       char tok[16];

@@ -24,4 +24,20 @@ typedef void fg_compiled_fn(void *user, size_t i, fagen_status st, size_t done);
 int fg_compile_all(fagen_ctx *ctx, const fagen_variant *vs, size_t n, int jobs,
                    fg_compiled_fn *on_done, void *user);
 
+/* The same in the background, so that the caller can use each variant as
+ * soon as it is compiled (the tuner measures on the GPU meanwhile): the
+ * threads take vs[] in index order.  vs must outlive the queue.  Returns
+ * NULL when out of memory or no thread starts. */
+typedef struct fg_compile_queue fg_compile_queue;
+fg_compile_queue *fg_compile_start(fagen_ctx *ctx, const fagen_variant *vs, size_t n, int jobs,
+                                   fg_compiled_fn *on_done, void *user);
+/* Blocks until vs[i] has been compiled (successfully or not). */
+void fg_compile_wait(fg_compile_queue *q, size_t i);
+/* How many variants have been compiled so far. */
+size_t fg_compile_done(fg_compile_queue *q);
+/* Waits for the threads and frees the queue; with `cancel`, variants not yet
+ * started are skipped (on_done is not called for them).  Returns the thread
+ * count used. */
+int fg_compile_finish(fg_compile_queue *q, int cancel);
+
 #endif

@@ -11,6 +11,7 @@
 #include "fg_nvrtc.h"
 #include "fg_templates.h"
 #include "fg_test.h"
+#include "fg_tool_util.h"
 
 static char *cache_dir;
 
@@ -256,4 +257,64 @@ Test(nvrtc, minimal_reaches_nvrtc, .init = setup, .fini = teardown) {
   cr_assert_eq(fg_nvrtc_compile(plain, "plain", &t, &r, &err), FAGEN_OK, "%s", err.msg);
   cr_assert_gt(r.cubin_size, 0);
   fg_nvrtc_result_free(&r);
+}
+
+/* fg_compile_start's queue (fagen-autotune measures each block of cases as
+ * soon as its candidates are compiled): waiting for a variant returns once it
+ * is in the disk cache, every variant is reported once, and cancelling skips
+ * what has not started. */
+static const char *queue_names[] = {
+    "fwd_d32_bq64_bk64_w4_s1_bf16_sm80", "fwd_d32_bq64_bk32_w4_s1_bf16_sm80",
+    "fwd_d32_bq64_bk64_w4_s1_fp16_sm80", "fwd_d32_bq64_bk32_w4_s1_fp16_sm80",
+    "fwd_d32_bq64_bk64_w4_s1_causal_bf16_sm80", "fwd_d32_bq64_bk32_w4_s1_causal_bf16_sm80"};
+
+/* Runs on the compile threads (serialized): records, the test asserts. */
+static void count_compiled(void *user, size_t i, fagen_status st, size_t done) {
+  int *calls = user;
+  calls[i] += st == FAGEN_OK && done >= 1 && done <= 6 ? 1 : 100;
+}
+
+static void queue_variants(fagen_variant vs[6]) {
+  for (int i = 0; i < 6; i++)
+    cr_assert_eq(fagen_variant_parse(queue_names[i], &vs[i]), FAGEN_OK, "%s", queue_names[i]);
+}
+
+Test(nvrtc, compile_queue_hands_out_variants_as_they_finish, .init = setup, .fini = teardown) {
+  fagen_variant vs[6];
+  queue_variants(vs);
+  int calls[6] = {0};
+  fagen_ctx *ctx, *other;
+  cr_assert_eq(fagen_ctx_create(&ctx), FAGEN_OK);
+  cr_assert_eq(fagen_ctx_create(&other), FAGEN_OK);
+  fg_compile_queue *q = fg_compile_start(ctx, vs, 3, 2, count_compiled, calls);
+  cr_assert_not_null(q);
+  for (int i = 2; i >= 0; i--) {
+    fg_compile_wait(q, (size_t)i);
+    fagen_kernel_info info;
+    cr_assert_eq(fagen_compile(other, &vs[i], &info), FAGEN_OK);
+    cr_assert_eq(info.from_disk_cache, 1, "%s: not in the disk cache when its wait returned",
+                 queue_names[i]);
+  }
+  cr_assert_eq(fg_compile_done(q), 3);
+  cr_assert_eq(fg_compile_finish(q, 0), 2, "threads used");
+  for (int i = 0; i < 3; i++) cr_assert_eq(calls[i], 1, "variant %d reported %d times", i, calls[i]);
+  fagen_ctx_destroy(other);
+  fagen_ctx_destroy(ctx);
+}
+
+Test(nvrtc, compile_queue_cancel_skips_what_has_not_started, .init = setup, .fini = teardown) {
+  fagen_variant vs[6];
+  queue_variants(vs);
+  int calls[6] = {0};
+  fagen_ctx *ctx;
+  cr_assert_eq(fagen_ctx_create(&ctx), FAGEN_OK);
+  fg_compile_queue *q = fg_compile_start(ctx, vs, 6, 1, count_compiled, calls);
+  cr_assert_not_null(q);
+  fg_compile_wait(q, 0);
+  cr_assert_eq(fg_compile_finish(q, 1), 1);
+  int total = 0;
+  for (int i = 0; i < 6; i++) total += calls[i];
+  /* the first, and the second if the thread took it before the cancel */
+  cr_assert(calls[0] == 1 && total <= 2, "%d of 6 compiled after a cancel", total);
+  fagen_ctx_destroy(ctx);
 }
