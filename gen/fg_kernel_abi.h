@@ -132,6 +132,7 @@ void fg_abi_fwd_set_features(fg_fwd_params *p, const fg_feat_params *f);
   X(float, "float", scale_log2) /* softmax scale * log2(e) */                \
   X(float, "float", scale)                                                   \
   X(int32_t, "int", stats_ld) /* rows per (batch, head) in stats */         \
+  X(int32_t, "int", lpt_heads) /* bwdwg causal: kv heads per grid chunk */   \
   FG_FEAT_PARAMS_FIELDS(X)
 
 #define FG_ABI_C_FIELD_(ctype, cudatype, name) ctype name;

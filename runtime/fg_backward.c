@@ -241,8 +241,38 @@ FAGEN_API fagen_status fagen_attention_backward_select(fagen_ctx *ctx,
   return st == FAGEN_OK ? FAGEN_OK : fg_ctx_fail(ctx, &err);
 }
 
+/* Pairs of (batch, kv head) per chunk of the causal Hopper backward's grid
+ * order (bwd_sm90.cu.tpl): a chunk's key blocks run heaviest first, so
+ * that the CTAs that start last are short.  Chunks of `waves` x sm_count
+ * CTAs, the smallest chunk first; 1 is plain head-major order.  A model of
+ * the block scheduler (one CTA per SM, B*S = 16384, 16 heads) gave a tail
+ * of 0.5-1.3% over perfect balance against 0.5-7.6% for head-major order,
+ * but on an H100 the order costs locality (a head's CTAs no longer read its
+ * Q and dO rows together) that short sequences do not win back.  bwdwg
+ * causal TFLOPS over head-major order (fagen-bench --mode bwd, run 66):
+ *
+ *   waves   d    S=512   1024   2048   4096   8192
+ *   1      64    0.94   0.99   1.01   1.02   1.02
+ *   1     128    0.93   1.00   1.03   1.03   1.02
+ *   2      64    0.92   0.97   1.00   1.03   1.01
+ *   2     128    0.89   0.97   1.02   1.04   1.04
+ *
+ * hence head-major below 2048 keys, one wave below 4096, two from there;
+ * and head-major again above 64 key blocks a head: there the full H100 tune
+ * (run 67, against run 63's in head-major order) measured 0.95-1.02x (d256
+ * at S 16384, 256 blocks of 64: 0.95), where with 16-64 blocks every cell
+ * gained (1.00-1.05x). */
+static int fg_bwd_lpt_heads(const fg_bwd_params *p, int sm_count) {
+  const int64_t nbh = (int64_t)p->batch * p->heads_kv;
+  const int waves = p->seqlen_k < 2048 || p->kv_blocks > 64 ? 0 : p->seqlen_k < 4096 ? 1 : 2;
+  if (waves == 0 || sm_count <= 0) return 1;
+  int64_t g = ((int64_t)waves * sm_count + p->kv_blocks - 1) / p->kv_blocks;
+  if (g > nbh) g = nbh;
+  return g > 0 ? (int)g : 1;
+}
+
 static void fg_bwd_params_fill(const fagen_attention_bwd_args *a, const fagen_variant *v,
-                               float *dsum, float *dq_acc, fg_bwd_params *p) {
+                               int sm_count, fg_bwd_params *p) {
   memset(p, 0, sizeof *p);
   const int d = a->head_dim;
   const struct {
@@ -270,8 +300,6 @@ static void fg_bwd_params_fill(const fagen_attention_bwd_args *a, const fagen_va
   p->dq = a->dq;
   p->dk = a->dk;
   p->dv = a->dv;
-  p->dsum = dsum;
-  p->dq_acc = dq_acc;
   p->batch = a->batch;
   p->heads_q = a->heads_q;
   p->heads_kv = a->heads_kv;
@@ -281,6 +309,7 @@ static void fg_bwd_params_fill(const fagen_attention_bwd_args *a, const fagen_va
   p->group = a->heads_q / a->heads_kv;
   p->q_blocks = (a->seqlen_q + v->block_q - 1) / v->block_q;
   p->kv_blocks = (a->seqlen_k + v->block_kv - 1) / v->block_kv;
+  p->lpt_heads = fg_bwd_lpt_heads(p, sm_count);
   float scale = a->softmax_scale > 0.f ? a->softmax_scale : 1.0f / sqrtf((float)d);
   p->scale = scale;
   p->scale_log2 = scale * 1.4426950408889634f;
@@ -322,14 +351,14 @@ static fagen_status fg_bwd_prepare(fagen_ctx *ctx, const fg_cuda_api *cu, const 
   fagen_status st = fg_bwd_select(a, &s->target, tune, v, NULL, err);
   if (st == FAGEN_OK) st = fg_kernel_get(ctx, cu, s, v, l, err);
   if (st != FAGEN_OK) return st;
-  fg_bwd_params_fill(a, v, NULL, NULL, p);
+  fg_bwd_params_fill(a, v, s->sm_count, p);
   if (v->op != FAGEN_OP_BWD_WGMMA) return FAGEN_OK;
   st = fg_tma_bwd_maps(cu, p, v, a->dtype, maps, err);
   if (st != FAGEN_E_CUDA || a->variant) return st;
   fg_logf(&ctx->log, FAGEN_LOG_INFO, "%s; running the mma.sync backward instead", err->msg);
   st = fg_bwd_select_sm80(a, &s->target, tune, v, NULL, err);
   if (st == FAGEN_OK) st = fg_kernel_get(ctx, cu, s, v, l, err);
-  if (st == FAGEN_OK) fg_bwd_params_fill(a, v, NULL, NULL, p);
+  if (st == FAGEN_OK) fg_bwd_params_fill(a, v, s->sm_count, p);
   return st;
 }
 

@@ -193,6 +193,25 @@ __device__ __forceinline__ void fg_wgmma_dv_half(float (&dv)[ND][4], fg_u32 p_s,
   fg_wg_commit();
 }
 
+// Causal at head_dim 128 (two Q/dO buffers) a consumer issues the next
+// step's S^T = K Q^T right after this step's dQ product, so that it runs
+// while dQ goes through its tile.  On an H100 (fagen-bench --mode bwd, A/B
+// of the templates) that measured 1.02-1.05x at d128 causal, S 1024-16384,
+// but 0.97-1.00x non-causal and 0.94-0.96x at d64 causal (S^T's registers
+// in flight beside dQ's: d64 128 x 128 spills), so only there.
+constexpr bool EARLY_S = !SPLIT && STAGES > 1 && DQ_BULK && CAUSAL && D == 128;
+
+// Issues S^T = K Q^T of 64 keys (K tile rows at sKw) and the Q tile at q_s
+// (asynchronous; the caller commits).
+__device__ __forceinline__ void fg_issue_st(float (&st)[NQ][4], fg_u32 sKw, fg_u32 q_s) {
+#pragma unroll
+  for (int kd = 0; kd < D / 16; ++kd) {
+    const fg_u32 off = (kd & 3) * 32; // k16 step within a 128-byte row
+    fg_wgmma_st(st, fg_desc(sKw + (kd >> 2) * BK * 128 + off, 16, 1024),
+                fg_desc(q_s + (kd >> 2) * BQ * 128 + off, 16, 1024), kd > 0);
+  }
+}
+
 // Byte address of (row, col), col even, of dQ's fp32 tile: 32-column slices
 // [BQ][32] of 128-byte rows with the 128-byte swizzle (as TMA reads it).
 __device__ __forceinline__ fg_u32 fg_dq_at(fg_u32 tile, int row, int col) {
@@ -238,9 +257,32 @@ extern "C" __global__ void __launch_bounds__({{ v.threads }}, 1)
   const fg_u32 bars = fg_smem_addr(fg_bars);
   const int wg = threadIdx.x / 128;
 
+  // Causal: a CTA's work falls with its key block, and CTAs start in
+  // blockIdx order as SMs free up.  So that the last to start are short,
+  // the grid runs over chunks of p.lpt_heads (batch, kv head) pairs (the
+  // first chunk takes the remainder), key block by key block inside a chunk:
+  // heaviest first, with only a chunk's Q, dO and dQ rows in L2 at a time.
   const fg_i64 bid = blockIdx.x;
-  const int n_block = (int)(bid % p.kv_blocks);
-  const fg_i64 bhk = bid / p.kv_blocks;
+  int n_block;
+  fg_i64 bhk;
+  if (CAUSAL) {
+    const fg_i64 nbh = (fg_i64)p.batch * p.heads_kv;
+    const fg_i64 g = p.lpt_heads > 0 && p.lpt_heads < nbh ? p.lpt_heads : nbh; // 0: one chunk
+    const fg_i64 rest = nbh - (nbh - 1) / g * g; // the first chunk's pairs, 1..g
+    fg_i64 x = bid, base = 0, size = rest;
+    if (x >= rest * p.kv_blocks) {
+      x -= rest * p.kv_blocks;
+      const fg_i64 c = x / (g * p.kv_blocks);
+      x -= c * g * p.kv_blocks;
+      base = rest + c * g;
+      size = g;
+    }
+    n_block = (int)(x / size);
+    bhk = base + x % size;
+  } else {
+    n_block = (int)(bid % p.kv_blocks);
+    bhk = bid / p.kv_blocks;
+  }
   const int hk = (int)(bhk % p.heads_kv), b = (int)(bhk / p.heads_kv);
   const int k0 = n_block * BK;
   const int len_q = p.seqlen_q, sk = p.seqlen_k;
@@ -314,6 +356,14 @@ extern "C" __global__ void __launch_bounds__({{ v.threads }}, 1)
     for (int e = 0; e < 4; ++e) dk[n][e] = dv[n][e] = 0.f;
 
   if (total > 0) fg_mbar_wait(fg_bar_kv(bars), 0);
+  float st[NQ][4]; // S^T of the step (EARLY_S: computed during the step before)
+  if (EARLY_S && total > 0) {
+    fg_mbar_wait(fg_bar_full(bars, 0), 0);
+    fg_wg_fence();
+    fg_issue_st(st, sKw, sQ);
+    fg_wg_commit();
+    fg_wg_wait<0>();
+  }
 #pragma unroll 1
   for (int it = 0; it < total; ++it) {
     const int s = it % STAGES;
@@ -392,15 +442,12 @@ extern "C" __global__ void __launch_bounds__({{ v.threads }}, 1)
                        fg_desc(q_s + (c0 / 64) * BQ * 128 + kk * 16 * 128, BQ * 128, 1024));
       fg_wg_commit();
     } else {
-      float st[NQ][4], dp[NQ][4];
-      fg_wg_fence();
-#pragma unroll
-      for (int kd = 0; kd < D / 16; ++kd) {
-        const fg_u32 off = (kd & 3) * 32; // k16 step within a 128-byte row
-        fg_wgmma_st(st, fg_desc(sKw + (kd >> 2) * BK * 128 + off, 16, 1024),
-                    fg_desc(q_s + (kd >> 2) * BQ * 128 + off, 16, 1024), kd > 0);
+      float dp[NQ][4];
+      if (!EARLY_S) {
+        fg_wg_fence();
+        fg_issue_st(st, sKw, q_s);
+        fg_wg_commit();
       }
-      fg_wg_commit();
 #pragma unroll
       for (int kd = 0; kd < D / 16; ++kd) {
         const fg_u32 off = (kd & 3) * 32;
@@ -465,7 +512,23 @@ extern "C" __global__ void __launch_bounds__({{ v.threads }}, 1)
       fg_wgmma_dq(dq, fg_desc(ds_s + mq * BK * 128 + kk * 16 * 128, BK * 128, 1024),
                   fg_desc(sK + (nq0 / 64) * BK * 128 + kk * 16 * 128, BK * 128, 1024), kk > 0);
     fg_wg_commit();
-    fg_wg_wait<0>();
+    if constexpr (EARLY_S) {
+      // The next step's S^T runs while this one's dQ goes out.  It is issued
+      // on every step (after the last one on a buffer the producer no longer
+      // writes; the result is not used) and complete before the loop turns:
+      // products in flight across a branch that defines them or across the
+      // loop's back edge make ptxas serialize every wgmma of the kernel.
+      // dV and dK first: their A fragments in registers are then free.
+      const int s1 = (it + 1) % STAGES;
+      fg_wg_wait<1>();
+      if (it + 1 < total) fg_mbar_wait(fg_bar_full(bars, s1), ((it + 1) / STAGES) & 1);
+      fg_wg_fence();
+      fg_issue_st(st, sKw, sQ + s1 * Q_BYTES);
+      fg_wg_commit();
+      fg_wg_wait<1>();
+    } else {
+      fg_wg_wait<0>();
+    }
     fg_release(fg_bar_empty(bars, s));
 
     if constexpr (DQ_BULK) {
@@ -489,6 +552,7 @@ extern "C" __global__ void __launch_bounds__({{ v.threads }}, 1)
                        : "memory");
         asm volatile("cp.async.bulk.commit_group;" ::: "memory");
       }
+      if (EARLY_S) fg_wg_wait<0>(); // the next S^T
     } else {
       float *acc = p.dq_acc + ((fg_i64)b * p.heads_q + h) * p.seqlen_q * D;
 #pragma unroll

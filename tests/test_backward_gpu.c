@@ -271,6 +271,14 @@ GPU_TEST(head_dims_served_by_the_next_size,
 GPU_TEST(strided_views,
          {BF, 2, 177, 177, 4, 4, 64, 1, 1, 0, 0}, {FP, 2, 177, 177, 4, 4, 128, 0, 1, 1, 0},
          {BF, 2, 160, 96, 4, 2, 64, 0, 2, 0, 1}, {FP, 2, 96, 160, 4, 4, 128, 1, 2, 1, 0})
+/* From 2048 keys the causal Hopper backward runs its grid in chunks of
+ * (batch, kv head) pairs (fg_bwd_lpt_heads): here 10 pairs, which on 132
+ * SMs make chunks of 1 + 9 pairs with 16 key blocks (2048 / 128, one wave)
+ * or 32 (4096 / 128, two waves), and 5 + 5 with 64 (4096 / 64).  Few
+ * queries keep the float64 reference cheap; every key block has work. */
+GPU_TEST(causal_grid_order_in_chunks,
+         {BF, 2, 130, 2048, 10, 5, 128, 1, 0, 0, 0}, {FP, 2, 257, 4096, 5, 5, 64, 1, 0, 0, 0},
+         {BF, 2, 64, 4096, 5, 5, 256, 1, 0, 0, 0})
 GPU_TEST(long_sequence, {BF, 1, 1500, 1500, 2, 1, 128, 1, 0, 0, 1}, {FP, 1, 1100, 1100, 1, 1, 64, 0, 0, 1, 0})
 
 /* ---- the Hopper backward (bwdwg) and the mma.sync one beside it ---------- */
