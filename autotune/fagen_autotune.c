@@ -35,7 +35,7 @@
 #include "tune_measure.h"
 
 #define MAX_LIST 32
-#define MAX_CAND 96
+#define MAX_CAND 192 /* per case: fwdwg at head_dim 32 has 104 valid candidates */
 #define MAX_OPS 5
 
 typedef struct opts {
@@ -695,7 +695,7 @@ static int tune(const opts *o, fagen_ctx *ctx) {
     if (fagen_variant_candidates(&base, cand, cap_space, &nc) != FAGEN_OK) nc = 0;
     c->cand[c->n_cand++] = base; /* the default is always a candidate */
     c->deflt = 0;
-    for (size_t k = 0; k < nc && c->n_cand < MAX_CAND; k++) {
+    for (size_t k = 0; k < nc; k++) {
       char name[FAGEN_VARIANT_NAME_MAX], why[512];
       fagen_variant_name(&cand[k], name, sizeof name);
       if (fg_variant_name_cmp(&cand[k], &base) == 0) continue;
@@ -704,6 +704,11 @@ static int tune(const opts *o, fagen_ctx *ctx) {
         if (o->verbose && c->seqlen == o->seqlens[0]) printf("# culled %s: %s\n", name, why);
         culled++;
         continue;
+      }
+      if (c->n_cand == MAX_CAND) {
+        fprintf(stderr, "fagen-autotune: %s: more than %d valid candidates; raise MAX_CAND\n",
+                c->name, MAX_CAND);
+        return 1;
       }
       c->cand[c->n_cand++] = cand[k];
     }
