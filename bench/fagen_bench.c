@@ -34,7 +34,7 @@
 #include "fg_tool_util.h"
 
 #define MAX_LIST 32
-#define MAX_RUNS 128
+#define MAX_RUNS 256 /* variants timed in one cell (--candidates: both forward families) */
 
 typedef struct opts {
   fg_mode mode;
@@ -301,17 +301,24 @@ static int collect_runs(bench *bn, const fg_case *c, const fagen_variant *sel,
   fagen_op ops[2];
   const int n_ops = bn->o.candidates ? fg_case_candidate_ops(c, sel, ops) : 0;
   for (int o = 0; o < n_ops; o++) {
-    /* The space is larger than the valid runs kept (fwdwg: 216 combinations). */
+    /* The space is larger than the valid runs kept (fwdwg: 432 combinations). */
     fagen_variant base = *sel;
     base.op = ops[o];
     base.pingpong = 0;
+    base.prefetch_q = 0;
     size_t nc = 0;
     fagen_variant_candidates(&base, NULL, 0, &nc);
     fagen_variant *cand = nc ? calloc(nc, sizeof *cand) : NULL;
     if (!cand || fagen_variant_candidates(&base, cand, nc, &nc) != FAGEN_OK) nc = 0;
-    for (size_t k = 0; k < nc && nr < MAX_RUNS; k++) {
+    for (size_t k = 0; k < nc; k++) {
       cand[k].features = sel->features; /* the candidates keep the call's features */
-      if (fagen_variant_validate(&cand[k], NULL, 0) == FAGEN_OK) runs[nr++] = cand[k];
+      if (fagen_variant_validate(&cand[k], NULL, 0) != FAGEN_OK) continue;
+      if (nr == MAX_RUNS) {
+        fprintf(stderr, "fagen-bench: warning: more than %d variants in a cell; the rest are not timed\n",
+                MAX_RUNS);
+        break;
+      }
+      runs[nr++] = cand[k];
     }
     free(cand);
   }

@@ -197,9 +197,11 @@ int cli_emit(int argc, char **argv) {
         fprintf(m,
                 ", \"file\": \"%s.cu\", \"op\": \"%.*s\", \"head_dim\": %d, \"block_q\": %d, "
                 "\"block_kv\": %d, \"warps\": %d, \"stages\": %d, \"pingpong\": %s, "
-                "\"causal\": %s, \"dtype\": \"%s\", \"target\": \"%s\", \"bytes\": %zu}%s\n",
+                "\"prefetch_q\": %s, \"causal\": %s, \"dtype\": \"%s\", \"target\": \"%s\", "
+                "\"bytes\": %zu}%s\n",
                 name, op_len, name, vs[i].head_dim, vs[i].block_q, vs[i].block_kv, vs[i].warps,
-                vs[i].stages, vs[i].pingpong ? "true" : "false", vs[i].causal ? "true" : "false",
+                vs[i].stages, vs[i].pingpong ? "true" : "false",
+                vs[i].prefetch_q ? "true" : "false", vs[i].causal ? "true" : "false",
                 vs[i].dtype == FAGEN_DTYPE_BF16 ? "bf16" : "fp16", target, len[i],
                 i + 1 < n ? "," : "");
       }

@@ -29,10 +29,11 @@ fagen_status fg_gen_source(const fagen_variant *v, fg_buf *out, fg_err *err) {
                 "// template: templates/%s\n"
                 "// variant:  %s\n"
                 "// params:   op=%s head_dim=%d block_q=%d block_kv=%d warps=%d stages=%d "
-                "pingpong=%d causal=%d features=0x%x dtype=%s target=%s\n"
+                "pingpong=%d prefetch_q=%d causal=%d features=0x%x dtype=%s target=%s\n"
                 "// launch:   %d threads per block, %d bytes of dynamic shared memory\n",
                 FAGEN_VERSION_STRING, FG_GEN_REVISION, tpl, name, op, v->head_dim, v->block_q,
-                v->block_kv, v->warps, v->stages, v->pingpong, v->causal, v->features, dtype, target,
+                v->block_kv, v->warps, v->stages, v->pingpong, v->prefetch_q, v->causal, v->features,
+                dtype, target,
                 res.threads,
                 res.smem_bytes);
 
@@ -50,6 +51,7 @@ fagen_status fg_gen_source(const fagen_variant *v, fg_buf *out, fg_err *err) {
       FG_INT("warps", v->warps),
       FG_INT("stages", v->stages),
       FG_BOOL("pingpong", v->pingpong),
+      FG_BOOL("prefetch_q", v->prefetch_q),
       FG_BOOL("causal", v->causal),
       FG_BOOL("varlen", (v->features & FAGEN_FEATURE_VARLEN) != 0),
       FG_BOOL("window", (v->features & FAGEN_FEATURE_WINDOW) != 0),

@@ -126,7 +126,8 @@ typedef struct fg_family {
   int block_kv[FG_MAX_AXIS];
   int warps[FG_MAX_AXIS];
   int stages[FG_MAX_AXIS];
-  int pingpong; /* the family has the pingpong knob (0 and 1 in the space) */
+  int pingpong;   /* the family has the pingpong knob (0 and 1 in the space) */
+  int prefetch_q; /* the family has the prefetch_q knob (0 and 1 in the space) */
   /* Template-specific constraints and resource model. */
   fagen_status (*check)(const fagen_variant *v, fg_resources *res, fg_err *err);
   void (*default_tiles)(fagen_variant *v);
@@ -365,14 +366,24 @@ static fagen_status fg_check_fwd_sm90(const fagen_variant *v, fg_resources *res,
                    "(block_q 128 or 192)",
                    v->block_q);
   const int dp = (v->head_dim + 63) / 64 * 64;
-  long smem = (long)(v->block_q + 2 * v->stages * v->block_kv) * dp * 2 + 1024;
-  /* O goes out through its own shared tile and a TMA store above head_dim 64
-     where the tile fits (with 256 bytes for the static mbarriers), else
-     straight from the accumulators.  On an H100 the shared tile measured
-     1.00-1.07x at d128 (most at short sequences) and 0.96-1.04x at d64. */
-  const long o_tile = (long)v->block_q * dp * 2;
-  const int o_smem =
-      v->head_dim > 64 && smem + o_tile + 256 <= fg_target_smem_limit(&v->target);
+  const long limit = fg_target_smem_limit(&v->target) - 256; /* 256: the static mbarriers */
+  const long q_tile = (long)v->block_q * dp * 2;
+  /* prefetch_q: a second Q tile, so that the producer loads the next output
+     tile's Q while the consumers still work on this one. */
+  long smem = (v->prefetch_q ? 2 : 1) * q_tile + (long)2 * v->stages * v->block_kv * dp * 2 + 1024;
+  if (smem > limit)
+    return fg_fail(err, FAGEN_E_INVALID_VARIANT,
+                   "needs %ld bytes of shared memory per block (%s, %d stages of K and V) and "
+                   "256 static, over the %d bytes sm_%d%s allows",
+                   smem, v->prefetch_q ? "two Q tiles (prefetch_q)" : "a Q tile", v->stages,
+                   fg_target_smem_limit(&v->target), v->target.arch,
+                   v->target.arch_specific ? "a" : "");
+  /* O goes out through its own shared tile (Q's size) and a TMA store above
+     head_dim 64 where the tile still fits, else straight from the
+     accumulators.  On an H100 the shared tile measured 1.00-1.07x at d128
+     (most at short sequences) and 0.96-1.04x at d64. */
+  const long o_tile = q_tile;
+  const int o_smem = v->head_dim > 64 && smem + o_tile <= limit;
   if (o_smem) smem += o_tile;
   int regs = v->head_dim / 2 + v->block_kv / 2 + v->block_kv / 4 + 40;
   int budget = fg_sm90_consumer_regs(consumers);
@@ -528,15 +539,15 @@ static void fg_default_bwd_sm90(fagen_variant *v) {
 }
 
 static const fg_family fg_families[] = {
-    {FAGEN_OP_FWD, "fwd", "fwd_sm80.cu.tpl", {64, 128, 256}, {32, 64, 128}, {4, 8}, {1, 2}, 0,
+    {FAGEN_OP_FWD, "fwd", "fwd_sm80.cu.tpl", {64, 128, 256}, {32, 64, 128}, {4, 8}, {1, 2}, 0, 0,
      fg_check_fwd_sm80, fg_default_fwd_sm80},
-    {FAGEN_OP_BWD, "bwd", "bwd_sm80.cu.tpl", {32, 64, 128}, {32, 64, 128}, {4, 8}, {1, 2}, 0,
+    {FAGEN_OP_BWD, "bwd", "bwd_sm80.cu.tpl", {32, 64, 128}, {32, 64, 128}, {4, 8}, {1, 2}, 0, 0,
      fg_check_bwd_sm80, fg_default_bwd_sm80},
     {FAGEN_OP_BWD_DET, "bwddet", "bwd_sm80.cu.tpl", {32, 64, 128}, {32, 64, 128}, {4, 8}, {1, 2},
-     0, fg_check_bwd_sm80, fg_default_bwd_sm80},
+     0, 0, fg_check_bwd_sm80, fg_default_bwd_sm80},
     {FAGEN_OP_FWD_WGMMA, "fwdwg", "fwd_sm90.cu.tpl", {64, 128, 192}, {64, 80, 96, 128, 160, 176},
-     {8, 12, 16}, {2, 3}, 1, fg_check_fwd_sm90, fg_default_fwd_sm90},
-    {FAGEN_OP_BWD_WGMMA, "bwdwg", "bwd_sm90.cu.tpl", {64, 128}, {64, 128}, {8, 12}, {1, 2}, 0,
+     {8, 12, 16}, {2, 3}, 1, 1, fg_check_fwd_sm90, fg_default_fwd_sm90},
+    {FAGEN_OP_BWD_WGMMA, "bwdwg", "bwd_sm90.cu.tpl", {64, 128}, {64, 128}, {8, 12}, {1, 2}, 0, 0,
      fg_check_bwd_sm90, fg_default_bwd_sm90},
 };
 
@@ -576,7 +587,7 @@ FAGEN_API fagen_status fagen_variant_name(const fagen_variant *v, char *buf, siz
   const char *dt = fg_dtype_token(v->dtype);
   if (!op || !dt || v->head_dim < 0 || v->block_q < 0 || v->block_kv < 0 || v->warps < 0 ||
       v->stages < 0 || (v->causal != 0 && v->causal != 1) || v->target.arch < 0 ||
-      (v->pingpong != 0 && v->pingpong != 1) ||
+      (v->pingpong != 0 && v->pingpong != 1) || (v->prefetch_q != 0 && v->prefetch_q != 1) ||
       (v->features & ~FAGEN_FEATURES_ALL) != 0 ||
       (v->target.arch_specific != 0 && v->target.arch_specific != 1)) {
     fg_set_last_error(FAGEN_E_INVALID_ARGUMENT,
@@ -588,9 +599,9 @@ FAGEN_API fagen_status fagen_variant_name(const fagen_variant *v, char *buf, siz
   for (size_t i = 0; i < FG_ARRAY_LEN(fg_feature_tokens); i++)
     if (v->features & (1u << i))
       fl += (size_t)snprintf(feats + fl, sizeof feats - fl, "_%s", fg_feature_tokens[i]);
-  int n = snprintf(buf, size, "%s_d%d_bq%d_bk%d_w%d_s%d%s%s%s_%s_sm%d%s", op, v->head_dim,
+  int n = snprintf(buf, size, "%s_d%d_bq%d_bk%d_w%d_s%d%s%s%s%s_%s_sm%d%s", op, v->head_dim,
                    v->block_q, v->block_kv, v->warps, v->stages, v->pingpong ? "_pp" : "",
-                   v->causal ? "_causal" : "",
+                   v->prefetch_q ? "_pq" : "", v->causal ? "_causal" : "",
                    feats, dt, v->target.arch, v->target.arch_specific ? "a" : "");
   if (n < 0 || (size_t)n >= size) {
     if (size) buf[0] = '\0';
@@ -639,7 +650,7 @@ FAGEN_API fagen_status fagen_variant_parse(const char *name, fagen_variant *out)
     }
   if (!found) goto bad;
   i = 1;
-  if (n < 8 || n > 10 + FG_ARRAY_LEN(fg_feature_tokens)) goto bad;
+  if (n < 8 || n > 11 + FG_ARRAY_LEN(fg_feature_tokens)) goto bad;
   if (!fg_token_num(tok[i], len[i], "d", &v.head_dim)) goto bad;
   i++;
   if (!fg_token_num(tok[i], len[i], "bq", &v.block_q)) goto bad;
@@ -652,6 +663,10 @@ FAGEN_API fagen_status fagen_variant_parse(const char *name, fagen_variant *out)
   i++;
   if (i + 2 < n && fg_token_is(tok[i], len[i], "pp")) {
     v.pingpong = 1;
+    i++;
+  }
+  if (i + 2 < n && fg_token_is(tok[i], len[i], "pq")) {
+    v.prefetch_q = 1;
     i++;
   }
   if (fg_token_is(tok[i], len[i], "causal")) {
@@ -726,6 +741,12 @@ fagen_status fg_variant_check(const fagen_variant *v, fg_resources *res, fg_err 
     return fg_fail(err, FAGEN_E_INVALID_VARIANT,
                    "pingpong: only the wgmma forward family (fwdwg) has that knob, not %s",
                    fam->op_token);
+  if (v->prefetch_q != 0 && v->prefetch_q != 1)
+    return fg_fail(err, FAGEN_E_INVALID_VARIANT, "prefetch_q=%d must be 0 or 1", v->prefetch_q);
+  if (v->prefetch_q && !fam->prefetch_q)
+    return fg_fail(err, FAGEN_E_INVALID_VARIANT,
+                   "prefetch_q: only the wgmma forward family (fwdwg) has that knob, not %s",
+                   fam->op_token);
   fg_resources r;
   memset(&r, 0, sizeof r);
   fagen_status st = fam->check(v, &r, err);
@@ -766,7 +787,8 @@ FAGEN_API fagen_status fagen_variant_validate(const fagen_variant *v, char *reas
 void fg_default_tiles(fagen_variant *v) {
   const fg_family *f = fg_family_of(v->op);
   if (!f) return;
-  v->pingpong = 0; /* the families that have it choose it */
+  v->pingpong = 0; /* the families that have them choose them */
+  v->prefetch_q = 0;
   f->default_tiles(v);
   if (fg_variant_check(v, NULL, NULL) != FAGEN_OK) { /* does not fit this target */
     v->block_q = 64;
@@ -774,16 +796,17 @@ void fg_default_tiles(fagen_variant *v) {
     v->warps = 4;
     v->stages = 1;
     v->pingpong = 0;
+    v->prefetch_q = 0;
   }
 }
 
 int fg_variant_cmp(const fagen_variant *a, const fagen_variant *b) {
   const int ka[] = {a->target.arch, a->target.arch_specific, (int)a->op, a->head_dim,
                     (int)a->dtype, a->causal, (int)a->features, a->block_q, a->block_kv,
-                    a->warps, a->stages, a->pingpong};
+                    a->warps, a->stages, a->pingpong, a->prefetch_q};
   const int kb[] = {b->target.arch, b->target.arch_specific, (int)b->op, b->head_dim,
                     (int)b->dtype, b->causal, (int)b->features, b->block_q, b->block_kv,
-                    b->warps, b->stages, b->pingpong};
+                    b->warps, b->stages, b->pingpong, b->prefetch_q};
   for (size_t i = 0; i < FG_ARRAY_LEN(ka); i++)
     if (ka[i] != kb[i]) return ka[i] < kb[i] ? -1 : 1;
   return 0;
@@ -796,17 +819,19 @@ void fg_variant_space(const fagen_variant *base, fg_space_fn fn, void *user) {
     for (int b = 0; b < FG_MAX_AXIS && f->block_kv[b]; b++)
       for (int c = 0; c < FG_MAX_AXIS && f->warps[c]; c++)
         for (int d = 0; d < FG_MAX_AXIS && f->stages[d]; d++)
-          for (int pp = 0; pp <= f->pingpong; pp++) {
-            fagen_variant v = *base;
-            v.block_q = f->block_q[a];
-            v.block_kv = f->block_kv[b];
-            v.warps = f->warps[c];
-            v.stages = f->stages[d];
-            v.pingpong = pp;
-            fg_err err;
-            fagen_status st = fg_variant_check(&v, NULL, &err);
-            if (fn(user, &v, st == FAGEN_OK ? NULL : err.msg)) return;
-          }
+          for (int pp = 0; pp <= f->pingpong; pp++)
+            for (int pq = 0; pq <= f->prefetch_q; pq++) {
+              fagen_variant v = *base;
+              v.block_q = f->block_q[a];
+              v.block_kv = f->block_kv[b];
+              v.warps = f->warps[c];
+              v.stages = f->stages[d];
+              v.pingpong = pp;
+              v.prefetch_q = pq;
+              fg_err err;
+              fagen_status st = fg_variant_check(&v, NULL, &err);
+              if (fn(user, &v, st == FAGEN_OK ? NULL : err.msg)) return;
+            }
 }
 
 typedef struct fg_collect {

@@ -31,6 +31,9 @@
  *   FAGEN_BWD_WGMMA=0      never select the Hopper backward (bwdwg): calls on
  *                          sm_90a run the mma.sync backward (bwd) instead
  *                          (comparisons, and a way around a bwdwg problem)
+ *   FAGEN_PERSISTENT_CTAS=N  launch the Hopper forward (fwdwg) on at most N
+ *                          CTAs instead of one per SM (tests: each CTA then
+ *                          runs many tiles; any N >= 1 gives the same result)
  */
 #ifndef FAGEN_H
 #define FAGEN_H
@@ -184,6 +187,9 @@ typedef struct fagen_variant {
   int pingpong;      /* fwdwg only, 0 or 1: the consumer warpgroups take turns issuing
                         their products (named barriers), so that one's products run
                         while the others do their softmax; 0 for every other family */
+  int prefetch_q;    /* fwdwg only, 0 or 1: a second Q tile in shared memory, so that
+                        the producer loads the next output tile's Q while the
+                        consumers still work on this one; 0 for every other family */
 } fagen_variant;
 
 /* Longest variant name plus its NUL: a buffer of this size always suffices. */
@@ -193,7 +199,8 @@ typedef struct fagen_variant {
  *   fwd_d128_bq128_bk64_w4_s2_causal_bf16_sm80
  *   bwd_d128_bq64_bk128_w8_s2_varlen_window_softcap_bf16_sm90a
  *   fwdwg_d128_bq128_bk128_w12_s2_pp_causal_bf16_sm90a
- * ("_pp" appears only with pingpong set, "_causal" only for causal variants,
+ * ("_pp" appears only with pingpong set, "_pq" only with prefetch_q set,
+ * "_causal" only for causal variants,
  * then the feature tokens in bit order; the arch token is sm80, sm90a, ...).  The name is the kernel symbol, cache file stem and autotune key.
  * Returns FAGEN_OK; FAGEN_E_NULL_POINTER; FAGEN_E_INVALID_ARGUMENT if a field is
  * outside anything nameable (unknown op or dtype, a negative number);
@@ -244,7 +251,7 @@ FAGEN_API fagen_status fagen_default_variants(const fagen_target *targets, size_
 
 /* The tile candidates of one case: every combination of the block_q,
  * block_kv, warps and stages values that the axis table lists for base's op
- * (and for fwdwg both pingpong settings),
+ * (and for fwdwg both pingpong and both prefetch_q settings),
  * combined with base's op, head_dim, dtype, causal and target — valid or not
  * (fagen_variant_validate says which, and why).  Writes up to capacity to out
  * and sets *count to the total; out may be NULL when capacity is 0.  Returns

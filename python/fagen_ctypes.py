@@ -351,7 +351,7 @@ class Fagen:
         """A fagen_variant (as an opaque ctypes buffer) parsed from its name,
         for backward(variant=...); raises ValueError when the name does not
         parse or the variant is invalid (the reason in the message)."""
-        buf = ctypes.create_string_buffer(64)  # sizeof(fagen_variant) is 44
+        buf = ctypes.create_string_buffer(64)  # sizeof(fagen_variant) is 48
         if self.lib.fagen_variant_parse(name.encode(), buf) != 0:
             raise ValueError(self.lib.fagen_last_error().decode())
         why = ctypes.create_string_buffer(512)

@@ -3,6 +3,7 @@
 #include <math.h>
 #include <pthread.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "fg_ctx.h"
@@ -10,6 +11,18 @@
 #include "fg_kernels.h"
 #include "fg_tma.h"
 #include "fg_variant.h"
+
+/* FAGEN_PERSISTENT_CTAS=N caps the Hopper forward's persistent grid (its CTAs
+ * loop over work items, so any grid size computes the same result); tests
+ * use it to make every CTA run many tiles.  Read on every call, as the
+ * other switches; 0 when unset or not a positive number. */
+static unsigned fg_persistent_cap(void) {
+  const char *e = getenv("FAGEN_PERSISTENT_CTAS");
+  if (!e || !*e) return 0;
+  char *end;
+  long n = strtol(e, &end, 10);
+  return *end == '\0' && n > 0 && n <= 1 << 20 ? (unsigned)n : 0;
+}
 
 FAGEN_API void fagen_attention_args_init(fagen_attention_args *a) {
   if (!a) return;
@@ -332,6 +345,8 @@ FAGEN_API fagen_status fagen_attention_forward(fagen_ctx *ctx, const fagen_atten
         grid = (unsigned)((int64_t)(p.q_blocks + 1) / 2 * a->heads_q * a->batch);
       if (s.sm_count > 0 && grid > (unsigned)s.sm_count)
         grid = (unsigned)s.sm_count;
+      const unsigned cap = fg_persistent_cap();
+      if (cap > 0 && grid > cap) grid = cap;
     }
     if (st == FAGEN_OK) {
       CUresult rc = cu->launch_kernel(l.fn, grid, 1, 1, (unsigned)l.threads, 1, 1,

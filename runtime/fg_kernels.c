@@ -31,7 +31,7 @@ static const char *const fg_kfn_suffix[FG_KFN] = {"", "_pre", "_post", "_dq"};
 static unsigned fg_variant_hash(const fagen_variant *v) {
   const int f[] = {(int)v->op,  v->head_dim, v->block_q, v->block_kv,      v->warps,
                    v->stages,  v->causal,   (int)v->dtype, v->target.arch, v->target.arch_specific,
-                   (int)v->features, v->pingpong};
+                   (int)v->features, v->pingpong, v->prefetch_q};
   unsigned h = 2166136261u;
   for (size_t i = 0; i < FG_ARRAY_LEN(f); i++) {
     h ^= (unsigned)f[i];
@@ -44,7 +44,8 @@ static int fg_variant_eq(const fagen_variant *a, const fagen_variant *b) {
   return a->op == b->op && a->head_dim == b->head_dim && a->block_q == b->block_q &&
          a->block_kv == b->block_kv && a->warps == b->warps && a->stages == b->stages &&
          a->causal == b->causal && a->features == b->features && a->dtype == b->dtype && a->target.arch == b->target.arch &&
-         a->target.arch_specific == b->target.arch_specific && a->pingpong == b->pingpong;
+         a->target.arch_specific == b->target.arch_specific && a->pingpong == b->pingpong &&
+         a->prefetch_q == b->prefetch_q;
 }
 
 /* Compiles and loads v (ctx->mu not held). */

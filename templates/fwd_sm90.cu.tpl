@@ -26,7 +26,10 @@
   The runtime launches a persistent grid (at most one CTA per SM, each
   looping over work items, see fg_tile_of), so the next tile's Q and K/V
   copies overlap the end of the current one: short sequences lose less time
-  to each CTA's start and finish.
+  to each CTA's start and finish.  With the prefetch_q knob (`_pq` in names)
+  the shared memory holds two Q tiles, so the producer loads the next output
+  tile's Q while the consumers still work on this one (with one, it waits
+  until they are done with it).
 
   Within a consumer the products are software-pipelined (FlashAttention-3's
   intra-warpgroup overlap): S(j) = Q K(j)^T and O += P(j-1) V(j-1) are issued
@@ -43,7 +46,8 @@
   DP = ((D + 63) // 64) * 64
   assert(NC >= 1 and BQ == 64 * NC, "block_q must be 64 per consumer warpgroup")
   assert(BK % 16 == 0 and BK <= 256 and D % 16 == 0, "block_kv and head_dim must be multiples of 16")
-  local smem = (BQ + 2 * v.stages * BK + (v.fwd_o_smem and BQ or 0)) * DP * 2 + 1024
+  local QB = v.prefetch_q and 2 or 1
+  local smem = (QB * BQ + 2 * v.stages * BK + (v.fwd_o_smem and BQ or 0)) * DP * 2 + 1024
   assert(smem == v.smem_bytes, "shared-memory layout disagrees with the generator's resource model")
   local ty = v.dtype == "bf16" and "bf16" or "f16"
   CONSUMER_REGS = v.fwd_consumer_regs  -- gen/fg_variant.c's model, which checked the variant
@@ -70,6 +74,9 @@ constexpr int Q_BYTES = BQ * DP * 2;
 // generator decides: gen/fg_variant.c), else straight from the accumulators.
 constexpr bool O_SMEM = {{ v.fwd_o_smem }};
 constexpr int KV_BYTES = BK * DP * 2;
+// Q tiles in shared memory: 2 with the prefetch_q knob (the producer loads
+// the next output tile's Q while the consumers finish this one), else 1.
+constexpr int QB = {{ QB }};
 constexpr float FG_RESCALE_SLACK = 8.f; // log2 units: P <= 256 between rescales
 static_assert(THREADS == 128 * (NC + 1), "one producer warpgroup and NC consumers");
 
@@ -105,16 +112,16 @@ struct fg_cons {
   int sk, diag;
 };
 
-// Barrier addresses: Q full and Q empty, then for each stage K full, V full,
-// K empty and V empty (K(j) is free once S(j) is computed, V(j) half a step
-// later, once O += P V(j) is).
-__device__ __forceinline__ fg_u32 fg_bar_q(fg_u32 bars) { return bars; }
-__device__ __forceinline__ fg_u32 fg_bar_qe(fg_u32 bars) { return bars + 8; }
-__device__ __forceinline__ fg_u32 fg_bar_k(fg_u32 bars, int s) { return bars + 8 * (2 + s); }
-__device__ __forceinline__ fg_u32 fg_bar_v(fg_u32 bars, int s) { return bars + 8 * (2 + STAGES + s); }
-__device__ __forceinline__ fg_u32 fg_bar_ke(fg_u32 bars, int s) { return bars + 8 * (2 + 2 * STAGES + s); }
-__device__ __forceinline__ fg_u32 fg_bar_ve(fg_u32 bars, int s) { return bars + 8 * (2 + 3 * STAGES + s); }
-constexpr int NBARS = 2 + 4 * STAGES;
+// Barrier addresses: Q full and Q empty for each Q tile, then for each stage
+// K full, V full, K empty and V empty (K(j) is free once S(j) is computed,
+// V(j) half a step later, once O += P V(j) is).
+__device__ __forceinline__ fg_u32 fg_bar_q(fg_u32 bars, int b) { return bars + 8 * b; }
+__device__ __forceinline__ fg_u32 fg_bar_qe(fg_u32 bars, int b) { return bars + 8 * (QB + b); }
+__device__ __forceinline__ fg_u32 fg_bar_k(fg_u32 bars, int s) { return bars + 8 * (2 * QB + s); }
+__device__ __forceinline__ fg_u32 fg_bar_v(fg_u32 bars, int s) { return bars + 8 * (2 * QB + STAGES + s); }
+__device__ __forceinline__ fg_u32 fg_bar_ke(fg_u32 bars, int s) { return bars + 8 * (2 * QB + 2 * STAGES + s); }
+__device__ __forceinline__ fg_u32 fg_bar_ve(fg_u32 bars, int s) { return bars + 8 * (2 * QB + 3 * STAGES + s); }
+constexpr int NBARS = 2 * QB + 4 * STAGES;
 
 // One output tile: 64 * NC query rows of one (batch, head).
 struct fg_tile {
@@ -307,15 +314,16 @@ __device__ __forceinline__ void fg_step(const fg_fwd_params &p, const fg_cons &c
 
 // minBlocks 1: setmaxnreg needs the register cap that a launch bound gives.
 // Persistent: the grid is at most one CTA per SM, each taking the work items
-// of fg_tile_of.  The producer runs ahead across tiles (the K/V ring and the
-// next tile's Q are loaded while the consumers finish the current one).
+// of fg_tile_of.  The producer runs ahead across tiles (the K/V ring and,
+// with two Q tiles, the next tile's Q are loaded while the consumers finish
+// the current one).
 extern "C" __global__ void __launch_bounds__({{ v.threads }}, 1)
 {{ v.name }}(const fg_fwd_params p, const __grid_constant__ fg_tmaps tm) {
   extern __shared__ unsigned char fg_smem_raw[];
   __shared__ alignas(8) fg_u64 fg_bars[NBARS];
   // The 128-byte swizzle repeats every 1024 bytes: tiles start on such a boundary.
   const fg_u32 sQ = (fg_smem_addr(fg_smem_raw) + 1023u) & ~1023u;
-  const fg_u32 sK = sQ + Q_BYTES;                // STAGES K tiles
+  const fg_u32 sK = sQ + QB * Q_BYTES;           // STAGES K tiles
   const fg_u32 sV = sK + STAGES * KV_BYTES;      // STAGES V tiles
   const fg_u32 sO = sV + STAGES * KV_BYTES;      // O (where O_SMEM)
   const fg_u32 bars = fg_smem_addr(fg_bars);
@@ -323,8 +331,10 @@ extern "C" __global__ void __launch_bounds__({{ v.threads }}, 1)
   const int items = fg_items(p);
 
   if (threadIdx.x == 0) {
-    fg_mbar_init(fg_bar_q(bars), 1);
-    fg_mbar_init(fg_bar_qe(bars), 4 * NC); // one arrival per consumer warp
+    for (int b = 0; b < QB; ++b) {
+      fg_mbar_init(fg_bar_q(bars, b), 1);
+      fg_mbar_init(fg_bar_qe(bars, b), 4 * NC); // one arrival per consumer warp
+    }
     for (int s = 0; s < STAGES; ++s) {
       fg_mbar_init(fg_bar_k(bars, s), 1);
       fg_mbar_init(fg_bar_v(bars, s), 1);
@@ -344,11 +354,14 @@ extern "C" __global__ void __launch_bounds__({{ v.threads }}, 1)
       for (int k = 0, item = blockIdx.x; item < items; ++k, item = blockIdx.x + k / PER_ITEM * gridDim.x) {
         const fg_tile T = fg_tile_of(p, item, k % PER_ITEM);
         if (T.n_tiles == 0) continue;
-        fg_mbar_wait(fg_bar_qe(bars), (kq & 1) ^ 1); // the previous tile's S products are done
+        // Q tile kq % QB is free once the S products of the tile QB before
+        // this one are done.
+        const int qb = kq % QB;
+        fg_mbar_wait(fg_bar_qe(bars, qb), ((kq / QB) & 1) ^ 1);
         ++kq;
-        fg_mbar_expect(fg_bar_q(bars), Q_BYTES);
+        fg_mbar_expect(fg_bar_q(bars, qb), Q_BYTES);
         for (int sl = 0; sl < SL; ++sl)
-          fg_tma_load(sQ + sl * BQ * 128, tm.q, sl * 64, T.q0, T.h, T.b, fg_bar_q(bars));
+          fg_tma_load(sQ + qb * Q_BYTES + sl * BQ * 128, tm.q, sl * 64, T.q0, T.h, T.b, fg_bar_q(bars, qb));
         // K runs one tile ahead of V, in the order the consumers use them:
         // K(0), then K(i) and V(i - 1), then V(last).
         for (int i = 0; i <= T.n_tiles; ++i) {
@@ -404,7 +417,9 @@ extern "C" __global__ void __launch_bounds__({{ v.threads }}, 1)
       for (int e = 0; e < 4; ++e) o[n][e] = 0.f;
 
     if (T.n_tiles > 0) {
-      fg_mbar_wait(fg_bar_q(bars), kq & 1);
+      const int qb = kq % QB;
+      c.sQ = sQ + qb * Q_BYTES + cw * 64 * 128;
+      fg_mbar_wait(fg_bar_q(bars, qb), (kq / QB) & 1);
       ++kq;
       const int n_tiles = T.n_tiles;
       float sc[NS][4];
@@ -432,7 +447,7 @@ extern "C" __global__ void __launch_bounds__({{ v.threads }}, 1)
         fg_step<true>(p, c, cw, j, it + i, sc, a, o, m, l);
       }
       for (; i < n_tiles; ++i) fg_step<false>(p, c, cw, n_tiles - 1 - i, it + i, sc, a, o, m, l);
-      fg_release(fg_bar_qe(bars)); // every product that reads this Q is complete
+      fg_release(fg_bar_qe(bars, qb)); // every product that reads this Q is complete
       // The last O += P V.
       {
         const int s = (it + n_tiles - 1) % STAGES;

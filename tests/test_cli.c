@@ -79,7 +79,8 @@ Test(cli, emit_writes_default_set_and_manifest) {
             "%s", m);
   cr_assert(strstr(m, "\"file\": \"bwdwg_d128_bq64_bk128_w12_s2_causal_fp16_sm90a.cu\", "
                       "\"op\": \"bwdwg\", \"head_dim\": 128, \"block_q\": 64, \"block_kv\": 128, "
-                      "\"warps\": 12, \"stages\": 2, \"pingpong\": false, \"causal\": true, "
+                      "\"warps\": 12, \"stages\": 2, \"pingpong\": false, \"prefetch_q\": false, "
+                      "\"causal\": true, "
                       "\"dtype\": \"fp16\", \"target\": \"sm_90a\""),
             "%s", m);
   free(m);

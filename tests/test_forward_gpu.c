@@ -60,6 +60,22 @@ static fagen_strides strides_of(const shape *s, int which, size_t *elems) {
 
 static const fagen_variant *forced_variant; /* set by run_forced */
 
+/* The sizes of a shape as call arguments (no tensors yet). */
+static fagen_attention_args shape_args(const shape *s) {
+  fagen_attention_args a;
+  fagen_attention_args_init(&a);
+  a.dtype = s->dtype;
+  a.batch = s->batch;
+  a.seqlen_q = s->seqlen_q;
+  a.seqlen_k = s->seqlen_k;
+  a.heads_q = s->heads_q;
+  a.heads_kv = s->heads_kv;
+  a.head_dim = s->head_dim;
+  a.causal = s->causal;
+  a.softmax_scale = s->scale;
+  return a;
+}
+
 static result run_case(fagen_ctx *ctx, const shape *s, void *stream) {
   uint64_t seed = fg_test_seed(), rng = seed;
   size_t n[4];
@@ -83,17 +99,7 @@ static result run_case(fagen_ctx *ctx, const shape *s, void *stream) {
   CU_OK(cu->memset_d8(dev[3], 0xff, n[3] * 2));
   CU_OK(cu->memset_d8(dlse, 0xff, lse_n * 4));
 
-  fagen_attention_args a;
-  fagen_attention_args_init(&a);
-  a.dtype = s->dtype;
-  a.batch = s->batch;
-  a.seqlen_q = s->seqlen_q;
-  a.seqlen_k = s->seqlen_k;
-  a.heads_q = s->heads_q;
-  a.heads_kv = s->heads_kv;
-  a.head_dim = s->head_dim;
-  a.causal = s->causal;
-  a.softmax_scale = s->scale;
+  fagen_attention_args a = shape_args(s);
   a.q = (void *)dev[0];
   a.k = (void *)dev[1];
   a.v = (void *)dev[2];
@@ -209,6 +215,50 @@ GPU_TEST(strided_views,
          {BF, 2, 177, 177, 4, 4, 64, 1, 1, 0}, {FP, 2, 177, 177, 4, 2, 128, 0, 1, 0},
          {BF, 2, 160, 96, 4, 2, 64, 0, 2, 0}, {FP, 2, 96, 160, 4, 4, 128, 1, 2, 0})
 GPU_TEST(explicit_scale, {BF, 1, 256, 256, 2, 2, 64, 0, 0, 0.5f}, {FP, 1, 256, 256, 2, 2, 64, 1, 0, 0.05f})
+static result run_forced(fagen_ctx *ctx, const shape *s, const fagen_variant *v);
+
+/* The Hopper forward on a persistent grid of 2 or 5 CTAs (FAGEN_PERSISTENT_CTAS):
+ * each CTA runs many output tiles, through causal pairs, GQA, odd lengths and
+ * tiles whose rows see no key (Sq > Sk, causal: the first 200 rows), with one
+ * Q tile and with two (prefetch_q: the Q tiles alternate, each with its own
+ * barrier phases).  Elsewhere the cap changes nothing. */
+Test(forward_gpu, few_persistent_ctas, .init = gpu_setup, .fini = gpu_teardown, .timeout = 600) {
+  const shape cases[] = {
+      {BF, 2, 1000, 1000, 4, 2, 64, 1, 0, 0}, {FP, 2, 1000, 1000, 4, 4, 64, 0, 0, 0},
+      {FP, 2, 300, 100, 4, 4, 64, 1, 0, 0},   {BF, 2, 300, 100, 4, 2, 128, 1, 0, 0},
+      {BF, 3, 333, 257, 4, 4, 128, 0, 0, 0},  {FP, 2, 200, 200, 8, 4, 256, 1, 0, 0},
+      {BF, 1, 513, 513, 4, 4, 96, 1, 0, 0},   {BF, 2, 177, 177, 4, 4, 64, 1, 1, 0},
+  };
+  const char *caps[] = {"2", "5"};
+  fagen_ctx *ctx;
+  cr_assert_eq(fagen_ctx_create(&ctx), FAGEN_OK);
+  int pq_runs = 0;
+  for (int c = 0; c < 2; c++) {
+    cr_assert_eq(setenv("FAGEN_PERSISTENT_CTAS", caps[c], 1), 0);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+      const shape *s = &cases[i];
+      check(s); /* the selected variant */
+      /* ... and, where it is a wgmma one, the same tiles with prefetch_q */
+      fagen_attention_args probe = shape_args(s);
+      fagen_variant v;
+      cr_assert_eq(fagen_attention_select(ctx, &probe, NULL, &v, NULL), FAGEN_OK, "%s", fagen_errmsg(ctx));
+      if (v.op != FAGEN_OP_FWD_WGMMA) continue;
+      v.prefetch_q = 1;
+      if (fagen_variant_validate(&v, NULL, 0) != FAGEN_OK) continue;
+      char name[FAGEN_VARIANT_NAME_MAX];
+      fagen_variant_name(&v, name, sizeof name);
+      result r = run_forced(ctx, s, &v);
+      cr_assert_eq(r.unwritten, 0, "%s left %d outputs unwritten", name, r.unwritten);
+      cr_assert_lt(r.o_err, s->dtype == FAGEN_DTYPE_BF16 ? 1e-2 : 2e-3, "%s: O error %.3e", name, r.o_err);
+      cr_assert_lt(r.lse_err, 1e-4, "%s: LSE error %.3e", name, r.lse_err);
+      pq_runs++;
+    }
+  }
+  unsetenv("FAGEN_PERSISTENT_CTAS");
+  fagen_ctx_destroy(ctx);
+  if (pq_runs == 0) cr_skip_test("no wgmma forward on this GPU (sm_90a only)");
+}
+
 GPU_TEST(batch_times_heads_over_65535, {BF, 1100, 3, 5, 64, 8, 32, 0, 0, 0}, {FP, 70000, 2, 2, 1, 1, 32, 1, 0, 0})
 
 /* prepare, then capture the call into a CUDA graph and replay it. */
@@ -216,16 +266,7 @@ Test(forward_gpu, prepare_then_graph_capture, .init = gpu_setup, .fini = gpu_tea
   fagen_ctx *ctx;
   cr_assert_eq(fagen_ctx_create(&ctx), FAGEN_OK);
   shape s = {BF, 2, 256, 256, 4, 4, 128, 1, 0, 0};
-  fagen_attention_args probe;
-  fagen_attention_args_init(&probe);
-  probe.dtype = s.dtype;
-  probe.batch = s.batch;
-  probe.seqlen_q = s.seqlen_q;
-  probe.seqlen_k = s.seqlen_k;
-  probe.heads_q = s.heads_q;
-  probe.heads_kv = s.heads_kv;
-  probe.head_dim = s.head_dim;
-  probe.causal = 1;
+  fagen_attention_args probe = shape_args(&s);
   fagen_variant v;
   cr_assert_eq(fagen_attention_select(ctx, &probe, NULL, &v, NULL), FAGEN_OK, "%s", fagen_errmsg(ctx));
   cr_assert_eq(fagen_prepare(ctx, &v, 1), FAGEN_OK, "%s", fagen_errmsg(ctx));
@@ -334,13 +375,11 @@ Test(forward_gpu, second_process_hits_the_disk_cache, .timeout = 300) {
  * through args.variant on odd shapes (ragged tiles, seqlen_q != seqlen_k,
  * GQA), causal and not.  Candidates are compiled first, in threads. */
 
-static result run_forced(fagen_ctx *ctx, const shape *s, const fagen_variant *v);
-
 Test(forward_gpu, every_tile_candidate_agrees, .init = gpu_setup, .fini = gpu_teardown, .timeout = 900) {
   fagen_ctx *ctx;
   cr_assert_eq(fagen_ctx_create(&ctx), FAGEN_OK);
   const int dims[] = {64, 128};
-  fagen_variant all[512];
+  fagen_variant all[1024];
   int n = 0;
   for (int di = 0; di < 2; di++)
     for (int causal = 0; causal < 2; causal++) {
@@ -350,7 +389,7 @@ Test(forward_gpu, every_tile_candidate_agrees, .init = gpu_setup, .fini = gpu_te
       probe.seqlen_q = probe.seqlen_k = 64;
       probe.head_dim = dims[di];
       probe.causal = causal;
-      fagen_variant base, cand[256];
+      fagen_variant base, cand[512];
       size_t nc;
       cr_assert_eq(fagen_attention_select(ctx, &probe, NULL, &base, NULL), FAGEN_OK);
       /* Both forward families where the device runs both (sm_90a). */
@@ -359,17 +398,20 @@ Test(forward_gpu, every_tile_candidate_agrees, .init = gpu_setup, .fini = gpu_te
           if (base.op != FAGEN_OP_FWD_WGMMA) break;
           base.op = FAGEN_OP_FWD;
         }
-        cr_assert_eq(fagen_variant_candidates(&base, cand, 256, &nc), FAGEN_OK, "%zu candidates", nc);
+        cr_assert_eq(fagen_variant_candidates(&base, cand, 512, &nc), FAGEN_OK, "%zu candidates", nc);
         for (size_t k = 0; k < nc; k++)
           if (fagen_variant_validate(&cand[k], NULL, 0) == FAGEN_OK) {
-            cr_assert_lt(n, 512);
+            cr_assert_lt(n, 1024);
             all[n++] = cand[k];
           }
       }
     }
   cr_assert_eq(fg_test_compile_all(ctx, all, n, 16), 0, "a candidate failed to compile: %s",
                fagen_errmsg(ctx));
-  int stages2 = 0, pingpong = 0;
+  int stages2 = 0, pingpong = 0, prefetch_q = 0;
+  /* Three CTAs for the wgmma family's 24 (causal: 16) work items: each CTA
+     runs several output tiles, so the pipeline across tiles is checked too. */
+  cr_assert_eq(setenv("FAGEN_PERSISTENT_CTAS", "3", 1), 0);
   for (int i = 0; i < n; i++) {
     shape s = {BF, 2, 333, 257, 4, 2, all[i].head_dim, all[i].causal, 0, 0};
     result r = run_forced(ctx, &s, &all[i]);
@@ -380,9 +422,14 @@ Test(forward_gpu, every_tile_candidate_agrees, .init = gpu_setup, .fini = gpu_te
     cr_assert_lt(r.lse_err, 1e-4, "%s: LSE error %.3e", name, r.lse_err);
     stages2 += all[i].stages == 2;
     pingpong += all[i].pingpong;
+    prefetch_q += all[i].prefetch_q;
   }
   cr_assert_gt(stages2, 0, "no two-stage candidate was exercised");
-  if (all[0].target.arch == 90) cr_assert_gt(pingpong, 0, "no ping-pong candidate was exercised");
+  unsetenv("FAGEN_PERSISTENT_CTAS");
+  if (all[0].target.arch == 90) {
+    cr_assert_gt(pingpong, 0, "no ping-pong candidate was exercised");
+    cr_assert_gt(prefetch_q, 0, "no prefetch_q candidate was exercised");
+  }
   printf("  %d tile candidates agree with the float64 reference\n", n);
   fagen_ctx_destroy(ctx);
 }

@@ -242,8 +242,8 @@ Test(variant, pingpong_knob) {
   cr_assert_eq(fagen_variant_parse("fwd_d128_bq64_bk64_w4_s1_pp_pp_bf16_sm80", &v), FAGEN_E_BAD_NAME);
   /* The space has both settings wherever two or more consumers are. */
   size_t n = 0;
-  fagen_variant c[256];
-  cr_assert_eq(fagen_variant_candidates(&v, c, 256, &n), FAGEN_OK);
+  fagen_variant c[512];
+  cr_assert_eq(fagen_variant_candidates(&v, c, 512, &n), FAGEN_OK);
   int on = 0, off_valid = 0;
   for (size_t i = 0; i < n; i++) {
     if (fagen_variant_validate(&c[i], NULL, 0) != FAGEN_OK) continue;
@@ -266,16 +266,67 @@ Test(variant, pingpong_knob) {
   cr_assert_eq(seen, 32);
 }
 
-/* The wgmma forward writes O through a shared tile above head_dim 64 where
- * the tile fits (the resource model counts it), else from the registers. */
-Test(variant, fwdwg_o_tile_where_it_fits) {
+/* The fwdwg family's prefetch_q knob (a second Q tile): its own name token
+ * after "_pp", parsed back, in the candidate space where two Q tiles fit, off
+ * in the heuristic, and refused where it cannot apply. */
+Test(variant, prefetch_q_knob) {
+  fagen_variant v;
+  const char *nm = "fwdwg_d64_bq128_bk128_w12_s2_pp_pq_causal_bf16_sm90a";
+  cr_assert_eq(fagen_variant_parse(nm, &v), FAGEN_OK);
+  cr_assert(v.prefetch_q == 1 && v.pingpong == 1 && v.causal == 1);
+  cr_assert_eq(fagen_variant_validate(&v, NULL, 0), FAGEN_OK);
+  char name[FAGEN_VARIANT_NAME_MAX];
+  cr_assert_eq(fagen_variant_name(&v, name, sizeof name), FAGEN_OK);
+  cr_assert_str_eq(name, nm);
+  fagen_variant off = v;
+  off.prefetch_q = 0;
+  cr_assert_neq(fg_variant_cmp(&v, &off), 0);
+  cr_assert_eq(fagen_variant_parse("fwdwg_d64_bq128_bk128_w12_s2_pq_pp_bf16_sm90a", &v), FAGEN_E_BAD_NAME);
+  cr_assert_eq(fagen_variant_parse("fwdwg_d64_bq128_bk128_w12_s2_pq_pq_bf16_sm90a", &v), FAGEN_E_BAD_NAME);
+  fagen_variant sm80 = v_ok();
+  sm80.prefetch_q = 1;
+  expect_invalid(sm80, "prefetch_q: only the wgmma forward family");
+  fagen_variant two = off;
+  two.prefetch_q = 2;
+  expect_invalid(two, "prefetch_q=2 must be 0 or 1");
+  cr_assert_eq(fagen_variant_name(&two, name, sizeof name), FAGEN_E_INVALID_ARGUMENT);
+  /* d256 with 128 rows and 80 keys: a second Q tile does not fit. */
+  cr_assert_eq(fagen_variant_parse("fwdwg_d256_bq128_bk80_w12_s2_pp_pq_bf16_sm90a", &v), FAGEN_OK);
+  expect_invalid(v, "two Q tiles (prefetch_q)");
+  /* The space: both settings, the knob valid wherever it fits. */
+  size_t n = 0;
+  fagen_variant c[512];
+  cr_assert_eq(fagen_variant_candidates(&off, c, 512, &n), FAGEN_OK);
+  int with = 0, without = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (fagen_variant_validate(&c[i], NULL, 0) != FAGEN_OK) continue;
+    if (c[i].prefetch_q) with++;
+    else without++;
+  }
+  cr_assert(with > 0 && with <= without, "%d with prefetch_q, %d without", with, without);
+  /* The heuristic leaves it off. */
+  fagen_target t90 = {90, 1};
+  fagen_variant defs[144];
+  cr_assert_eq(fagen_default_variants(&t90, 1, defs, 144, &n), FAGEN_OK);
+  for (size_t i = 0; i < n; i++) cr_assert_eq(defs[i].prefetch_q, 0);
+}
+
+/* The wgmma forward's shared memory: Q (two tiles with prefetch_q), the K/V
+ * stages, then O's shared tile above head_dim 64 where it still fits (else O
+ * goes out from the registers); the resource model counts them all. */
+Test(variant, fwdwg_shared_tiles) {
   const struct {
     const char *name;
     int o_smem, smem;
   } want[] = {
       {"fwdwg_d128_bq128_bk128_w12_s2_pp_bf16_sm90a", 1, (128 + 4 * 128 + 128) * 128 * 2 + 1024},
+      {"fwdwg_d128_bq128_bk128_w12_s2_pp_pq_bf16_sm90a", 1, (256 + 4 * 128 + 128) * 128 * 2 + 1024},
       {"fwdwg_d64_bq128_bk128_w12_s2_bf16_sm90a", 0, (128 + 4 * 128) * 64 * 2 + 1024},
+      {"fwdwg_d64_bq128_bk128_w12_s2_pq_bf16_sm90a", 0, (256 + 4 * 128) * 64 * 2 + 1024},
       {"fwdwg_d256_bq128_bk80_w12_s2_pp_bf16_sm90a", 0, (128 + 4 * 80) * 256 * 2 + 1024},
+      {"fwdwg_d128_bq128_bk160_w12_s2_bf16_sm90a", 1, (128 + 4 * 160 + 128) * 128 * 2 + 1024},
+      {"fwdwg_d128_bq128_bk160_w12_s2_pq_bf16_sm90a", 0, (256 + 4 * 160) * 128 * 2 + 1024},
+      {"fwdwg_d256_bq64_bk64_w8_s2_pq_causal_bf16_sm90a", 1, (128 + 4 * 64 + 64) * 256 * 2 + 1024},
   };
   for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
     fagen_variant v;

@@ -1,0 +1,141 @@
+#!/usr/bin/env python3
+"""Merges a partial re-tune into a shipped tuning table.
+
+A tuning table records one template hash for all its entries, so any template
+edit makes the whole table stale, although often only one kernel family
+changed.  When `fagen-autotune --ops OPS` has re-measured the changed families
+on the GPU, this writes a table that holds those new entries and carries the
+other families' entries over from the old table, under the new table's
+template hash; the policy records what was carried over and from when.
+
+That is only right when the carried-over entries name the same kernels as
+before.  The script checks it: every variant that a carried-over entry names
+(winner and runner-up) is emitted by both fagen builds (--old-fagen and
+--new-fagen, `fagen --emit`), and the two sources must be identical apart
+from the banner's `// params:` line, which lists every knob of the variant
+space (a new knob adds a field there); where the sources differ, both are
+compiled (`fagen compile`) and their SASS (`cuobjdump -sass`) must be
+identical.  Any other difference aborts.
+
+    python3 scripts/merge-tune-table.py --base tables/SLUG.json --new NEW.json \\
+        --ops fwdwg --old-fagen OLD/build/fagen --new-fagen build/fagen --out tables/SLUG.json
+
+Without --new (and --ops) every entry is carried over: the table is stamped
+with the new build's template hash (from its libfagen, --lib) after the same
+check, for a GPU that could not be re-measured; it then lacks only what the
+new templates added (a knob's other setting), which the heuristic's variant
+and the check both show.
+"""
+import ctypes
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+
+def emit(fagen, variants, out_dir):
+    subprocess.run([fagen, "--emit", "-o", out_dir] + variants, check=True,
+                   stdout=subprocess.DEVNULL)
+
+
+def body(path):
+    with open(path) as f:
+        return [line for line in f if not line.startswith("// params:")]
+
+
+def sass(fagen, cuobjdump, name, tmp):
+    """The SASS text of one variant compiled by one fagen build."""
+    out = os.path.join(tmp, "cubin-" + os.path.basename(os.path.dirname(os.path.abspath(fagen))))
+    env = dict(os.environ, FAGEN_CACHE_DIR=out + "-cache")
+    subprocess.run([fagen, "compile", "-o", out, name], check=True, env=env,
+                   stdout=subprocess.DEVNULL)
+    return subprocess.run([cuobjdump, "-sass", os.path.join(out, name + ".cubin")], check=True,
+                          capture_output=True, text=True).stdout
+
+
+def dump(obj, path):
+    """Writes obj as fagen-autotune does (Jansson, indent 1, doubles as %.17g),
+    so that the kept entries' lines do not change."""
+    def mark(x):
+        if isinstance(x, float):
+            t = "%.17g" % x
+            return "@@F" + (t if re.search(r"[.eEn]", t) else t + ".0") + "@@"
+        if isinstance(x, dict):
+            return {k: mark(v) for k, v in x.items()}
+        if isinstance(x, list):
+            return [mark(v) for v in x]
+        return x
+    text = json.dumps(mark(obj), indent=1, ensure_ascii=False)
+    with open(path, "w") as f:
+        f.write(re.sub(r'"@@F([^@]*)@@"', r"\1", text))  # no final newline, as Jansson
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--base", required=True, help="the table whose other families are kept")
+    ap.add_argument("--new", help="fagen-autotune's table of the re-tuned families")
+    ap.add_argument("--ops", default="", help="comma-separated families taken from --new")
+    ap.add_argument("--lib", default="build/libfagen.so", help="the new build's libfagen")
+    ap.add_argument("--cuobjdump", default="cuobjdump", help="for kernels whose source changed")
+    ap.add_argument("--old-fagen", required=True, help="the fagen that generated --base's kernels")
+    ap.add_argument("--new-fagen", required=True, help="the fagen of --new")
+    ap.add_argument("--out", required=True)
+    a = ap.parse_args()
+    ops = set(filter(None, a.ops.split(",")))
+    if bool(a.new) != bool(ops):
+        sys.exit("error: --new and --ops go together")
+    buf = ctypes.create_string_buffer(65)
+    if ctypes.CDLL(a.lib).fagen_template_hash(buf) != 0:
+        sys.exit(f"error: {a.lib}: fagen_template_hash failed")
+    template_hash = buf.value.decode()
+    base = json.load(open(a.base))
+    new = json.load(open(a.new)) if a.new else dict(base, entries=[])
+    if a.new and new.get("template_hash") != template_hash:
+        sys.exit("error: --new was measured with other templates than --lib's")
+    if base["device"] != new["device"]:
+        sys.exit(f"error: device classes differ: {base['device']} vs {new['device']}")
+    if not new.get("measured"):
+        sys.exit("error: --new is not a measured table")
+    got = {e["op"] for e in new["entries"]}
+    if got != ops:
+        sys.exit(f"error: --new holds the families {sorted(got)}, --ops says {sorted(ops)}")
+    kept = [e for e in base["entries"] if e["op"] not in ops]
+    names = sorted({n for e in kept for n in (e["variant"], e.get("runner_up")) if n})
+    same_source = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        emit(a.old_fagen, names, os.path.join(tmp, "old"))
+        emit(a.new_fagen, names, os.path.join(tmp, "new"))
+        for n in names:
+            if body(os.path.join(tmp, "old", n + ".cu")) == body(os.path.join(tmp, "new", n + ".cu")):
+                same_source += 1
+            elif sass(a.old_fagen, a.cuobjdump, n, tmp) != sass(a.new_fagen, a.cuobjdump, n, tmp):
+                sys.exit(f"error: {n} compiles to another kernel now: re-tune its family too")
+    # The re-measured entries take the places of the old ones, case for case.
+    key = lambda e: (e["op"], e["dtype"], e["head_dim"], e["causal"], e["seqlen"])
+    fresh = {key(e): e for e in new["entries"]}
+    stale = [key(e) for e in base["entries"] if e["op"] in ops]
+    if sorted(stale) != sorted(fresh):
+        sys.exit("error: --new measured other cases than --base holds for those families")
+    out = dict(new)
+    out["template_hash"] = template_hash
+    out["entries"] = [fresh[key(e)] if e["op"] in ops else e for e in base["entries"]]
+    policy = dict(new.get("policy", {}))
+    policy["carried_over"] = {
+        "ops": sorted({e["op"] for e in kept}),
+        "measured": base.get("date"),
+        "template_hash": base.get("template_hash"),
+        "why": "the kernels they name are unchanged (fagen --emit: the same source, or "
+               "fagen compile: the same SASS)",
+    }
+    out["policy"] = policy
+    dump(out, a.out)
+    print(f"{a.out}: {len(new['entries'])} entries of {sorted(ops) or 'no family'} re-measured, "
+          f"{len(kept)} carried over from {base.get('date')} ({len(names)} variants checked: "
+          f"{same_source} the same source, {len(names) - same_source} the same SASS)")
+
+
+if __name__ == "__main__":
+    main()

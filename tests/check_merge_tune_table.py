@@ -1,0 +1,70 @@
+#!/usr/bin/env python3
+"""scripts/merge-tune-table.py on a shipped table: a synthetic re-tune of one
+family replaces that family's entries case for case, the others are kept
+byte for byte under the library's template hash, and mismatched inputs are
+refused.  Both builds are this one (every kernel is then the same).
+
+    check_merge_tune_table.py SCRIPT FAGEN LIBFAGEN TABLE
+"""
+import json
+import subprocess
+import sys
+import tempfile
+
+
+def run(script, fagen, lib, base, new, ops, out):
+    cmd = [sys.executable, script, "--base", base, "--old-fagen", fagen, "--new-fagen", fagen,
+           "--lib", lib, "--out", out]
+    if new:
+        cmd += ["--new", new, "--ops", ops]
+    return subprocess.run(cmd, capture_output=True, text=True)
+
+
+def main():
+    script, fagen, lib, table = sys.argv[1:5]
+    base = json.load(open(table))
+    with tempfile.TemporaryDirectory() as tmp:
+        # The library's hash: a carry-everything merge stamps it.
+        r = run(script, fagen, lib, table, None, "", f"{tmp}/all.json")
+        assert r.returncode == 0, r.stderr
+        stamped = json.load(open(f"{tmp}/all.json"))
+        lib_hash = stamped["template_hash"]
+        assert stamped["entries"] == base["entries"]
+        assert stamped["policy"]["carried_over"]["template_hash"] == base["template_hash"]
+
+        # A re-tune of fwdwg: every case, other times, today.
+        new = dict(base, template_hash=lib_hash, date="2030-01-01")
+        new["entries"] = [dict(e, ms=e["ms"] * 0.5) for e in base["entries"] if e["op"] == "fwdwg"]
+        json.dump(new, open(f"{tmp}/new.json", "w"))
+        r = run(script, fagen, lib, table, f"{tmp}/new.json", "fwdwg", f"{tmp}/out.json")
+        assert r.returncode == 0, r.stderr
+        out = json.load(open(f"{tmp}/out.json"))
+        assert out["template_hash"] == lib_hash and out["date"] == "2030-01-01"
+        assert len(out["entries"]) == len(base["entries"])
+        for b, o in zip(base["entries"], out["entries"]):
+            assert o == (dict(b, ms=b["ms"] * 0.5) if b["op"] == "fwdwg" else b), (b, o)
+        carried = out["policy"]["carried_over"]
+        assert "fwdwg" not in carried["ops"] and carried["measured"] == base["date"], carried
+        # Kept entries keep their text (doubles as Jansson writes them).
+        first_kept = next(e for e in base["entries"] if e["op"] != "fwdwg")
+        line = '"runner_up_ms": %.17g' % first_kept["runner_up_ms"]
+        assert line in open(table).read() and line in open(f"{tmp}/out.json").read(), line
+
+        # Refused: other families than --ops, another device, other templates.
+        r = run(script, fagen, lib, table, f"{tmp}/new.json", "fwd", f"{tmp}/bad.json")
+        assert r.returncode != 0 and "families" in r.stderr, r.stderr
+        json.dump(dict(new, device=dict(new["device"], sm_count=1)), open(f"{tmp}/dev.json", "w"))
+        r = run(script, fagen, lib, table, f"{tmp}/dev.json", "fwdwg", f"{tmp}/bad.json")
+        assert r.returncode != 0 and "device classes differ" in r.stderr, r.stderr
+        json.dump(dict(new, template_hash="0" * 64), open(f"{tmp}/hash.json", "w"))
+        r = run(script, fagen, lib, table, f"{tmp}/hash.json", "fwdwg", f"{tmp}/bad.json")
+        assert r.returncode != 0 and "other templates" in r.stderr, r.stderr
+        short = dict(new, entries=new["entries"][1:])
+        json.dump(short, open(f"{tmp}/short.json", "w"))
+        r = run(script, fagen, lib, table, f"{tmp}/short.json", "fwdwg", f"{tmp}/bad.json")
+        assert r.returncode != 0 and "other cases" in r.stderr, r.stderr
+    print("merge_tune_table: ok")
+
+
+if __name__ == "__main__":
+    main()
