@@ -59,6 +59,17 @@ static fagen_strides strides_of(const shape *s, int which, size_t *elems) {
 }
 
 static const fagen_variant *forced_variant; /* set by run_forced */
+static result run_forced(fagen_ctx *ctx, const shape *s, const fagen_variant *v);
+
+/* Runs s with variant v forced and asserts what check() does, naming v. */
+static void check_forced(fagen_ctx *ctx, const shape *s, const fagen_variant *v) {
+  result r = run_forced(ctx, s, v);
+  char name[FAGEN_VARIANT_NAME_MAX];
+  fagen_variant_name(v, name, sizeof name);
+  cr_assert_eq(r.unwritten, 0, "%s left %d outputs unwritten", name, r.unwritten);
+  cr_assert_lt(r.o_err, s->dtype == FAGEN_DTYPE_BF16 ? 1e-2 : 2e-3, "%s: O error %.3e", name, r.o_err);
+  cr_assert_lt(r.lse_err, 1e-4, "%s: LSE error %.3e", name, r.lse_err);
+}
 
 /* The sizes of a shape as call arguments (no tensors yet). */
 static fagen_attention_args shape_args(const shape *s) {
@@ -215,7 +226,6 @@ GPU_TEST(strided_views,
          {BF, 2, 177, 177, 4, 4, 64, 1, 1, 0}, {FP, 2, 177, 177, 4, 2, 128, 0, 1, 0},
          {BF, 2, 160, 96, 4, 2, 64, 0, 2, 0}, {FP, 2, 96, 160, 4, 4, 128, 1, 2, 0})
 GPU_TEST(explicit_scale, {BF, 1, 256, 256, 2, 2, 64, 0, 0, 0.5f}, {FP, 1, 256, 256, 2, 2, 64, 1, 0, 0.05f})
-static result run_forced(fagen_ctx *ctx, const shape *s, const fagen_variant *v);
 
 /* The Hopper forward on a persistent grid of 2 or 5 CTAs (FAGEN_PERSISTENT_CTAS):
  * each CTA runs many output tiles, through causal pairs, GQA, odd lengths and
@@ -245,12 +255,7 @@ Test(forward_gpu, few_persistent_ctas, .init = gpu_setup, .fini = gpu_teardown, 
       if (v.op != FAGEN_OP_FWD_WGMMA) continue;
       v.prefetch_q = 1;
       if (fagen_variant_validate(&v, NULL, 0) != FAGEN_OK) continue;
-      char name[FAGEN_VARIANT_NAME_MAX];
-      fagen_variant_name(&v, name, sizeof name);
-      result r = run_forced(ctx, s, &v);
-      cr_assert_eq(r.unwritten, 0, "%s left %d outputs unwritten", name, r.unwritten);
-      cr_assert_lt(r.o_err, s->dtype == FAGEN_DTYPE_BF16 ? 1e-2 : 2e-3, "%s: O error %.3e", name, r.o_err);
-      cr_assert_lt(r.lse_err, 1e-4, "%s: LSE error %.3e", name, r.lse_err);
+      check_forced(ctx, s, &v);
       pq_runs++;
     }
   }
@@ -410,16 +415,11 @@ Test(forward_gpu, every_tile_candidate_agrees, .init = gpu_setup, .fini = gpu_te
                fagen_errmsg(ctx));
   int stages2 = 0, pingpong = 0, prefetch_q = 0;
   /* Three CTAs for the wgmma family's 24 (causal: 16) work items: each CTA
-     runs several output tiles, so the pipeline across tiles is checked too. */
+     runs several output tiles, so the Q tiles of prefetch_q alternate. */
   cr_assert_eq(setenv("FAGEN_PERSISTENT_CTAS", "3", 1), 0);
   for (int i = 0; i < n; i++) {
     shape s = {BF, 2, 333, 257, 4, 2, all[i].head_dim, all[i].causal, 0, 0};
-    result r = run_forced(ctx, &s, &all[i]);
-    char name[FAGEN_VARIANT_NAME_MAX];
-    fagen_variant_name(&all[i], name, sizeof name);
-    cr_assert_eq(r.unwritten, 0, "%s left %d outputs unwritten", name, r.unwritten);
-    cr_assert_lt(r.o_err, 1e-2, "%s: O error %.3e", name, r.o_err);
-    cr_assert_lt(r.lse_err, 1e-4, "%s: LSE error %.3e", name, r.lse_err);
+    check_forced(ctx, &s, &all[i]); /* bf16: the O limit is 1e-2, as before */
     stages2 += all[i].stages == 2;
     pingpong += all[i].pingpong;
     prefetch_q += all[i].prefetch_q;
