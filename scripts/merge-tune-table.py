@@ -46,9 +46,9 @@ def body(path):
         return [line for line in f if not line.startswith("// params:")]
 
 
-def sass(fagen, cuobjdump, name, tmp):
-    """The SASS text of one variant compiled by one fagen build."""
-    out = os.path.join(tmp, "cubin-" + os.path.basename(os.path.dirname(os.path.abspath(fagen))))
+def sass(fagen, tag, cuobjdump, name, tmp):
+    """The SASS text of one variant compiled by one fagen build (tag: its folder)."""
+    out = os.path.join(tmp, "cubin-" + tag)
     env = dict(os.environ, FAGEN_CACHE_DIR=out + "-cache")
     subprocess.run([fagen, "compile", "-o", out, name], check=True, env=env,
                    stdout=subprocess.DEVNULL)
@@ -111,7 +111,8 @@ def main():
         for n in names:
             if body(os.path.join(tmp, "old", n + ".cu")) == body(os.path.join(tmp, "new", n + ".cu")):
                 same_source += 1
-            elif sass(a.old_fagen, a.cuobjdump, n, tmp) != sass(a.new_fagen, a.cuobjdump, n, tmp):
+            elif (sass(a.old_fagen, "old", a.cuobjdump, n, tmp) !=
+                  sass(a.new_fagen, "new", a.cuobjdump, n, tmp)):
                 sys.exit(f"error: {n} compiles to another kernel now: re-tune its family too")
     # The re-measured entries take the places of the old ones, case for case.
     key = lambda e: (e["op"], e["dtype"], e["head_dim"], e["causal"], e["seqlen"])
