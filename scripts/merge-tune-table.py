@@ -73,6 +73,21 @@ def dump(obj, path):
         f.write(re.sub(r'"@@F([^@]*)@@"', r"\1", text))  # no final newline, as Jansson
 
 
+def measured_dates(table):
+    """{family: the date its entries were measured}: the table's date, except
+    for the families a merge carried over, whose date the merge recorded."""
+    co = table.get("policy", {}).get("carried_over") or {}
+    when = co.get("measured")
+    out = {}
+    for e in table["entries"]:
+        op = e["op"]
+        if op in co.get("ops", []) and when:
+            out[op] = when.get(op, table.get("date")) if isinstance(when, dict) else when
+        else:
+            out[op] = table.get("date")
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--base", required=True, help="the table whose other families are kept")
@@ -124,9 +139,15 @@ def main():
     out["template_hash"] = template_hash
     out["entries"] = [fresh[key(e)] if e["op"] in ops else e for e in base["entries"]]
     policy = dict(new.get("policy", {}))
+    dates = measured_dates(base)
+    kept_ops = sorted({e["op"] for e in kept})
+    when = {op: dates[op] for op in kept_ops}
     policy["carried_over"] = {
-        "ops": sorted({e["op"] for e in kept}),
-        "measured": base.get("date"),
+        "ops": kept_ops,
+        # One date, or each family's where the kept ones were measured on
+        # different days (a table merged before).
+        "measured": (when[kept_ops[0]] if len(set(when.values())) == 1 else when)
+                    if kept_ops else None,
         "template_hash": base.get("template_hash"),
         "why": "the kernels they name are unchanged (fagen --emit: the same source, or "
                "fagen compile: the same SASS)",
@@ -134,7 +155,8 @@ def main():
     out["policy"] = policy
     dump(out, a.out)
     print(f"{a.out}: {len(new['entries'])} entries of {sorted(ops) or 'no family'} re-measured, "
-          f"{len(kept)} carried over from {base.get('date')} ({len(names)} variants checked: "
+          f"{len(kept)} carried over (measured {policy['carried_over']['measured']}) "
+          f"({len(names)} variants checked: "
           f"{same_source} the same source, {len(names) - same_source} the same SASS)")
 
 

@@ -44,11 +44,34 @@ def main():
         for b, o in zip(base["entries"], out["entries"]):
             assert o == (dict(b, ms=b["ms"] * 0.5) if b["op"] == "fwdwg" else b), (b, o)
         carried = out["policy"]["carried_over"]
-        assert "fwdwg" not in carried["ops"] and carried["measured"] == base["date"], carried
+        assert "fwdwg" not in carried["ops"], carried
+        # The kept families' date: the base's, or the one a merge recorded.
+        before = base.get("policy", {}).get("carried_over")
+        assert carried["measured"] == (before["measured"] if before else base["date"]), carried
         # Kept entries keep their text (doubles as Jansson writes them).
         first_kept = next(e for e in base["entries"] if e["op"] != "fwdwg")
         line = '"runner_up_ms": %.17g' % first_kept["runner_up_ms"]
         assert line in open(table).read() and line in open(f"{tmp}/out.json").read(), line
+
+        # A merge of a merge: each kept family keeps the date it was measured.
+        fresh = dict(base, date="2028-01-01", policy={k: v for k, v in base.get("policy", {}).items()
+                                                     if k != "carried_over"})
+        json.dump(fresh, open(f"{tmp}/fresh.json", "w"))
+        r = run(script, fagen, lib, f"{tmp}/fresh.json", f"{tmp}/new.json", "fwdwg", f"{tmp}/m1.json")
+        assert r.returncode == 0, r.stderr
+        m1 = json.load(open(f"{tmp}/m1.json"))
+        assert m1["policy"]["carried_over"]["measured"] == "2028-01-01", m1["policy"]
+        fwd = dict(new, date="2031-01-01")
+        fwd["entries"] = [e for e in base["entries"] if e["op"] == "fwd"]
+        json.dump(fwd, open(f"{tmp}/fwd.json", "w"))
+        r = run(script, fagen, lib, f"{tmp}/m1.json", f"{tmp}/fwd.json", "fwd", f"{tmp}/m2.json")
+        assert r.returncode == 0, r.stderr
+        m2 = json.load(open(f"{tmp}/m2.json"))
+        want = {op: "2030-01-01" if op == "fwdwg" else "2028-01-01"
+                for op in {e["op"] for e in base["entries"]} - {"fwd"}}
+        assert m2["date"] == "2031-01-01" and m2["policy"]["carried_over"]["measured"] == want, \
+            m2["policy"]
+        assert sorted(m2["policy"]["carried_over"]["ops"]) == sorted(want)
 
         # Refused: other families than --ops, another device, other templates.
         r = run(script, fagen, lib, table, f"{tmp}/new.json", "fwd", f"{tmp}/bad.json")
