@@ -114,7 +114,7 @@ int fg_head_dim_bucket(int d) {
   return 0;
 }
 
-#define FG_MAX_AXIS 8
+#define FG_MAX_AXIS 10
 
 /* One row per kernel family: its op, template, the tile candidates the tuner
  * and `fagen list --space` enumerate, and the template's constraints. */
@@ -545,7 +545,7 @@ static const fg_family fg_families[] = {
      fg_check_bwd_sm80, fg_default_bwd_sm80},
     {FAGEN_OP_BWD_DET, "bwddet", "bwd_sm80.cu.tpl", {32, 64, 128}, {32, 64, 128}, {4, 8}, {1, 2},
      0, 0, fg_check_bwd_sm80, fg_default_bwd_sm80},
-    {FAGEN_OP_FWD_WGMMA, "fwdwg", "fwd_sm90.cu.tpl", {64, 128, 192}, {64, 80, 96, 128, 160, 176},
+    {FAGEN_OP_FWD_WGMMA, "fwdwg", "fwd_sm90.cu.tpl", {64, 128, 192}, {64, 80, 96, 112, 128, 160, 176, 192, 224},
      {8, 12, 16}, {2, 3}, 1, 1, fg_check_fwd_sm90, fg_default_fwd_sm90},
     {FAGEN_OP_BWD_WGMMA, "bwdwg", "bwd_sm90.cu.tpl", {64, 128}, {64, 128}, {8, 12}, {1, 2}, 0, 0,
      fg_check_bwd_sm90, fg_default_bwd_sm90},

@@ -394,7 +394,7 @@ Test(forward_gpu, every_tile_candidate_agrees, .init = gpu_setup, .fini = gpu_te
       probe.seqlen_q = probe.seqlen_k = 64;
       probe.head_dim = dims[di];
       probe.causal = causal;
-      fagen_variant base, cand[512];
+      fagen_variant base, cand[1024];
       size_t nc;
       cr_assert_eq(fagen_attention_select(ctx, &probe, NULL, &base, NULL), FAGEN_OK);
       /* Both forward families where the device runs both (sm_90a). */
@@ -403,7 +403,7 @@ Test(forward_gpu, every_tile_candidate_agrees, .init = gpu_setup, .fini = gpu_te
           if (base.op != FAGEN_OP_FWD_WGMMA) break;
           base.op = FAGEN_OP_FWD;
         }
-        cr_assert_eq(fagen_variant_candidates(&base, cand, 512, &nc), FAGEN_OK, "%zu candidates", nc);
+        cr_assert_eq(fagen_variant_candidates(&base, cand, 1024, &nc), FAGEN_OK, "%zu candidates", nc);
         for (size_t k = 0; k < nc; k++)
           if (fagen_variant_validate(&cand[k], NULL, 0) == FAGEN_OK) {
             cr_assert_lt(n, 1024);

@@ -2,6 +2,7 @@
  * default set and the candidates. */
 #include <criterion/criterion.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "fagen.h"
@@ -242,8 +243,8 @@ Test(variant, pingpong_knob) {
   cr_assert_eq(fagen_variant_parse("fwd_d128_bq64_bk64_w4_s1_pp_pp_bf16_sm80", &v), FAGEN_E_BAD_NAME);
   /* The space has both settings wherever two or more consumers are. */
   size_t n = 0;
-  fagen_variant c[512];
-  cr_assert_eq(fagen_variant_candidates(&v, c, 512, &n), FAGEN_OK);
+  fagen_variant c[1024];
+  cr_assert_eq(fagen_variant_candidates(&v, c, 1024, &n), FAGEN_OK);
   int on = 0, off_valid = 0;
   for (size_t i = 0; i < n; i++) {
     if (fagen_variant_validate(&c[i], NULL, 0) != FAGEN_OK) continue;
@@ -295,8 +296,8 @@ Test(variant, prefetch_q_knob) {
   expect_invalid(v, "two Q tiles (prefetch_q)");
   /* The space: both settings, the knob valid wherever it fits. */
   size_t n = 0;
-  fagen_variant c[512];
-  cr_assert_eq(fagen_variant_candidates(&off, c, 512, &n), FAGEN_OK);
+  fagen_variant c[1024];
+  cr_assert_eq(fagen_variant_candidates(&off, c, 1024, &n), FAGEN_OK);
   int with = 0, without = 0;
   for (size_t i = 0; i < n; i++) {
     if (fagen_variant_validate(&c[i], NULL, 0) != FAGEN_OK) continue;
@@ -336,6 +337,39 @@ Test(variant, fwdwg_shared_tiles) {
     cr_assert_eq(r.fwd_o_smem, want[i].o_smem, "%s", want[i].name);
     cr_assert_eq(r.smem_bytes, want[i].smem, "%s", want[i].name);
     cr_assert_leq(r.smem_bytes + 256, fg_target_smem_limit(&v.target), "%s", want[i].name);
+  }
+}
+
+/* The fwdwg candidate space reaches the largest key tiles whose consumer
+ * registers fit: 224 keys at head_dim 64 with two consumers, 112 with three;
+ * head_dim 128 stops at 176 and takes no 112 with three consumers. */
+Test(variant, fwdwg_key_tiles_in_the_space) {
+  fagen_variant base;
+  cr_assert_eq(fagen_variant_parse("fwdwg_d64_bq128_bk128_w12_s2_bf16_sm90a", &base), FAGEN_OK);
+  size_t n = 0;
+  cr_assert_eq(fagen_variant_candidates(&base, NULL, 0, &n), FAGEN_OK);
+  fagen_variant *c = calloc(n, sizeof *c);
+  cr_assert_not_null(c);
+  cr_assert_eq(fagen_variant_candidates(&base, c, n, &n), FAGEN_OK);
+  int seen[3] = {0, 0, 0}; /* valid bq128 bk224, bq128 bk192, bq192 bk112 */
+  for (size_t i = 0; i < n; i++) {
+    if (fagen_variant_validate(&c[i], NULL, 0) != FAGEN_OK) continue;
+    seen[0] |= c[i].block_q == 128 && c[i].block_kv == 224;
+    seen[1] |= c[i].block_q == 128 && c[i].block_kv == 192;
+    seen[2] |= c[i].block_q == 192 && c[i].block_kv == 112;
+  }
+  free(c);
+  cr_assert(seen[0] && seen[1] && seen[2], "d64: bk224 %d, bk192 %d, bq192 bk112 %d", seen[0],
+            seen[1], seen[2]);
+  const char *bad[] = {"fwdwg_d128_bq128_bk192_w12_s2_bf16_sm90a",
+                       "fwdwg_d128_bq192_bk112_w16_s2_bf16_sm90a",
+                       "fwdwg_d64_bq192_bk128_w16_s2_bf16_sm90a"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    fagen_variant v;
+    cr_assert_eq(fagen_variant_parse(bad[i], &v), FAGEN_OK, "%s", bad[i]);
+    char why[256];
+    cr_assert_eq(fagen_variant_validate(&v, why, sizeof why), FAGEN_E_INVALID_VARIANT, "%s", bad[i]);
+    cr_assert(strstr(why, "registers") != NULL, "%s: %s", bad[i], why);
   }
 }
 
