@@ -124,9 +124,14 @@ int cli_tune(int argc, char **argv) {
     if (info.source == FAGEN_SELECT_HEURISTIC)
       printf("source:     the heuristic (no table has an entry for this case)\n");
     else
-      printf("source:     %s %s, entry for seqlen %d (measured %.3f ms)\n",
-             info.source == FAGEN_SELECT_USER_TABLE ? "user table" : "shipped table", info.table,
-             info.bucket, info.measured_ms);
+      printf("source:     %s %s, entry for seqlen %d (measured %.3f ms%s)\n",
+             info.source == FAGEN_SELECT_USER_TABLE      ? "user table"
+             : info.source == FAGEN_SELECT_SHIPPED_TABLE ? "shipped table"
+                                                         : "shipped table of another device",
+             info.table, info.bucket, info.measured_ms,
+             info.source == FAGEN_SELECT_SIBLING_TABLE
+                 ? " there; none is shipped for this device, fagen-autotune makes one"
+                 : "");
   }
   fagen_ctx_destroy(ctx);
   return rc;

@@ -84,6 +84,8 @@ static const char help_text[] =
     "  FAGEN_TEMPLATE_DIR     read templates from this folder instead of the copies\n"
     "                         built into libfagen\n"
     "  FAGEN_TUNE_DIR         folder of user tuning tables (else CACHE_ROOT/tune)\n"
+    "  FAGEN_TUNE_SIBLING=0   a device with no shipped table takes the heuristic,\n"
+    "                         not the table shipped for another device of its target\n"
     "\n"
     "Exit status: 0 success, 1 failure, 2 usage error.\n";
 

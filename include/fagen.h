@@ -28,6 +28,9 @@
  *   FAGEN_TEMPLATE_DIR     read templates from this folder instead of the copies
  *                          built into the library (template development)
  *   FAGEN_TUNE_DIR         folder of user tuning tables (else CACHE_ROOT/tune)
+ *   FAGEN_TUNE_SIBLING=0   never use a table shipped for another device of the
+ *                          same target when this one has none (see
+ *                          fagen_attention_select): the heuristic instead
  *   FAGEN_BWD_WGMMA=0      never select the Hopper backward (bwdwg): calls on
  *                          sm_90a run the mma.sync backward (bwd) instead
  *                          (comparisons, and a way around a bwdwg problem)
@@ -586,7 +589,9 @@ typedef enum fagen_select_source {
   FAGEN_SELECT_FORCED = 0,        /* args->variant */
   FAGEN_SELECT_USER_TABLE = 1,    /* FAGEN_TUNE_DIR or CACHE_ROOT/tune */
   FAGEN_SELECT_SHIPPED_TABLE = 2, /* a table built into libfagen */
-  FAGEN_SELECT_HEURISTIC = 3      /* no table entry: published tile choices */
+  FAGEN_SELECT_HEURISTIC = 3,     /* no table entry: published tile choices */
+  FAGEN_SELECT_SIBLING_TABLE = 4  /* a measured table shipped for another device of
+                                     the same target (this one has none) */
 } fagen_select_source;
 
 typedef struct fagen_select_info {
@@ -600,9 +605,13 @@ typedef struct fagen_select_info {
  * device of class `device` (NULL: the device of the current CUDA context).
  * Pointers in args are not checked.  This is the one answer to both "is this
  * supported?" (FAGEN_OK) and "which kernel?".  Order: a forced variant; the
- * user table of the class; the table shipped for the class; within a table
- * the entry of the nearest sequence-length bucket (log2 distance to
- * seqlen_k, ties to the smaller); else the heuristic.  A table that is
+ * user table of the class; the table shipped for the class; if none is
+ * shipped for the class, the measured table shipped for another device of
+ * the same target with the nearest SM count (ties to the first file name;
+ * e.g. an H100 PCIe or a GH200 uses the H100 SXM table; FAGEN_TUNE_SIBLING=0
+ * turns this off); within a table the entry of the nearest sequence-length
+ * bucket (log2 distance to seqlen_k, ties to the smaller); else the
+ * heuristic.  An anonymous class (empty name) uses no table.  A table that is
  * damaged, from another fagen or template version or for another class, and
  * any entry naming a variant that does not validate for the class, is
  * reported once per context (log warning) and skipped.  info may be NULL.

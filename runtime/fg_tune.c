@@ -21,8 +21,10 @@ static const char *fg_str(json_t *o, const char *key) {
   return json_is_string(v) ? json_string_value(v) : NULL;
 }
 
-int fg_tune_parse(const char *text, size_t len, const char *source, const fagen_device_class *dc,
-                  const char *template_hash, fg_tune_table *out, const fg_log *log) {
+/* sibling: the table may be for another device, as long as its target is
+ * dc's (fg_tune_load has picked it; see fg_tune.h). */
+static int fg_tune_parse_as(const char *text, size_t len, const char *source, const fagen_device_class *dc,
+                            const char *template_hash, int sibling, fg_tune_table *out, const fg_log *log) {
   memset(out, 0, sizeof *out);
   fg_strlcpy(out->source, source, sizeof out->source);
   json_error_t jerr;
@@ -59,9 +61,8 @@ int fg_tune_parse(const char *text, size_t len, const char *source, const fagen_
     fagen_target t;
     if (!name || !target || !json_is_integer(sms) || fagen_target_parse(target, &t) != FAGEN_OK) {
       why = "malformed device";
-    } else if (strcmp(name, dc->name) != 0 || t.arch != dc->target.arch ||
-               t.arch_specific != dc->target.arch_specific ||
-               json_integer_value(sms) != dc->sm_count) {
+    } else if ((!sibling && (strcmp(name, dc->name) != 0 || json_integer_value(sms) != dc->sm_count)) ||
+               t.arch != dc->target.arch || t.arch_specific != dc->target.arch_specific) {
       snprintf(whybuf, sizeof whybuf, "for %s (%s, %lld SMs), not this device", name, target,
                (long long)json_integer_value(sms));
       why = whybuf;
@@ -117,6 +118,65 @@ int fg_tune_parse(const char *text, size_t len, const char *source, const fagen_
   return 1;
 }
 
+int fg_tune_parse(const char *text, size_t len, const char *source, const fagen_device_class *dc,
+                  const char *template_hash, fg_tune_table *out, const fg_log *log) {
+  return fg_tune_parse_as(text, len, source, dc, template_hash, 0, out, log);
+}
+
+/* The device of a table and whether it was measured, without checking the
+ * rest; 0 if it does not parse that far. */
+static int fg_tune_peek(const fg_embedded_file *f, fagen_target *target, long long *sms, int *measured,
+                        char *name, size_t name_size) {
+  json_t *root = json_loadb((const char *)f->data, f->size, 0, NULL);
+  json_t *dev = root ? json_object_get(root, "device") : NULL;
+  const char *tg = dev ? fg_str(dev, "target") : NULL, *nm = dev ? fg_str(dev, "name") : NULL;
+  json_t *n = dev ? json_object_get(dev, "sm_count") : NULL;
+  int ok = tg && nm && json_is_integer(n) && fagen_target_parse(tg, target) == FAGEN_OK;
+  if (ok) {
+    *sms = json_integer_value(n);
+    *measured = json_is_true(json_object_get(root, "measured"));
+    fg_strlcpy(name, nm, name_size);
+  }
+  json_decref(root);
+  return ok;
+}
+
+/* The sibling table of dc: among the measured built-in tables of dc's
+ * target, the one with the nearest SM count (ties to the first file name). */
+static void fg_tune_load_sibling(fg_tune_state *st, const fagen_device_class *dc, const char *hash,
+                                 const fg_log *log) {
+  const char *off = getenv("FAGEN_TUNE_SIBLING");
+  if (off && strcmp(off, "0") == 0) return;
+  const fg_embedded_file *best = NULL;
+  long long best_d = 0, best_sms = 0;
+  char best_name[160] = "";
+  for (size_t i = 0; i < fg_embedded_tables_count; i++) {
+    const fg_embedded_file *f = &fg_embedded_tables[i];
+    fagen_target t;
+    long long sms;
+    int measured;
+    char name[160];
+    if (!fg_tune_peek(f, &t, &sms, &measured, name, sizeof name) || !measured ||
+        t.arch != dc->target.arch || t.arch_specific != dc->target.arch_specific)
+      continue;
+    const long long d = sms > dc->sm_count ? sms - dc->sm_count : dc->sm_count - sms;
+    if (!best || d < best_d || (d == best_d && strcmp(f->name, best->name) < 0)) {
+      best = f;
+      best_d = d;
+      best_sms = sms;
+      fg_strlcpy(best_name, name, sizeof best_name);
+    }
+  }
+  if (!best) return;
+  char source[240];
+  snprintf(source, sizeof source, "builtin:%s", best->name);
+  if (fg_tune_parse_as((const char *)best->data, best->size, source, dc, hash, 1, &st->sibling, log))
+    fg_logf(log, FAGEN_LOG_INFO,
+            "no tuning table shipped for %s (%d SMs): using %s, measured on %s (%lld SMs) "
+            "(FAGEN_TUNE_SIBLING=0: the heuristic instead; fagen-autotune makes this device's own)",
+            dc->name, dc->sm_count, source, best_name, best_sms);
+}
+
 static void fg_tune_read_file(const char *path, const fagen_device_class *dc, const char *hash,
                               fg_tune_table *out, const fg_log *log) {
   FILE *f = fopen(path, "rb");
@@ -165,18 +225,22 @@ void fg_tune_load(fg_tune_state *st, const fagen_device_class *dc, const fg_cach
   if (fg_tune_user_path(dc, cache, path, sizeof path)) fg_tune_read_file(path, dc, hash, &st->user, log);
   char file[220];
   snprintf(file, sizeof file, "%s.json", st->slug);
+  int own = 0;
   for (size_t i = 0; i < fg_embedded_tables_count; i++)
     if (strcmp(fg_embedded_tables[i].name, file) == 0) {
       char source[240];
       snprintf(source, sizeof source, "builtin:%s", file);
       fg_tune_parse((const char *)fg_embedded_tables[i].data, fg_embedded_tables[i].size, source, dc,
                     hash, &st->shipped, log);
+      own = 1;
     }
+  if (!own) fg_tune_load_sibling(st, dc, hash, log);
 }
 
 void fg_tune_free(fg_tune_state *st) {
   free(st->user.e);
   free(st->shipped.e);
+  free(st->sibling.e);
   memset(st, 0, sizeof *st);
 }
 
@@ -202,12 +266,14 @@ static int fg_tune_find(const fg_tune_table *t, fagen_op op, fagen_dtype dtype, 
 int fg_tune_lookup(const fg_tune_state *st, fagen_op op, fagen_dtype dtype, int head_dim,
                    int causal, int seqlen, fagen_variant *out, fagen_select_info *info) {
   const fg_tune_entry *e;
-  const fg_tune_table *tables[2] = {&st->user, &st->shipped};
-  for (int k = 0; k < 2; k++)
+  const fg_tune_table *tables[3] = {&st->user, &st->shipped, &st->sibling};
+  static const fagen_select_source kind[3] = {FAGEN_SELECT_USER_TABLE, FAGEN_SELECT_SHIPPED_TABLE,
+                                              FAGEN_SELECT_SIBLING_TABLE};
+  for (int k = 0; k < 3; k++)
     if (fg_tune_find(tables[k], op, dtype, head_dim, causal, seqlen, &e)) {
       *out = e->v;
       if (info) {
-        info->source = k == 0 ? FAGEN_SELECT_USER_TABLE : FAGEN_SELECT_SHIPPED_TABLE;
+        info->source = kind[k];
         fg_strlcpy(info->table, tables[k]->source, sizeof info->table);
         info->bucket = e->bucket;
         info->measured_ms = e->ms;

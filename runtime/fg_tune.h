@@ -15,7 +15,12 @@
  * A table is used only if format, fagen version, template hash and device
  * class all match; an entry only if its variant parses, validates and fits its
  * case and the device's target.  Everything else is reported (log warning)
- * when the table is loaded, once per context, and skipped. */
+ * when the table is loaded, once per context, and skipped.
+ *
+ * A device class with no shipped table of its own borrows the measured one
+ * of another device of the same target (the "sibling": nearest SM count,
+ * ties to the first file name), unless FAGEN_TUNE_SIBLING=0: its tiles were
+ * measured on a GPU of the same architecture, the heuristic's on none. */
 #ifndef FG_TUNE_H
 #define FG_TUNE_H
 
@@ -40,18 +45,19 @@ typedef struct fg_tune_table {
 typedef struct fg_tune_state {
   fagen_device_class dc;
   char slug[200];
-  fg_tune_table user, shipped;
+  fg_tune_table user, shipped, sibling;
 } fg_tune_state;
 
 /* The user table path of a class (see fagen_tune_table_path); 0 if none. */
 int fg_tune_user_path(const fagen_device_class *dc, const fg_cache *cache, char *buf, size_t size);
 
-/* Loads the user and shipped tables of dc (problems are logged). */
+/* Loads the user and shipped tables of dc, or the sibling table where dc
+ * has no shipped one (problems are logged). */
 void fg_tune_load(fg_tune_state *st, const fagen_device_class *dc, const fg_cache *cache,
                   const fg_log *log);
 void fg_tune_free(fg_tune_state *st);
 
-/* The entry for a case: user table first, then shipped; nearest bucket to
+/* The entry for a case: user table first, then shipped, then sibling; nearest bucket to
  * seqlen (log2 distance, ties to the smaller).  Returns 1 and fills out/info
  * on a hit. */
 int fg_tune_lookup(const fg_tune_state *st, fagen_op op, fagen_dtype dtype, int head_dim,

@@ -209,33 +209,92 @@ Test(tune, user_table_entry_and_nearest_bucket, .init = setup, .fini = teardown)
     cr_assert(strstr(info.table, dir), "%s", info.table);
     cr_assert_float_eq(info.measured_ms, 1.5, 1e-9);
   }
-  /* A case the table does not have: the heuristic. */
+  /* A case the table does not have: the next source, the table shipped for
+     another sm_90a device (Test GPU 9000 has none of its own). */
   fagen_attention_args a = call(64, 1024, 1);
   fagen_variant v;
   fagen_select_info info;
   cr_assert_eq(fagen_attention_select(ctx, &a, &TEST_GPU, &v, &info), FAGEN_OK);
-  cr_assert_eq(info.source, FAGEN_SELECT_HEURISTIC);
+  cr_assert_eq(info.source, FAGEN_SELECT_SIBLING_TABLE);
   cr_assert_eq(w.warnings, 0, "%s", w.last);
   fagen_ctx_destroy(ctx);
 }
 
-/* A bad table: one warning per context, the heuristic, no crash. */
+/* A bad table: one warning per context, the next source (the sibling table,
+ * or with FAGEN_TUNE_SIBLING=0 the heuristic), no crash. */
 static void bad_table(const char *needle) {
+  for (int pass = 0; pass < 2; pass++) {
+    if (pass) setenv("FAGEN_TUNE_SIBLING", "0", 1);
+    fagen_ctx *ctx;
+    fagen_ctx_create(&ctx);
+    warn_count w = {0, ""};
+    fagen_set_log_callback(ctx, count_warnings, &w, FAGEN_LOG_WARN);
+    for (int i = 0; i < 3; i++) {
+      fagen_attention_args a = call(128, 1024 << i, 0);
+      fagen_variant v;
+      fagen_select_info info;
+      cr_assert_eq(fagen_attention_select(ctx, &a, &TEST_GPU, &v, &info), FAGEN_OK);
+      cr_assert_eq(info.source, pass ? FAGEN_SELECT_HEURISTIC : FAGEN_SELECT_SIBLING_TABLE);
+      cr_assert_eq(fagen_variant_validate(&v, NULL, 0), FAGEN_OK);
+    }
+    cr_assert_eq(w.warnings, 1, "%d warnings; last: %s", w.warnings, w.last);
+    cr_assert(strstr(w.last, needle), "'%s' lacks '%s'", w.last, needle);
+    fagen_ctx_destroy(ctx);
+  }
+  unsetenv("FAGEN_TUNE_SIBLING");
+}
+
+/* A device with no shipped table of its own uses the measured one of another
+ * device of the same target (nearest SM count, ties to the first file name),
+ * unless FAGEN_TUNE_SIBLING=0; unmeasured tables, other targets and the
+ * anonymous class get none. */
+Test(tune, sibling_table_for_a_device_without_one, .init = setup, .fini = teardown) {
+  fagen_device_class pcie, h100, a10, a100x, anon = {"", {90, 1}, 114};
+  cr_assert_eq(fagen_device_class_parse("NVIDIA H100 PCIe,sm_90a,114", &pcie), FAGEN_OK);
+  cr_assert_eq(fagen_device_class_parse("NVIDIA H100 80GB HBM3,sm_90a,132", &h100), FAGEN_OK);
+  cr_assert_eq(fagen_device_class_parse("NVIDIA A10,sm_86,72", &a10), FAGEN_OK);
+  cr_assert_eq(fagen_device_class_parse("NVIDIA A100 Test,sm_80,98", &a100x), FAGEN_OK);
   fagen_ctx *ctx;
   fagen_ctx_create(&ctx);
   warn_count w = {0, ""};
   fagen_set_log_callback(ctx, count_warnings, &w, FAGEN_LOG_WARN);
-  for (int i = 0; i < 3; i++) {
-    fagen_attention_args a = call(128, 1024 << i, 0);
+  const int dims[] = {64, 128, 256};
+  for (int i = 0; i < 3; i++)
+    for (int causal = 0; causal < 2; causal++) {
+      fagen_attention_args a = call(dims[i], 4096, causal);
+      fagen_variant v, want;
+      fagen_select_info info, winfo;
+      cr_assert_eq(fagen_attention_select(ctx, &a, &pcie, &v, &info), FAGEN_OK);
+      cr_assert_eq(info.source, FAGEN_SELECT_SIBLING_TABLE);
+      /* H100 and H200 tables both have 132 SMs: the first name wins */
+      cr_assert_str_eq(info.table, "builtin:sm90a-nvidia-h100-80gb-hbm3-132sm.json");
+      cr_assert_eq(fagen_attention_select(ctx, &a, &h100, &want, &winfo), FAGEN_OK);
+      cr_assert_eq(winfo.source, FAGEN_SELECT_SHIPPED_TABLE);
+      char got_name[FAGEN_VARIANT_NAME_MAX], want_name[FAGEN_VARIANT_NAME_MAX];
+      fagen_variant_name(&v, got_name, sizeof got_name);
+      fagen_variant_name(&want, want_name, sizeof want_name);
+      cr_assert_str_eq(got_name, want_name, "d%d causal %d", dims[i], causal);
+      cr_assert_eq(info.bucket, winfo.bucket);
+    }
+  const fagen_device_class *none[] = {&a10, &a100x, &anon};
+  for (size_t i = 0; i < 3; i++) {
+    fagen_attention_args a = call(128, 4096, 0);
     fagen_variant v;
     fagen_select_info info;
-    cr_assert_eq(fagen_attention_select(ctx, &a, &TEST_GPU, &v, &info), FAGEN_OK);
-    cr_assert_eq(info.source, FAGEN_SELECT_HEURISTIC);
-    cr_assert_eq(fagen_variant_validate(&v, NULL, 0), FAGEN_OK);
+    cr_assert_eq(fagen_attention_select(ctx, &a, none[i], &v, &info), FAGEN_OK);
+    cr_assert_eq(info.source, FAGEN_SELECT_HEURISTIC, "%s", none[i]->name);
   }
-  cr_assert_eq(w.warnings, 1, "%d warnings; last: %s", w.warnings, w.last);
-  cr_assert(strstr(w.last, needle), "'%s' lacks '%s'", w.last, needle);
+  cr_assert_eq(w.warnings, 0, "%s", w.last);
   fagen_ctx_destroy(ctx);
+  setenv("FAGEN_TUNE_SIBLING", "0", 1);
+  fagen_ctx_create(&ctx);
+  fagen_attention_args a = call(128, 4096, 0);
+  fagen_variant v;
+  fagen_select_info info;
+  cr_assert_eq(fagen_attention_select(ctx, &a, &pcie, &v, &info), FAGEN_OK);
+  cr_assert_eq(info.source, FAGEN_SELECT_HEURISTIC);
+  fagen_ctx_destroy(ctx);
+  unsetenv("FAGEN_TUNE_SIBLING");
 }
 
 Test(tune, corrupt_table, .init = setup, .fini = teardown) {
