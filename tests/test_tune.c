@@ -458,6 +458,16 @@ Test(tune, cli_tune_show, .init = setup, .fini = teardown) {
   cr_assert(strstr(out, "selected:   bwddet_d96_"), "%s", out);
   cr_assert(strstr(out, "shipped table builtin:sm80-nvidia-a100-sxm4-80gb-108sm.json"), "%s", out);
   free(out), free(err);
+  /* A device with no table of its own: the sibling, named as such. */
+  cr_assert_eq(run(FAGEN_CLI, (const char *[]){"tune", "show", "--device", "NVIDIA H100 PCIe,sm_90a,114",
+                                               "--head-dim", "128", "--seqlen", "4096", NULL},
+                   &out, &err),
+               0, "%s", err);
+  cr_assert(strstr(out, "selected:   fwdwg_d128_"), "%s", out);
+  cr_assert(strstr(out, "shipped table of another device "
+                        "builtin:sm90a-nvidia-h100-80gb-hbm3-132sm.json, entry for seqlen 4096"),
+            "%s", out);
+  free(out), free(err);
   cr_assert_eq(run(FAGEN_CLI, (const char *[]){"tune", "show", "--deterministic", NULL}, &out, &err), 2);
   cr_assert(strstr(err, "--deterministic needs --backward"), "%s", err);
   free(out), free(err);
