@@ -703,6 +703,17 @@ bad: {
 
 /* ---- validity ----------------------------------------------------------- */
 
+/* A 0/1 knob that only the fwdwg family has (pingpong, prefetch_q). */
+static fagen_status fg_check_knob(const char *knob, int value, int family_has, const char *op,
+                                  fg_err *err) {
+  if (value != 0 && value != 1)
+    return fg_fail(err, FAGEN_E_INVALID_VARIANT, "%s=%d must be 0 or 1", knob, value);
+  if (value && !family_has)
+    return fg_fail(err, FAGEN_E_INVALID_VARIANT,
+                   "%s: only the wgmma forward family (fwdwg) has that knob, not %s", knob, op);
+  return FAGEN_OK;
+}
+
 fagen_status fg_variant_check(const fagen_variant *v, fg_resources *res, fg_err *err) {
   if (!v) return fg_fail(err, FAGEN_E_NULL_POINTER, "variant is NULL");
   const fg_family *fam = fg_family_of(v->op);
@@ -735,18 +746,10 @@ fagen_status fg_variant_check(const fagen_variant *v, fg_resources *res, fg_err 
                    "block_q=%d and block_kv=%d must be in [1, 1024]", v->block_q, v->block_kv);
   if (v->stages < 1 || v->stages > 8)
     return fg_fail(err, FAGEN_E_INVALID_VARIANT, "stages=%d must be in [1, 8]", v->stages);
-  if (v->pingpong != 0 && v->pingpong != 1)
-    return fg_fail(err, FAGEN_E_INVALID_VARIANT, "pingpong=%d must be 0 or 1", v->pingpong);
-  if (v->pingpong && !fam->pingpong)
-    return fg_fail(err, FAGEN_E_INVALID_VARIANT,
-                   "pingpong: only the wgmma forward family (fwdwg) has that knob, not %s",
-                   fam->op_token);
-  if (v->prefetch_q != 0 && v->prefetch_q != 1)
-    return fg_fail(err, FAGEN_E_INVALID_VARIANT, "prefetch_q=%d must be 0 or 1", v->prefetch_q);
-  if (v->prefetch_q && !fam->prefetch_q)
-    return fg_fail(err, FAGEN_E_INVALID_VARIANT,
-                   "prefetch_q: only the wgmma forward family (fwdwg) has that knob, not %s",
-                   fam->op_token);
+  fagen_status kst = fg_check_knob("pingpong", v->pingpong, fam->pingpong, fam->op_token, err);
+  if (kst == FAGEN_OK)
+    kst = fg_check_knob("prefetch_q", v->prefetch_q, fam->prefetch_q, fam->op_token, err);
+  if (kst != FAGEN_OK) return kst;
   fg_resources r;
   memset(&r, 0, sizeof r);
   fagen_status st = fam->check(v, &r, err);

@@ -21,19 +21,13 @@ static const char *fg_str(json_t *o, const char *key) {
   return json_is_string(v) ? json_string_value(v) : NULL;
 }
 
-/* sibling: the table may be for another device, as long as its target is
- * dc's (fg_tune_load has picked it; see fg_tune.h). */
-static int fg_tune_parse_as(const char *text, size_t len, const char *source, const fagen_device_class *dc,
-                            const char *template_hash, int sibling, fg_tune_table *out, const fg_log *log) {
+/* Checks a parsed table (root, which it releases) and keeps its usable
+ * entries.  sibling: the table may be for another device, as long as its
+ * target is dc's (fg_tune_load_sibling has picked it; see fg_tune.h). */
+static int fg_tune_from_root(json_t *root, const char *source, const fagen_device_class *dc,
+                             const char *template_hash, int sibling, fg_tune_table *out, const fg_log *log) {
   memset(out, 0, sizeof *out);
   fg_strlcpy(out->source, source, sizeof out->source);
-  json_error_t jerr;
-  json_t *root = json_loadb(text, len, 0, &jerr);
-  if (!root) {
-    fg_logf(log, FAGEN_LOG_WARN, "tuning table %s ignored: not valid JSON (line %d: %s)", source,
-            jerr.line, jerr.text);
-    return 0;
-  }
   const char *why = NULL;
   char whybuf[512];
   json_t *dev = json_object_get(root, "device");
@@ -120,61 +114,62 @@ static int fg_tune_parse_as(const char *text, size_t len, const char *source, co
 
 int fg_tune_parse(const char *text, size_t len, const char *source, const fagen_device_class *dc,
                   const char *template_hash, fg_tune_table *out, const fg_log *log) {
-  return fg_tune_parse_as(text, len, source, dc, template_hash, 0, out, log);
-}
-
-/* The device of a table and whether it was measured, without checking the
- * rest; 0 if it does not parse that far. */
-static int fg_tune_peek(const fg_embedded_file *f, fagen_target *target, long long *sms, int *measured,
-                        char *name, size_t name_size) {
-  json_t *root = json_loadb((const char *)f->data, f->size, 0, NULL);
-  json_t *dev = root ? json_object_get(root, "device") : NULL;
-  const char *tg = dev ? fg_str(dev, "target") : NULL, *nm = dev ? fg_str(dev, "name") : NULL;
-  json_t *n = dev ? json_object_get(dev, "sm_count") : NULL;
-  int ok = tg && nm && json_is_integer(n) && fagen_target_parse(tg, target) == FAGEN_OK;
-  if (ok) {
-    *sms = json_integer_value(n);
-    *measured = json_is_true(json_object_get(root, "measured"));
-    fg_strlcpy(name, nm, name_size);
+  json_error_t jerr;
+  json_t *root = json_loadb(text, len, 0, &jerr);
+  if (!root) {
+    memset(out, 0, sizeof *out);
+    fg_strlcpy(out->source, source, sizeof out->source);
+    fg_logf(log, FAGEN_LOG_WARN, "tuning table %s ignored: not valid JSON (line %d: %s)", source,
+            jerr.line, jerr.text);
+    return 0;
   }
-  json_decref(root);
-  return ok;
+  return fg_tune_from_root(root, source, dc, template_hash, 0, out, log);
 }
 
 /* The sibling table of dc: among the measured built-in tables of dc's
- * target, the one with the nearest SM count (ties to the first file name). */
+ * target, the one with the nearest SM count (ties to the first file name).
+ * A built-in table's file name is its class's slug, which starts with the
+ * target ("sm90a-..."), so tables of other targets are not even parsed; each
+ * of the others is parsed once. */
 static void fg_tune_load_sibling(fg_tune_state *st, const fagen_device_class *dc, const char *hash,
                                  const fg_log *log) {
   const char *off = getenv("FAGEN_TUNE_SIBLING");
   if (off && strcmp(off, "0") == 0) return;
+  const size_t tlen = strcspn(st->slug, "-") + 1; /* "sm90a-" */
   const fg_embedded_file *best = NULL;
+  json_t *best_root = NULL;
   long long best_d = 0, best_sms = 0;
-  char best_name[160] = "";
   for (size_t i = 0; i < fg_embedded_tables_count; i++) {
     const fg_embedded_file *f = &fg_embedded_tables[i];
-    fagen_target t;
-    long long sms;
-    int measured;
-    char name[160];
-    if (!fg_tune_peek(f, &t, &sms, &measured, name, sizeof name) || !measured ||
-        t.arch != dc->target.arch || t.arch_specific != dc->target.arch_specific)
+    if (strncmp(f->name, st->slug, tlen) != 0) continue;
+    json_t *root = json_loadb((const char *)f->data, f->size, 0, NULL);
+    json_t *sms = json_object_get(json_object_get(root, "device"), "sm_count");
+    if (!json_is_integer(sms) || !json_is_true(json_object_get(root, "measured"))) {
+      json_decref(root);
       continue;
-    const long long d = sms > dc->sm_count ? sms - dc->sm_count : dc->sm_count - sms;
-    if (!best || d < best_d || (d == best_d && strcmp(f->name, best->name) < 0)) {
-      best = f;
-      best_d = d;
-      best_sms = sms;
-      fg_strlcpy(best_name, name, sizeof best_name);
     }
+    const long long n = json_integer_value(sms);
+    const long long d = n > dc->sm_count ? n - dc->sm_count : dc->sm_count - n;
+    if (best && (d > best_d || (d == best_d && strcmp(f->name, best->name) > 0))) {
+      json_decref(root);
+      continue;
+    }
+    json_decref(best_root);
+    best = f;
+    best_root = root;
+    best_d = d;
+    best_sms = n;
   }
   if (!best) return;
-  char source[240];
+  char source[240], device[160];
   snprintf(source, sizeof source, "builtin:%s", best->name);
-  if (fg_tune_parse_as((const char *)best->data, best->size, source, dc, hash, 1, &st->sibling, log))
+  const char *name = fg_str(json_object_get(best_root, "device"), "name");
+  fg_strlcpy(device, name ? name : "?", sizeof device);
+  if (fg_tune_from_root(best_root, source, dc, hash, 1, &st->sibling, log))
     fg_logf(log, FAGEN_LOG_INFO,
             "no tuning table shipped for %s (%d SMs): using %s, measured on %s (%lld SMs) "
             "(FAGEN_TUNE_SIBLING=0: the heuristic instead; fagen-autotune makes this device's own)",
-            dc->name, dc->sm_count, source, best_name, best_sms);
+            dc->name, dc->sm_count, source, device, best_sms);
 }
 
 static void fg_tune_read_file(const char *path, const fagen_device_class *dc, const char *hash,
