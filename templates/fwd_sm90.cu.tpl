@@ -180,21 +180,35 @@ __device__ __forceinline__ void fg_turn_pass(int cw) {
   if (PINGPONG) asm volatile("bar.arrive %0, 256;" :: "r"(1 + (cw + 1) % NC) : "memory");
 }
 
+// Descriptors of the k16 steps of one tile, from one low word: fg_desc's
+// fields for a shared address below 256 KB are (addr >> 4) in bits 0-13 and
+// the leading byte offset from bit 16, so the descriptor of tile + off is
+// the tile's low word plus off >> 4 (off a multiple of 16, no carry out of
+// the address field), beside a constant high word (the stride, the 128-byte
+// swizzle).  fg_desc per step costs ptxas five uniform instructions (add,
+// mask, shift, or, move) where this costs one add and a move.
+__device__ __forceinline__ fg_u32 fg_desc_lo(fg_u32 tile, fg_u32 lbo) { return (tile >> 4) | ((lbo >> 4) << 16); }
+__device__ __forceinline__ fg_u64 fg_desc_step(fg_u32 lo, fg_u32 off) {
+  return ((fg_u64)((1024u >> 4) | (1u << 30)) << 32) | (lo + (off >> 4));
+}
+
 // Issues S = Q K^T from the K tile at sK (asynchronous; the caller commits).
 __device__ __forceinline__ void fg_issue_qk(const fg_cons &c, fg_u32 sK, float (&sc)[NS][4]) {
+  const fg_u32 qlo = fg_desc_lo(c.sQ, 16), klo = fg_desc_lo(sK, 16);
 #pragma unroll
   for (int kd = 0; kd < D / 16; ++kd) {
     const fg_u32 off = (kd & 3) * 32; // k16 step within a 128-byte row
-    const fg_u64 da = fg_desc(c.sQ + (kd >> 2) * BQ * 128 + off, 16, 1024);
-    const fg_u64 db = fg_desc(sK + (kd >> 2) * BK * 128 + off, 16, 1024);
+    const fg_u64 da = fg_desc_step(qlo, (kd >> 2) * BQ * 128 + off);
+    const fg_u64 db = fg_desc_step(klo, (kd >> 2) * BK * 128 + off);
     fg_wgmma_qk(sc, da, db, kd > 0);
   }
 }
 
 // Issues O += P V from the V tile at sV (asynchronous; the caller commits).
 __device__ __forceinline__ void fg_issue_pv(fg_u32 sV, const fg_u32 (&a)[BK / 16][4], float (&o)[NO][4]) {
+  const fg_u32 vlo = fg_desc_lo(sV, BK * 128);
 #pragma unroll
-  for (int kk = 0; kk < BK / 16; ++kk) fg_wgmma_pv(o, a[kk], fg_desc(sV + kk * 16 * 128, BK * 128, 1024));
+  for (int kk = 0; kk < BK / 16; ++kk) fg_wgmma_pv(o, a[kk], fg_desc_step(vlo, kk * 16 * 128));
 }
 
 // The online softmax of S(j) for this thread's two rows: softcap, mask (MASK:
@@ -286,13 +300,28 @@ __device__ __forceinline__ void fg_scale_o(float (&o)[NO][4], const float (&alph
 // so wait_group 1 waits for S only).  Only straight-line code lies between
 // a product's issue and its wait: ptxas serializes the products when an
 // accumulator in flight meets a branch it cannot see through.
+// The K/V ring position of a pipeline step: the buffer and phase of its K
+// tile and those of the step before (its V), carried from step to step
+// (select, no branch) instead of divided out of the step count.
+struct fg_ring {
+  int s, ph, sp, php;
+};
+__device__ __forceinline__ fg_ring fg_ring_at(int it) { return {it % STAGES, (it / STAGES) & 1, 0, 0}; }
+__device__ __forceinline__ void fg_ring_next(fg_ring &r) {
+  r.sp = r.s;
+  r.php = r.ph;
+  const bool wrap = r.s == STAGES - 1;
+  r.s = wrap ? 0 : r.s + 1;
+  r.ph = wrap ? r.ph ^ 1 : r.ph;
+}
+
 template <bool MASK>
-__device__ __forceinline__ void fg_step(const fg_fwd_params &p, const fg_cons &c, int cw, int j, int it,
+__device__ __forceinline__ void fg_step(const fg_fwd_params &p, const fg_cons &c, int cw, int j, const fg_ring &r,
                                         float (&sc)[NS][4], fg_u32 (&a)[BK / 16][4], float (&o)[NO][4],
                                         float (&m)[2], float (&l)[2]) {
-  const int s = it % STAGES, sp = (it - 1) % STAGES;
-  fg_mbar_wait(fg_bar_k(c.bars, s), (it / STAGES) & 1);
-  fg_mbar_wait(fg_bar_v(c.bars, sp), ((it - 1) / STAGES) & 1);
+  const int s = r.s, sp = r.sp;
+  fg_mbar_wait(fg_bar_k(c.bars, s), r.ph);
+  fg_mbar_wait(fg_bar_v(c.bars, sp), r.php);
   fg_turn_wait(cw);
   fg_wg_fence();
   fg_issue_qk(c, c.sK + s * KV_BYTES, sc);
@@ -425,9 +454,10 @@ extern "C" __global__ void __launch_bounds__({{ v.threads }}, 1)
       float sc[NS][4];
       fg_u32 a[BK / 16][4];
       // The first tile: S alone (always masked: that costs one tile's mask).
+      fg_ring r = fg_ring_at(it);
       {
-        const int s = it % STAGES;
-        fg_mbar_wait(fg_bar_k(bars, s), (it / STAGES) & 1);
+        const int s = r.s;
+        fg_mbar_wait(fg_bar_k(bars, s), r.ph);
         fg_wg_fence();
         fg_issue_qk(c, sK + s * KV_BYTES, sc);
         fg_wg_commit();
@@ -444,14 +474,18 @@ extern "C" __global__ void __launch_bounds__({{ v.threads }}, 1)
         const int j = n_tiles - 1 - i;
         const bool needs_mask = (j + 1) * BK > sk || (CAUSAL && (j + 1) * BK - 1 > c.row0 + c.diag);
         if (!needs_mask) break;
-        fg_step<true>(p, c, cw, j, it + i, sc, a, o, m, l);
+        fg_ring_next(r);
+        fg_step<true>(p, c, cw, j, r, sc, a, o, m, l);
       }
-      for (; i < n_tiles; ++i) fg_step<false>(p, c, cw, n_tiles - 1 - i, it + i, sc, a, o, m, l);
+      for (; i < n_tiles; ++i) {
+        fg_ring_next(r);
+        fg_step<false>(p, c, cw, n_tiles - 1 - i, r, sc, a, o, m, l);
+      }
       fg_release(fg_bar_qe(bars, qb)); // every product that reads this Q is complete
       // The last O += P V.
       {
-        const int s = (it + n_tiles - 1) % STAGES;
-        fg_mbar_wait(fg_bar_v(bars, s), ((it + n_tiles - 1) / STAGES) & 1);
+        const int s = r.s; // the last step's K buffer holds its V too
+        fg_mbar_wait(fg_bar_v(bars, s), r.ph);
         fg_wg_fence();
         fg_issue_pv(sV + s * KV_BYTES, a, o);
         fg_wg_commit();
