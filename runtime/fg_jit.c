@@ -159,6 +159,12 @@ fagen_status fg_jit_cubin(fagen_ctx *ctx, const fagen_variant *v, fg_cache_blob 
   m->dynamic_smem = res.smem_bytes;
   m->compile_seconds = r.seconds;
   fg_nvrtc_result_free(&r);
+  /* The kernel is correct but slower than its design (a template change
+     made ptxas serialize its wgmma products, say): say so where users and
+     template authors look, not only in the log the cache keeps. */
+  char loss[256];
+  if (fg_ptxas_perf_loss(out->log, loss, sizeof loss))
+    fg_logf(&ctx->log, FAGEN_LOG_WARN, "%s: ptxas reports %s", name, loss);
   fg_logf(&ctx->log, FAGEN_LOG_INFO,
           "compiled %s in %.3f s (NVRTC %s; %d registers, %d/%d bytes spilled, %d bytes stack)",
           name, m->compile_seconds, m->nvrtc_version, m->registers, m->spill_stores,

@@ -258,6 +258,24 @@ void fg_nvrtc_parse_ptxas(const char *log, fg_nvrtc_result *r) {
   }
 }
 
+int fg_ptxas_perf_loss(const char *log, char *line, size_t cap) {
+  const char *hit = log ? strstr(log, "Potential Performance Loss") : NULL;
+  if (!hit) return 0;
+  /* Back to the line's start, then past "ptxas info    : " to the "(C75xx)". */
+  const char *start = hit;
+  while (start > log && start[-1] != '\n') start--;
+  const char *paren = memchr(start, '(', (size_t)(hit - start));
+  if (paren) start = paren;
+  const char *end = strchr(hit, '\n');
+  size_t len = end ? (size_t)(end - start) : strlen(start);
+  if (cap > 0) {
+    if (len >= cap) len = cap - 1;
+    memcpy(line, start, len);
+    line[len] = '\0';
+  }
+  return 1;
+}
+
 void fg_nvrtc_result_free(fg_nvrtc_result *r) {
   free(r->cubin);
   free(r->log);

@@ -62,4 +62,10 @@ void fg_nvrtc_result_free(fg_nvrtc_result *r);
  * log does not report is -1. */
 void fg_nvrtc_parse_ptxas(const char *log, fg_nvrtc_result *r);
 
+/* Finds ptxas's "Potential Performance Loss" note in a compile log (as when
+ * it serializes the wgmma products of a Hopper kernel: C7510-C7520) and
+ * copies its text, from the message number on, into line (NUL-terminated,
+ * truncated to cap).  Returns 1 if the log holds one, else 0. */
+int fg_ptxas_perf_loss(const char *log, char *line, size_t cap);
+
 #endif

@@ -26,7 +26,7 @@ static void teardown(void) {
 }
 
 /* Compiles the default variants with this head_dim for both targets and
- * checks the ptxas report.  Spills stay within a small bound: some default
+ * checks the ptxas report (resources, and no serialized wgmma).  Spills stay within a small bound: some default
  * tiles spill a few dozen bytes and still measure fastest (gen/fg_variant.c);
  * a regression in register use shows as hundreds. */
 #define FG_SPILL_BOUND 128
@@ -54,6 +54,16 @@ static void compile_head_dim(int head_dim) {
         fg_cache_blob_free(&blob);
       }
     }
+    /* ptxas must not have serialized a kernel's wgmma products (C7510-C7520:
+       every product waited for on its own, no overlap with the softmax;
+       correct results, a slower kernel, easy to cause by a branch or a
+       register-hungry edit of a Hopper template). */
+    fg_cache_blob got;
+    fg_err jerr;
+    cr_assert_eq(fg_jit_cubin(ctx, &vs[i], &got, NULL, &jerr), FAGEN_OK, "%s", name);
+    char loss[256];
+    cr_assert_eq(fg_ptxas_perf_loss(got.log, loss, sizeof loss), 0, "%s: ptxas: %s", name, loss);
+    fg_cache_blob_free(&got);
     cr_assert_str_eq(info.name, name);
     cr_assert_gt(info.cubin_bytes, 0);
     cr_assert(info.registers > 0 && info.registers <= 255, "%s: %d registers", name,
@@ -208,6 +218,26 @@ Test(nvrtc, ptxas_report_is_parsed) {
   cr_assert_eq(r.spill_stores, 8);
   cr_assert_eq(r.spill_loads, 12);
   cr_assert_eq(r.static_smem, 4096);
+}
+
+/* ptxas's note that it serialized a kernel's wgmma products is found and
+ * quoted from its message number; a clean report has none. */
+Test(nvrtc, ptxas_performance_loss_is_found) {
+  const char *log =
+      "ptxas info    : 0 bytes gmem\n"
+      "ptxas info    : (C7520) Potential Performance Loss: wgmma.mma_async instructions are "
+      "serialized due to program dependence on compiler-inserted WG.AR in divergent path in "
+      "the function 'k'\n"
+      "ptxas info    : Used 168 registers\n";
+  char line[256];
+  cr_assert_eq(fg_ptxas_perf_loss(log, line, sizeof line), 1);
+  cr_assert(strncmp(line, "(C7520) Potential Performance Loss: wgmma.mma_async", 51) == 0, "%s", line);
+  cr_assert(strstr(line, "in the function 'k'") != NULL && !strchr(line, '\n'), "%s", line);
+  char small[8];
+  cr_assert_eq(fg_ptxas_perf_loss(log, small, sizeof small), 1);
+  cr_assert_str_eq(small, "(C7520)");
+  cr_assert_eq(fg_ptxas_perf_loss("ptxas info    : Used 40 registers\n", line, sizeof line), 0);
+  cr_assert_eq(fg_ptxas_perf_loss(NULL, line, sizeof line), 0);
 }
 
 /* A log without a ptxas report (e.g. a result NVRTC took from its own cache)
