@@ -180,18 +180,6 @@ __device__ __forceinline__ void fg_turn_pass(int cw) {
   if (PINGPONG) asm volatile("bar.arrive %0, 256;" :: "r"(1 + (cw + 1) % NC) : "memory");
 }
 
-// Descriptors of the k16 steps of one tile, from one low word: fg_desc's
-// fields for a shared address below 256 KB are (addr >> 4) in bits 0-13 and
-// the leading byte offset from bit 16, so the descriptor of tile + off is
-// the tile's low word plus off >> 4 (off a multiple of 16, no carry out of
-// the address field), beside a constant high word (the stride, the 128-byte
-// swizzle).  fg_desc per step costs ptxas five uniform instructions (add,
-// mask, shift, or, move) where this costs one add and a move.
-__device__ __forceinline__ fg_u32 fg_desc_lo(fg_u32 tile, fg_u32 lbo) { return (tile >> 4) | ((lbo >> 4) << 16); }
-__device__ __forceinline__ fg_u64 fg_desc_step(fg_u32 lo, fg_u32 off) {
-  return ((fg_u64)((1024u >> 4) | (1u << 30)) << 32) | (lo + (off >> 4));
-}
-
 // Issues S = Q K^T from the K tile at sK (asynchronous; the caller commits).
 __device__ __forceinline__ void fg_issue_qk(const fg_cons &c, fg_u32 sK, float (&sc)[NS][4]) {
   const fg_u32 qlo = fg_desc_lo(c.sQ, 16), klo = fg_desc_lo(sK, 16);

@@ -77,6 +77,17 @@ __device__ __forceinline__ fg_u64 fg_desc(fg_u32 addr, fg_u32 lbo, fg_u32 sbo) {
   return (fg_u64)((addr & 0x3FFFF) >> 4) | ((fg_u64)(lbo >> 4) << 16) | ((fg_u64)(sbo >> 4) << 32) |
          (1ull << 62);
 }
+// Descriptors of the k16 steps of one tile, from one low word: fg_desc's
+// fields for a shared address below 256 KB are (addr >> 4) in bits 0-13 and
+// the leading byte offset from bit 16, so the descriptor of tile + off is
+// the tile's low word plus off >> 4 (off a multiple of 16, no carry out of
+// the address field), beside a constant high word (the stride, the 128-byte
+// swizzle).  fg_desc per step costs ptxas five uniform instructions (add,
+// mask, shift, or, move) where this costs one add and a move.
+__device__ __forceinline__ fg_u32 fg_desc_lo(fg_u32 tile, fg_u32 lbo) { return (tile >> 4) | ((lbo >> 4) << 16); }
+__device__ __forceinline__ fg_u64 fg_desc_step(fg_u32 lo, fg_u32 off) {
+  return ((fg_u64)((1024u >> 4) | (1u << 30)) << 32) | (lo + (off >> 4));
+}
 __device__ __forceinline__ void fg_wg_fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
 __device__ __forceinline__ void fg_wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory"); }
 template <int N>
