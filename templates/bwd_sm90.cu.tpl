@@ -185,11 +185,11 @@ __device__ __forceinline__ void fg_pack_a(const float (&x)[NQ][4], fg_u32 (&a)[B
 // This warpgroup's half of dV += P^T dO (SPLIT: columns c0 ..), issued as
 // soon as P^T is in its tile p_s.
 __device__ __forceinline__ void fg_wgmma_dv_half(float (&dv)[ND][4], fg_u32 p_s, fg_u32 do_s, int c0) {
+  const fg_u32 plo = fg_desc_lo(p_s, 16), dolo = fg_desc_lo(do_s + (c0 / 64) * BQ * 128, BQ * 128);
   fg_wg_fence();
 #pragma unroll
   for (int kk = 0; kk < BQ / 16; ++kk)
-    fg_wgmma_kv_ss(dv, fg_desc(p_s + kk * 32, 16, 1024),
-                   fg_desc(do_s + (c0 / 64) * BQ * 128 + kk * 16 * 128, BQ * 128, 1024));
+    fg_wgmma_kv_ss(dv, fg_desc_step(plo, kk * 32), fg_desc_step(dolo, kk * 16 * 128));
   fg_wg_commit();
 }
 
@@ -204,11 +204,12 @@ constexpr bool EARLY_S = !SPLIT && STAGES > 1 && DQ_BULK && CAUSAL && D == 128;
 // Issues S^T = K Q^T of 64 keys (K tile rows at sKw) and the Q tile at q_s
 // (asynchronous; the caller commits).
 __device__ __forceinline__ void fg_issue_st(float (&st)[NQ][4], fg_u32 sKw, fg_u32 q_s) {
+  const fg_u32 klo = fg_desc_lo(sKw, 16), qlo = fg_desc_lo(q_s, 16);
 #pragma unroll
   for (int kd = 0; kd < D / 16; ++kd) {
     const fg_u32 off = (kd & 3) * 32; // k16 step within a 128-byte row
-    fg_wgmma_st(st, fg_desc(sKw + (kd >> 2) * BK * 128 + off, 16, 1024),
-                fg_desc(q_s + (kd >> 2) * BQ * 128 + off, 16, 1024), kd > 0);
+    fg_wgmma_st(st, fg_desc_step(klo, (kd >> 2) * BK * 128 + off), fg_desc_step(qlo, (kd >> 2) * BQ * 128 + off),
+                kd > 0);
   }
 }
 
@@ -376,13 +377,13 @@ extern "C" __global__ void __launch_bounds__({{ v.threads }}, 1)
       // Consumer 0: S^T and P^T; consumer 1: dP^T, then dS^T from P^T.
       const fg_u32 p_s = sP + (it & 1) * DS_BYTES;
       float x[NQ][4];
-      const fg_u32 a_s = cw == 0 ? sK : sV, b_s = cw == 0 ? q_s : do_s;
+      const fg_u32 alo = fg_desc_lo(cw == 0 ? sK : sV, 16), blo = fg_desc_lo(cw == 0 ? q_s : do_s, 16);
       fg_wg_fence();
 #pragma unroll
       for (int kd = 0; kd < D / 16; ++kd) {
         const fg_u32 off = (kd & 3) * 32;
-        fg_wgmma_st(x, fg_desc(a_s + (kd >> 2) * BK * 128 + off, 16, 1024),
-                    fg_desc(b_s + (kd >> 2) * BQ * 128 + off, 16, 1024), kd > 0);
+        fg_wgmma_st(x, fg_desc_step(alo, (kd >> 2) * BK * 128 + off), fg_desc_step(blo, (kd >> 2) * BQ * 128 + off),
+                    kd > 0);
       }
       fg_wg_commit();
       fg_wg_wait<0>();
@@ -435,11 +436,11 @@ extern "C" __global__ void __launch_bounds__({{ v.threads }}, 1)
         asm volatile("bar.arrive 3, 256;" ::: "memory");
       }
       // This warpgroup's half of dK += dS^T Q.
+      const fg_u32 dslo = fg_desc_lo(ds_s, 16), qlo = fg_desc_lo(q_s + (c0 / 64) * BQ * 128, BQ * 128);
       fg_wg_fence();
 #pragma unroll
       for (int kk = 0; kk < BQ / 16; ++kk)
-        fg_wgmma_kv_ss(dk, fg_desc(ds_s + kk * 32, 16, 1024),
-                       fg_desc(q_s + (c0 / 64) * BQ * 128 + kk * 16 * 128, BQ * 128, 1024));
+        fg_wgmma_kv_ss(dk, fg_desc_step(dslo, kk * 32), fg_desc_step(qlo, kk * 16 * 128));
       fg_wg_commit();
     } else {
       float dp[NQ][4];
@@ -448,11 +449,12 @@ extern "C" __global__ void __launch_bounds__({{ v.threads }}, 1)
         fg_issue_st(st, sKw, q_s);
         fg_wg_commit();
       }
+      const fg_u32 vlo = fg_desc_lo(sVw, 16), dolo = fg_desc_lo(do_s, 16);
 #pragma unroll
       for (int kd = 0; kd < D / 16; ++kd) {
         const fg_u32 off = (kd & 3) * 32;
-        fg_wgmma_st(dp, fg_desc(sVw + (kd >> 2) * BK * 128 + off, 16, 1024),
-                    fg_desc(do_s + (kd >> 2) * BQ * 128 + off, 16, 1024), kd > 0);
+        fg_wgmma_st(dp, fg_desc_step(vlo, (kd >> 2) * BK * 128 + off), fg_desc_step(dolo, (kd >> 2) * BQ * 128 + off),
+                    kd > 0);
       }
       fg_wg_commit();
       fg_wg_wait<1>(); // S^T; dP^T may still run (groups complete in order)
@@ -495,11 +497,12 @@ extern "C" __global__ void __launch_bounds__({{ v.threads }}, 1)
         }
       asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
 
+      const fg_u32 dotlo = fg_desc_lo(do_s, BQ * 128), qtlo = fg_desc_lo(q_s, BQ * 128); // MN-major
       fg_wg_fence();
 #pragma unroll
-      for (int kk = 0; kk < BQ / 16; ++kk) fg_wgmma_kv(dv, ap[kk], fg_desc(do_s + kk * 16 * 128, BQ * 128, 1024));
+      for (int kk = 0; kk < BQ / 16; ++kk) fg_wgmma_kv(dv, ap[kk], fg_desc_step(dotlo, kk * 16 * 128));
 #pragma unroll
-      for (int kk = 0; kk < BQ / 16; ++kk) fg_wgmma_kv(dk, ads[kk], fg_desc(q_s + kk * 16 * 128, BQ * 128, 1024));
+      for (int kk = 0; kk < BQ / 16; ++kk) fg_wgmma_kv(dk, ads[kk], fg_desc_step(qtlo, kk * 16 * 128));
       fg_wg_commit();
       // Every consumer's keys of dS^T are in the tile (named barrier 1); the
       // last step's bulk reduction has read the dQ tile.
@@ -507,10 +510,11 @@ extern "C" __global__ void __launch_bounds__({{ v.threads }}, 1)
       asm volatile("bar.sync 1, %0;" :: "n"(128 * NC) : "memory");
     }
     float dq[NDQ][4];
+    const fg_u32 dsqlo = fg_desc_lo(ds_s + mq * BK * 128, BK * 128);
+    const fg_u32 kqlo = fg_desc_lo(sK + (nq0 / 64) * BK * 128, BK * 128);
 #pragma unroll
     for (int kk = 0; kk < BK / 16; ++kk)
-      fg_wgmma_dq(dq, fg_desc(ds_s + mq * BK * 128 + kk * 16 * 128, BK * 128, 1024),
-                  fg_desc(sK + (nq0 / 64) * BK * 128 + kk * 16 * 128, BK * 128, 1024), kk > 0);
+      fg_wgmma_dq(dq, fg_desc_step(dsqlo, kk * 16 * 128), fg_desc_step(kqlo, kk * 16 * 128), kk > 0);
     fg_wg_commit();
     if constexpr (EARLY_S) {
       // The next step's S^T runs while this one's dQ goes out.  It is issued

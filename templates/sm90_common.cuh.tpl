@@ -71,19 +71,15 @@ __device__ __forceinline__ void fg_tma_store(const fg_tmap &map, fg_u32 src, int
 }
 
 // ---- wgmma ----
-// A shared-memory matrix descriptor with the 128-byte swizzle: start address,
-// leading and stride byte offsets (all in 16-byte units).
-__device__ __forceinline__ fg_u64 fg_desc(fg_u32 addr, fg_u32 lbo, fg_u32 sbo) {
-  return (fg_u64)((addr & 0x3FFFF) >> 4) | ((fg_u64)(lbo >> 4) << 16) | ((fg_u64)(sbo >> 4) << 32) |
-         (1ull << 62);
-}
-// Descriptors of the k16 steps of one tile, from one low word: fg_desc's
-// fields for a shared address below 256 KB are (addr >> 4) in bits 0-13 and
-// the leading byte offset from bit 16, so the descriptor of tile + off is
-// the tile's low word plus off >> 4 (off a multiple of 16, no carry out of
-// the address field), beside a constant high word (the stride, the 128-byte
-// swizzle).  fg_desc per step costs ptxas five uniform instructions (add,
-// mask, shift, or, move) where this costs one add and a move.
+// Shared-memory matrix descriptors with the 128-byte swizzle, for the k16
+// steps of one tile from one low word.  The low word holds the start address
+// >> 4 in bits 0-13 (for a shared address below 256 KB) and the leading byte
+// offset >> 4 from bit 16; the high word the stride byte offset >> 4 (1024
+// for every tile here: eight 128-byte rows) and the swizzle (bit 62).  So
+// the descriptor of tile + off is the tile's low word plus off >> 4 (off a
+// multiple of 16, no carry out of the address field) beside a constant high
+// word.  A whole descriptor per step costs ptxas five uniform instructions
+// (add, mask, shift, or, move) where this costs one add and a move.
 __device__ __forceinline__ fg_u32 fg_desc_lo(fg_u32 tile, fg_u32 lbo) { return (tile >> 4) | ((lbo >> 4) << 16); }
 __device__ __forceinline__ fg_u64 fg_desc_step(fg_u32 lo, fg_u32 off) {
   return ((fg_u64)((1024u >> 4) | (1u << 30)) << 32) | (lo + (off >> 4));
