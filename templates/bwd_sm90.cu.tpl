@@ -365,10 +365,13 @@ extern "C" __global__ void __launch_bounds__({{ v.threads }}, 1)
     fg_wg_commit();
     fg_wg_wait<0>();
   }
+  // Step it's head and query block (it / n_m, m_begin + it % n_m), carried
+  // from step to step as the producer's are: no division in the loop.
+  int h = hk * p.group, m = m_begin;
 #pragma unroll 1
   for (int it = 0; it < total; ++it) {
     const int s = it % STAGES;
-    const int h = hk * p.group + it / n_m, q0 = (m_begin + it % n_m) * BQ;
+    const int q0 = m * BQ;
     const fg_u32 q_s = sQ + s * Q_BYTES, do_s = sdO + s * Q_BYTES;
     const fg_u32 ds_s = sdS + (it & 1) * DS_BYTES;
     fg_mbar_wait(fg_bar_full(bars, s), (it / STAGES) & 1);
@@ -569,6 +572,9 @@ extern "C" __global__ void __launch_bounds__({{ v.threads }}, 1)
         }
       }
     }
+    const bool mwrap = m == p.q_blocks - 1;
+    m = mwrap ? m_begin : m + 1;
+    h += mwrap;
   }
 
   // The last bulk reduction is done before the CTA (and its tile) goes.
