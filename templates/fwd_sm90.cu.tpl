@@ -282,12 +282,6 @@ __device__ __forceinline__ void fg_scale_o(float (&o)[NO][4], const float (&alph
     for (int e = 0; e < 4; ++e) o[n][e] *= alpha[e >> 1];
 }
 
-// Pipeline step `it` (K/V tile j) after the first of a tile: S = Q K(j)^T and
-// O += P V of the step before are issued together; the softmax of S runs
-// while the tensor cores finish O += P V (commit groups complete in order,
-// so wait_group 1 waits for S only).  Only straight-line code lies between
-// a product's issue and its wait: ptxas serializes the products when an
-// accumulator in flight meets a branch it cannot see through.
 // The K/V ring position of a pipeline step: the buffer and phase of its K
 // tile and those of the step before (its V), carried from step to step
 // (select, no branch) instead of divided out of the step count.
@@ -303,6 +297,12 @@ __device__ __forceinline__ void fg_ring_next(fg_ring &r) {
   r.ph = wrap ? r.ph ^ 1 : r.ph;
 }
 
+// Pipeline step `it` (K/V tile j) after the first of a tile: S = Q K(j)^T and
+// O += P V of the step before are issued together; the softmax of S runs
+// while the tensor cores finish O += P V (commit groups complete in order,
+// so wait_group 1 waits for S only).  Only straight-line code lies between
+// a product's issue and its wait: ptxas serializes the products when an
+// accumulator in flight meets a branch it cannot see through.
 template <bool MASK>
 __device__ __forceinline__ void fg_step(const fg_fwd_params &p, const fg_cons &c, int cw, int j, const fg_ring &r,
                                         float (&sc)[NS][4], fg_u32 (&a)[BK / 16][4], float (&o)[NO][4],
