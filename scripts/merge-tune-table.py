@@ -25,6 +25,11 @@ with the new build's template hash (from its libfagen, --lib) after the same
 check, for a GPU that could not be re-measured; it then lacks only what the
 new templates added (a knob's other setting), which the heuristic's variant
 and the check both show.
+
+--drop OPS removes those families' entries instead: for a family whose
+kernels changed when the GPU was not at hand to re-measure it.  The runtime
+then serves its calls with the heuristic's variant (the table's source falls
+through, as for any case a table lacks); the policy records what was dropped.
 """
 import ctypes
 import argparse
@@ -93,6 +98,9 @@ def main():
     ap.add_argument("--base", required=True, help="the table whose other families are kept")
     ap.add_argument("--new", help="fagen-autotune's table of the re-tuned families")
     ap.add_argument("--ops", default="", help="comma-separated families taken from --new")
+    ap.add_argument("--drop", default="",
+                    help="comma-separated families whose entries are removed (kernels changed, "
+                         "not re-measured)")
     ap.add_argument("--lib", default="build/libfagen.so", help="the new build's libfagen")
     ap.add_argument("--cuobjdump", default="cuobjdump", help="for kernels whose source changed")
     ap.add_argument("--old-fagen", required=True, help="the fagen that generated --base's kernels")
@@ -102,6 +110,9 @@ def main():
     ops = set(filter(None, a.ops.split(",")))
     if bool(a.new) != bool(ops):
         sys.exit("error: --new and --ops go together")
+    drop = set(filter(None, a.drop.split(",")))
+    if drop & ops:
+        sys.exit(f"error: {sorted(drop & ops)} both re-measured (--ops) and dropped (--drop)")
     buf = ctypes.create_string_buffer(65)
     if ctypes.CDLL(a.lib).fagen_template_hash(buf) != 0:
         sys.exit(f"error: {a.lib}: fagen_template_hash failed")
@@ -114,10 +125,13 @@ def main():
         sys.exit(f"error: device classes differ: {base['device']} vs {new['device']}")
     if not new.get("measured"):
         sys.exit("error: --new is not a measured table")
+    missing = drop - {e["op"] for e in base["entries"]}
+    if missing:
+        sys.exit(f"error: --drop names families that --base does not hold: {sorted(missing)}")
     got = {e["op"] for e in new["entries"]}
     if got != ops:
         sys.exit(f"error: --new holds the families {sorted(got)}, --ops says {sorted(ops)}")
-    kept = [e for e in base["entries"] if e["op"] not in ops]
+    kept = [e for e in base["entries"] if e["op"] not in ops | drop]
     names = sorted({n for e in kept for n in (e["variant"], e.get("runner_up")) if n})
     same_source = 0
     with tempfile.TemporaryDirectory() as tmp:
@@ -137,7 +151,8 @@ def main():
         sys.exit("error: --new measured other cases than --base holds for those families")
     out = dict(new)
     out["template_hash"] = template_hash
-    out["entries"] = [fresh[key(e)] if e["op"] in ops else e for e in base["entries"]]
+    out["entries"] = [fresh[key(e)] if e["op"] in ops else e for e in base["entries"]
+                      if e["op"] not in drop]
     policy = dict(new.get("policy", {}))
     dates = measured_dates(base)
     kept_ops = sorted({e["op"] for e in kept})
@@ -152,10 +167,24 @@ def main():
         "why": "the kernels they name are unchanged (fagen --emit: the same source, or "
                "fagen compile: the same SASS)",
     }
+    # Families an earlier merge dropped stay dropped until a re-tune brings
+    # them back; each keeps the template hash its last entries were measured with.
+    before = (base.get("policy", {}).get("dropped") or {}).get("template_hash", {})
+    dropped = {op: h for op, h in before.items() if op not in ops}
+    dropped.update({op: base.get("template_hash") for op in drop})
+    policy.pop("dropped", None)
+    if dropped:
+        policy["dropped"] = {
+            "ops": sorted(dropped),
+            "template_hash": dict(sorted(dropped.items())),
+            "why": "their kernels changed and were not re-measured on this GPU: the "
+                   "heuristic's variants serve them",
+        }
     out["policy"] = policy
     dump(out, a.out)
     print(f"{a.out}: {len(new['entries'])} entries of {sorted(ops) or 'no family'} re-measured, "
-          f"{len(kept)} carried over (measured {policy['carried_over']['measured']}) "
+          f"{len(kept)} carried over (measured {policy['carried_over']['measured']}), "
+          f"{len(base['entries']) - len(kept) - len(new['entries'])} of {sorted(drop) or 'no family'} dropped "
           f"({len(names)} variants checked: "
           f"{same_source} the same source, {len(names) - same_source} the same SASS)")
 

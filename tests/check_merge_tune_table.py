@@ -12,11 +12,13 @@ import sys
 import tempfile
 
 
-def run(script, fagen, lib, base, new, ops, out):
+def run(script, fagen, lib, base, new, ops, out, drop=None):
     cmd = [sys.executable, script, "--base", base, "--old-fagen", fagen, "--new-fagen", fagen,
            "--lib", lib, "--out", out]
     if new:
         cmd += ["--new", new, "--ops", ops]
+    if drop:
+        cmd += ["--drop", drop]
     return subprocess.run(cmd, capture_output=True, text=True)
 
 
@@ -72,6 +74,26 @@ def main():
         assert m2["date"] == "2031-01-01" and m2["policy"]["carried_over"]["measured"] == want, \
             m2["policy"]
         assert sorted(m2["policy"]["carried_over"]["ops"]) == sorted(want)
+
+        # --drop: a family removed (no GPU to re-measure it), the rest kept
+        # as they were; a later merge keeps it dropped until a re-tune brings it back.
+        r = run(script, fagen, lib, table, None, "", f"{tmp}/d1.json", drop="bwdwg")
+        assert r.returncode == 0, r.stderr
+        d1 = json.load(open(f"{tmp}/d1.json"))
+        assert d1["entries"] == [e for e in base["entries"] if e["op"] != "bwdwg"]
+        assert len(d1["entries"]) < len(base["entries"])
+        assert d1["policy"]["dropped"]["ops"] == ["bwdwg"], d1["policy"]
+        assert d1["policy"]["dropped"]["template_hash"] == {"bwdwg": base["template_hash"]}
+        assert "bwdwg" not in d1["policy"]["carried_over"]["ops"]
+        r = run(script, fagen, lib, f"{tmp}/d1.json", f"{tmp}/new.json", "fwdwg", f"{tmp}/d2.json")
+        assert r.returncode == 0, r.stderr
+        d2 = json.load(open(f"{tmp}/d2.json"))
+        assert d2["policy"]["dropped"] == d1["policy"]["dropped"], d2["policy"]
+        assert not any(e["op"] == "bwdwg" for e in d2["entries"])
+        r = run(script, fagen, lib, table, f"{tmp}/new.json", "fwdwg", f"{tmp}/bad.json", drop="fwdwg")
+        assert r.returncode != 0 and "both re-measured" in r.stderr, r.stderr
+        r = run(script, fagen, lib, f"{tmp}/d1.json", None, "", f"{tmp}/bad.json", drop="bwdwg")
+        assert r.returncode != 0 and "does not hold" in r.stderr, r.stderr
 
         # Refused: other families than --ops, another device, other templates.
         r = run(script, fagen, lib, table, f"{tmp}/new.json", "fwd", f"{tmp}/bad.json")
