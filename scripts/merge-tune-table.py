@@ -184,7 +184,7 @@ def main():
     dump(out, a.out)
     print(f"{a.out}: {len(new['entries'])} entries of {sorted(ops) or 'no family'} re-measured, "
           f"{len(kept)} carried over (measured {policy['carried_over']['measured']}), "
-          f"{len(base['entries']) - len(kept) - len(new['entries'])} of {sorted(drop) or 'no family'} dropped "
+          f"{sum(e['op'] in drop for e in base['entries'])} of {sorted(drop) or 'no family'} dropped "
           f"({len(names)} variants checked: "
           f"{same_source} the same source, {len(names) - same_source} the same SASS)")
 
