@@ -338,10 +338,12 @@ static fagen_status fg_check_fwd_sm90(const fagen_variant *v, fg_resources *res,
     return fg_fail(err, FAGEN_E_INVALID_VARIANT,
                    "the wgmma forward kernel runs on sm_90a only (wgmma, setmaxnreg), not sm_%d%s",
                    v->target.arch, v->target.arch_specific ? "a" : "");
-  if ((v->features & ~(unsigned)FAGEN_FEATURE_SOFTCAP) != 0)
+  const unsigned wg_features = FAGEN_FEATURE_SOFTCAP | FAGEN_FEATURE_VARLEN;
+  if ((v->features & ~wg_features) != 0)
     return fg_fail(err, FAGEN_E_INVALID_VARIANT,
-                   "features 0x%x: the wgmma forward kernel has softcap (0x%x) only", v->features,
-                   (unsigned)FAGEN_FEATURE_SOFTCAP);
+                   "features 0x%x: the wgmma forward kernel has softcap (0x%x) and sequence "
+                   "lengths (0x%x) only",
+                   v->features, (unsigned)FAGEN_FEATURE_SOFTCAP, (unsigned)FAGEN_FEATURE_VARLEN);
   if (v->warps % 4 != 0 || v->warps < 8 || v->warps > 16)
     return fg_fail(err, FAGEN_E_INVALID_VARIANT,
                    "warps=%d: the wgmma forward kernel has one producer and 1 to 3 consumer "
@@ -381,9 +383,11 @@ static fagen_status fg_check_fwd_sm90(const fagen_variant *v, fg_resources *res,
   /* O goes out through its own shared tile (Q's size) and a TMA store above
      head_dim 64 where the tile still fits, else straight from the
      accumulators.  On an H100 the shared tile measured 1.00-1.07x at d128
-     (most at short sequences) and 0.96-1.04x at d64. */
+     (most at short sequences) and 0.96-1.04x at d64.  Not with sequence
+     lengths: a tile's store would write the rows past a packed sequence's
+     end, which belong to the next one. */
   const long o_tile = q_tile;
-  const int o_smem = v->head_dim > 64 && smem + o_tile <= limit;
+  const int o_smem = v->head_dim > 64 && smem + o_tile <= limit && !(v->features & FAGEN_FEATURE_VARLEN);
   if (o_smem) smem += o_tile;
   int regs = v->head_dim / 2 + v->block_kv / 2 + v->block_kv / 4 + 40;
   int budget = fg_sm90_consumer_regs(consumers);

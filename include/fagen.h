@@ -131,7 +131,8 @@ typedef enum fagen_op {
                           bitwise reproducible, slower ("bwddet") */
   FAGEN_OP_FWD_WGMMA = 3, /* attention forward, computed like FAGEN_OP_FWD by the
                           Hopper kernel family (wgmma, TMA, warp-specialized;
-                          sm_90a only; of the features, softcap only): warps are
+                          sm_90a only; of the features, softcap and sequence
+                          lengths, packed or padded): warps are
                           4 per warpgroup, one producer and block_q / 64
                           consumers ("fwdwg").  fagen_attention_forward uses
                           it on sm_90a where it applies */

@@ -159,11 +159,12 @@ fagen_status fg_fwd_validate(const fagen_attention_args *a, int check_pointers, 
 }
 
 /* The Hopper family (FAGEN_OP_FWD_WGMMA) serves a forward call on sm_90a
- * when it uses no feature but softcap and TMA can describe its tensors;
- * everything else runs the mma.sync family. */
+ * when it uses no feature but softcap and sequence lengths (packed or
+ * padded) and TMA can describe its tensors; everything else (window, ALiBi,
+ * dropout) runs the mma.sync family. */
 static int fg_fwd_wgmma_applies(const fagen_attention_args *a, const fagen_target *t) {
-  return t->arch == 90 && t->arch_specific &&
-         (fg_features_bits(&a->feat) & ~(unsigned)FAGEN_FEATURE_SOFTCAP) == 0 &&
+  const unsigned wg_features = FAGEN_FEATURE_SOFTCAP | FAGEN_FEATURE_VARLEN;
+  return t->arch == 90 && t->arch_specific && (fg_features_bits(&a->feat) & ~wg_features) == 0 &&
          fg_tma_fwd_fits(a);
 }
 

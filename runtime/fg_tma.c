@@ -68,11 +68,18 @@ static fagen_status fg_tma_encode_all(const fg_cuda_api *cu, fagen_dtype dtype, 
 fagen_status fg_tma_fwd_maps(const fg_cuda_api *cu, const fg_fwd_params *p, const fagen_variant *v,
                              fagen_dtype dtype, fg_tmaps *out, fg_err *err) {
   memset(out, 0, sizeof *out);
-  const fg_tma_operand ops[] = {
+  fg_tma_operand ops[] = {
       FG_TMA_QKV(p, v, out),
       {&out->o, "o", p->o, p->seqlen_q, p->heads_q, p->o_stride_s, p->o_stride_h, p->o_stride_b, 64},
   };
-  return fg_tma_encode_all(cu, dtype, p->head_dim, p->batch, ops, 4, err);
+  /* Packed sequences: one batch entry of total rows; the kernel adds each
+     sequence's offset to the row coordinate. */
+  const int packed = p->total_q > 0;
+  if (packed) {
+    ops[0].seq = ops[3].seq = p->total_q;
+    ops[1].seq = ops[2].seq = p->total_k;
+  }
+  return fg_tma_encode_all(cu, dtype, p->head_dim, packed ? 1 : p->batch, ops, 4, err);
 }
 
 fagen_status fg_tma_bwd_maps(const fg_cuda_api *cu, const fg_bwd_params *p, const fagen_variant *v,
@@ -129,10 +136,14 @@ static int fg_tma_tensor_ok(fagen_strides given, int batch, int seq, int heads, 
 }
 
 int fg_tma_fwd_fits(const fagen_attention_args *a) {
-  return fg_tma_tensor_ok(a->q_strides, a->batch, a->seqlen_q, a->heads_q, a->head_dim) &&
-         fg_tma_tensor_ok(a->k_strides, a->batch, a->seqlen_k, a->heads_kv, a->head_dim) &&
-         fg_tma_tensor_ok(a->v_strides, a->batch, a->seqlen_k, a->heads_kv, a->head_dim) &&
-         fg_tma_tensor_ok(a->o_strides, a->batch, a->seqlen_q, a->heads_q, a->head_dim);
+  /* Packed sequences: [total, heads, head_dim] buffers, one batch entry. */
+  const int packed = a->feat.cu_seqlens_q != NULL;
+  const int b = packed ? 1 : a->batch;
+  const int sq = packed ? a->feat.total_q : a->seqlen_q, sk = packed ? a->feat.total_k : a->seqlen_k;
+  return fg_tma_tensor_ok(a->q_strides, b, sq, a->heads_q, a->head_dim) &&
+         fg_tma_tensor_ok(a->k_strides, b, sk, a->heads_kv, a->head_dim) &&
+         fg_tma_tensor_ok(a->v_strides, b, sk, a->heads_kv, a->head_dim) &&
+         fg_tma_tensor_ok(a->o_strides, b, sq, a->heads_q, a->head_dim);
 }
 
 int fg_tma_bwd_fits(const fagen_attention_bwd_args *a) {

@@ -1,7 +1,8 @@
 {#
   Forward attention for Hopper (sm_90a): wgmma on the tensor cores, TMA
   copies into an mbarrier pipeline, warp specialization.  Features: softcap
-  only (the other feature bits select the sm80 family).
+  and sequence lengths (packed and padded; the other feature bits select the
+  sm80 family).
 
   A CTA takes block_q = 64 * NC query rows of one (batch, head) and has NC + 1
   warpgroups.  Warpgroup 0 is the producer: it gives its registers away
@@ -65,7 +66,7 @@ constexpr int STAGES = {{ v.stages }};
 constexpr int THREADS = {{ v.threads }};
 constexpr bool CAUSAL = {{ v.causal }};
 {% include("features.cuh.tpl") %}
-static_assert(!VARLEN && !WINDOW && !ALIBI && !DROPOUT, "the wgmma kernel has softcap only");
+static_assert(!WINDOW && !ALIBI && !DROPOUT, "the wgmma kernel has softcap and sequence lengths only");
 constexpr int NS = BK / 8;         // 8-key column groups of S
 constexpr int NO = D / 8;          // 8-column groups of O
 constexpr int Q_BYTES = BQ * DP * 2;
@@ -73,6 +74,9 @@ constexpr int Q_BYTES = BQ * DP * 2;
 // store above head_dim 64 where the tile fits the shared memory (the
 // generator decides: gen/fg_variant.c), else straight from the accumulators.
 constexpr bool O_SMEM = {{ v.fwd_o_smem }};
+// (A tile's TMA store would write the rows past a packed sequence's end,
+// which are the next sequence's: the generator turns it off with VARLEN.)
+static_assert(!VARLEN || !O_SMEM, "O goes out through registers with sequence lengths");
 constexpr int KV_BYTES = BK * DP * 2;
 // Q tiles in shared memory: 2 with the prefetch_q knob (the producer loads
 // the next output tile's Q while the consumers finish this one), else 1.
@@ -128,6 +132,11 @@ struct fg_tile {
   int b, h, hk, q0;
   int n_tiles; // K/V tiles its rows see (tiles past them are never loaded)
   bool none;   // the missing second half of a causal item: nothing to do
+  // Its sequence (VARLEN: fg_sequence; else the call's lengths): the query
+  // and key counts, and where row 0 of each is in the TMA maps (packed: the
+  // offset into the [total, heads, head_dim] buffer, batch coordinate 0).
+  int len_q, len_k, q_row0, k_row0, tb;
+  bool packed;
 };
 
 // The persistent schedule.  CTA x takes work items x, x + gridDim.x, ...;
@@ -156,9 +165,23 @@ __device__ __forceinline__ fg_tile fg_tile_of(const fg_fwd_params &p, int item, 
   T.b = bh / p.heads_q;
   T.hk = T.h / p.group;
   T.q0 = q_block * BQ;
+  T.len_q = p.seqlen_q;
+  T.len_k = p.seqlen_k;
+  T.q_row0 = T.k_row0 = 0;
+  T.tb = T.b;
+  T.packed = false;
+  if (VARLEN) {
+    const fg_seq sq = fg_sequence(p, T.b);
+    T.len_q = sq.len_q;
+    T.len_k = sq.len_k;
+    T.q_row0 = (int)sq.q_row0;
+    T.k_row0 = (int)sq.k_row0;
+    T.packed = sq.packed;
+    T.tb = sq.packed ? 0 : T.b;
+  }
   // Query i sees key j iff j < len_k and (causal) j <= i + diag: aligned
   // bottom-right when len_q != len_k.
-  const int len_q = p.seqlen_q, sk = p.seqlen_k;
+  const int len_q = T.len_q, sk = T.len_k;
   int kv_end = T.q0 < len_q ? sk : 0;
   if (CAUSAL) kv_end = min(kv_end, min(T.q0 + BQ, len_q) + sk - len_q);
   T.none = CAUSAL && half && i == p.q_blocks - 1 - i;
@@ -297,6 +320,27 @@ __device__ __forceinline__ void fg_ring_next(fg_ring &r) {
   r.ph = wrap ? r.ph ^ 1 : r.ph;
 }
 
+// With sequence lengths the first K/V tile of an output tile (its last, the
+// one holding the sequence's end) may reach past the sequence's keys, into
+// the next packed sequence or the padding, which TMA loads as it finds
+// them.  Their scores are masked, so P is 0 there, but 0 * NaN or Inf in V
+// is NaN: the consumers zero V's rows from `from` on, between them, before
+// the first product reads it.  (Rows past the whole buffer are zero-filled
+// by TMA.)  All consumers of the CTA work on the same output tile, so all
+// come here; named barrier 7 (1..3: ping-pong, 4..6: the O store).
+__device__ __forceinline__ void fg_zero_v_tail(const fg_cons &c, const fg_ring &r, int from) {
+  fg_mbar_wait(fg_bar_v(c.bars, r.s), r.ph);
+  const int chunks = (BK - from) * 8; // 16-byte chunks per 128-byte-row slice
+  const int tid = threadIdx.x - 128;
+  for (int x = tid; x < SL * chunks; x += NC * 128) {
+    const int sl = x / chunks, q = x % chunks;
+    const fg_u32 at = c.sV + r.s * KV_BYTES + sl * BK * 128 + from * 128 + q * 16;
+    asm volatile("st.shared.v4.u32 [%0], {%1, %1, %1, %1};" :: "r"(at), "r"(0u) : "memory");
+  }
+  asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); // visible to wgmma
+  asm volatile("bar.sync 7, %0;" :: "n"(NC * 128) : "memory");
+}
+
 // Pipeline step `it` (K/V tile j) after the first of a tile: S = Q K(j)^T and
 // O += P V of the step before are issued together; the softmax of S runs
 // while the tensor cores finish O += P V (commit groups complete in order,
@@ -378,7 +422,7 @@ extern "C" __global__ void __launch_bounds__({{ v.threads }}, 1)
         ++kq;
         fg_mbar_expect(fg_bar_q(bars, qb), Q_BYTES);
         for (int sl = 0; sl < SL; ++sl)
-          fg_tma_load(sQ + qb * Q_BYTES + sl * BQ * 128, tm.q, sl * 64, T.q0, T.h, T.b, fg_bar_q(bars, qb));
+          fg_tma_load(sQ + qb * Q_BYTES + sl * BQ * 128, tm.q, sl * 64, T.q_row0 + T.q0, T.h, T.tb, fg_bar_q(bars, qb));
         // K runs one tile ahead of V, in the order the consumers use them:
         // K(0), then K(i) and V(i - 1), then V(last).
         for (int i = 0; i <= T.n_tiles; ++i) {
@@ -387,14 +431,14 @@ extern "C" __global__ void __launch_bounds__({{ v.threads }}, 1)
             fg_mbar_wait(fg_bar_ke(bars, s), (((it + i) / STAGES) & 1) ^ 1);
             fg_mbar_expect(fg_bar_k(bars, s), KV_BYTES);
             for (int sl = 0; sl < SL; ++sl)
-              fg_tma_load(sK + s * KV_BYTES + sl * BK * 128, tm.k, sl * 64, j * BK, T.hk, T.b, fg_bar_k(bars, s));
+              fg_tma_load(sK + s * KV_BYTES + sl * BK * 128, tm.k, sl * 64, T.k_row0 + j * BK, T.hk, T.tb, fg_bar_k(bars, s));
           }
           if (i > 0) {
             const int j = T.n_tiles - i, s = (it + i - 1) % STAGES;
             fg_mbar_wait(fg_bar_ve(bars, s), (((it + i - 1) / STAGES) & 1) ^ 1);
             fg_mbar_expect(fg_bar_v(bars, s), KV_BYTES);
             for (int sl = 0; sl < SL; ++sl)
-              fg_tma_load(sV + s * KV_BYTES + sl * BK * 128, tm.v, sl * 64, j * BK, T.hk, T.b, fg_bar_v(bars, s));
+              fg_tma_load(sV + s * KV_BYTES + sl * BK * 128, tm.v, sl * 64, T.k_row0 + j * BK, T.hk, T.tb, fg_bar_v(bars, s));
           }
         }
         it += T.n_tiles;
@@ -409,7 +453,7 @@ extern "C" __global__ void __launch_bounds__({{ v.threads }}, 1)
   if (cw == NC - 1) fg_turn_pass(cw);           // consumer 0 takes the first turn
   const int warp = (threadIdx.x / 32) & 3, lane = threadIdx.x & 31;
   const int g = lane >> 2, t4 = lane & 3;
-  const int len_q = p.seqlen_q, sk = p.seqlen_k, hd = p.head_dim;
+  const int seq_q = p.seqlen_q, seq_k = p.seqlen_k, hd = p.head_dim;
   fg_cons c;
   c.sQ = sQ + cw * 64 * 128;
   c.sK = sK;
@@ -417,12 +461,18 @@ extern "C" __global__ void __launch_bounds__({{ v.threads }}, 1)
   c.bars = bars;
   c.g = g;
   c.t = t4;
-  c.sk = sk;
-  c.diag = sk - len_q;
+  c.sk = seq_k;
+  c.diag = seq_k - seq_q;
   int it = 0, kq = 0;
   for (int k = 0, item = blockIdx.x; item < items; ++k, item = blockIdx.x + k / PER_ITEM * gridDim.x) {
     const fg_tile T = fg_tile_of(p, item, k % PER_ITEM);
     if (T.none) continue;
+    // (Without sequence lengths these are the call's, read once above.)
+    const int len_q = VARLEN ? T.len_q : seq_q, sk = VARLEN ? T.len_k : seq_k;
+    if (VARLEN) {
+      c.sk = sk;
+      c.diag = sk - len_q;
+    }
     c.row0 = T.q0 + 64 * cw;
     c.wrow = c.row0 + 16 * warp;
 
@@ -455,6 +505,7 @@ extern "C" __global__ void __launch_bounds__({{ v.threads }}, 1)
         fg_softmax<true>(p, c, n_tiles - 1, sc, m, l, alpha); // O is still zero
         fg_pack_p(sc, a);
       }
+      if (VARLEN && n_tiles * BK > sk) fg_zero_v_tail(c, r, sk - (n_tiles - 1) * BK);
       // Tiles at the sequence end or across this warpgroup's causal
       // diagonal need the mask; they come first.
       int i = 1;
@@ -519,26 +570,32 @@ extern "C" __global__ void __launch_bounds__({{ v.threads }}, 1)
         asm volatile("cp.async.bulk.commit_group;" ::: "memory");
       }
     }
-    fg_u16 *og = (fg_u16 *)p.o + T.b * p.o_stride_b + T.h * p.o_stride_h;
+    // With sequence lengths a packed sequence owns only its rows; a padded
+    // one gets zeros up to seqlen_q (its padded rows computed scores over
+    // whatever they held: selected away, not scaled).  LSE: -inf past len_q.
+    const int o_rows = VARLEN && !T.packed ? p.seqlen_q : len_q;
+    fg_u16 *og = (fg_u16 *)p.o + T.b * p.o_stride_b + (fg_i64)T.q_row0 * p.o_stride_s + T.h * p.o_stride_h;
 #pragma unroll
     for (int h2 = 0; !O_SMEM && h2 < 2; ++h2) {
       const int row = c.wrow + g + 8 * h2;
       const float inv = l[h2] > 0.f ? 1.f / l[h2] : 0.f;
-      if (row < len_q) {
+      if (row < o_rows) {
+        const bool pad = VARLEN && row >= len_q;
         fg_u16 *orow = og + (fg_i64)row * p.o_stride_s + 2 * t4;
 #pragma unroll
         for (int n = 0; n < NO; ++n)
           if (n * 8 + 2 * t4 < hd)
-            *reinterpret_cast<fg_u32 *>(orow + n * 8) = fg_pack(o[n][2 * h2] * inv, o[n][2 * h2 + 1] * inv);
+            *reinterpret_cast<fg_u32 *>(orow + n * 8) =
+                pad ? 0u : fg_pack(o[n][2 * h2] * inv, o[n][2 * h2 + 1] * inv);
       }
     }
     if (p.lse && t4 == 0) {
 #pragma unroll
       for (int h2 = 0; h2 < 2; ++h2) {
         const int row = c.wrow + g + 8 * h2;
-        if (row < len_q)
+        if (row < (VARLEN ? p.seqlen_q : len_q))
           p.lse[((fg_i64)T.b * p.heads_q + T.h) * p.seqlen_q + row] =
-              l[h2] > 0.f ? m[h2] * FG_LN2 + logf(l[h2]) : FG_NEG_INF;
+              l[h2] > 0.f && (!VARLEN || row < len_q) ? m[h2] * FG_LN2 + logf(l[h2]) : FG_NEG_INF;
       }
     }
   }

@@ -351,8 +351,10 @@ Test(features_args, selected_variants_carry_the_calls_features) {
                      u[i].what, fagen_errmsg(ctx));
         fagen_variant_name(&v, name, sizeof name);
         cr_assert_eq(v.features, u[i].bits, "%s: forward %s", u[i].what, name);
-        /* h100() is sm_90a: plain and softcap-only calls go to the wgmma family */
-        const int mma = (u[i].bits & ~(unsigned)FAGEN_FEATURE_SOFTCAP) != 0;
+        /* h100() is sm_90a: calls with no feature but softcap and sequence
+           lengths (packed or padded) go to the wgmma family */
+        const int mma =
+            (u[i].bits & ~(unsigned)(FAGEN_FEATURE_SOFTCAP | FAGEN_FEATURE_VARLEN)) != 0;
         cr_assert(v.op == (mma ? FAGEN_OP_FWD : FAGEN_OP_FWD_WGMMA) && v.causal == causal,
                   "%s: %s", u[i].what, name);
         cr_assert_eq(fagen_variant_validate(&v, NULL, 0), FAGEN_OK, "%s", name);

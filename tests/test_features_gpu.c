@@ -74,6 +74,26 @@ static CUdeviceptr upload(const void *p, size_t bytes) {
   return d;
 }
 
+/* NaN in the rows of input t (q, k or v) that no sequence owns: padding
+ * (rows at and past a padded sequence's length) and the rows before and
+ * after every packed sequence.  A kernel must not let them reach a result:
+ * the Hopper forward loads whole tiles with TMA, and a masked score gives
+ * P = 0, but 0 * NaN in P V is NaN (it zeroes those V rows first). */
+static void poison_unused_rows(const fcase *s, bufs *bf, int t, size_t row_elems) {
+  const int kv = is_kv(t), S = kv ? s->seqlen_k : s->seqlen_q;
+  const int *len = kv ? bf->len_k : bf->len_q, *cu = kv ? bf->cu_k : bf->cu_q;
+  const int rows = kv ? bf->rows_k : bf->rows_q;
+  for (int row = 0; row < rows; row++) {
+    int unused;
+    if (s->mode == PACKED)
+      unused = row < cu[0] || row >= cu[s->batch];
+    else
+      unused = row % S >= len[row / S]; /* DENSE: len = S, nothing unused */
+    if (unused)
+      for (size_t e = 0; e < row_elems; e++) bf->host[t][(size_t)row * row_elems + e] = 0x7fff;
+  }
+}
+
 static void setup(const fcase *s, bufs *bf, uint64_t *rng) {
   memset(bf, 0, sizeof *bf);
   cr_assert(s->batch <= MAXB && s->heads_q <= 16);
@@ -97,6 +117,7 @@ static void setup(const fcase *s, bufs *bf, uint64_t *rng) {
     const float amp = t == 0 ? 2.0f : 1.0f; /* peaked softmax rows */
     for (size_t e = 0; e < bf->n[t]; e++)
       bf->host[t][e] = fg_test_from_float(s->dtype, amp * fg_test_uniform(rng));
+    if (t < 3) poison_unused_rows(s, bf, t, H[is_kv(t)] * D);
     CU_OK(cu->memcpy_htod(bf->dev[t], bf->host[t], bf->n[t] * 2));
   }
   CU_OK(cu->mem_alloc(&bf->lse, (size_t)s->batch * s->heads_q * s->seqlen_q * 4));

@@ -123,6 +123,40 @@ Test(nvrtc, feature_variants, .init = setup, .fini = teardown, .timeout = 900) {
   fagen_ctx_destroy(ctx);
 }
 
+/* The Hopper forward with its features (sequence lengths, softcap, both),
+ * in the tiles the shipped H100 table uses most: compiles for sm_90a without
+ * spills, and with sequence lengths O goes out through registers (no O tile
+ * in shared memory: a tile's TMA store would write past a packed sequence). */
+Test(nvrtc, fwdwg_feature_variants, .init = setup, .fini = teardown, .timeout = 600) {
+  static const char *const names[] = {
+      "fwdwg_d128_bq128_bk128_w12_s2_pp_varlen_bf16_sm90a",
+      "fwdwg_d128_bq128_bk128_w12_s2_pp_causal_varlen_softcap_fp16_sm90a",
+      "fwdwg_d64_bq192_bk112_w16_s3_pp_pq_causal_varlen_bf16_sm90a",
+      "fwdwg_d256_bq128_bk80_w12_s2_pp_varlen_softcap_bf16_sm90a",
+  };
+  fagen_ctx *ctx;
+  cr_assert_eq(fagen_ctx_create(&ctx), FAGEN_OK);
+  for (size_t i = 0; i < FG_ARRAY_LEN(names); i++) {
+    fagen_variant v, plain;
+    cr_assert_eq(fagen_variant_parse(names[i], &v), FAGEN_OK, "%s", names[i]);
+    cr_assert(v.features & FAGEN_FEATURE_VARLEN, "%s", names[i]);
+    fagen_kernel_info info, plain_info;
+    cr_assert_eq(fagen_compile(ctx, &v, &info), FAGEN_OK, "%s: %s", names[i], fagen_errmsg(ctx));
+    cr_assert_eq(info.spill_store_bytes, 0, "%s spills %d/%d bytes", names[i],
+                 info.spill_store_bytes, info.spill_load_bytes);
+    cr_assert_eq(info.spill_load_bytes, 0, "%s", names[i]);
+    plain = v;
+    plain.features = 0;
+    cr_assert_eq(fagen_compile(ctx, &plain, &plain_info), FAGEN_OK, "%s", fagen_errmsg(ctx));
+    /* the plain d128 kernels store O through a shared tile; the varlen ones do not */
+    if (v.head_dim == 128)
+      cr_assert_lt(info.dynamic_smem_bytes, plain_info.dynamic_smem_bytes,
+                   "%s: %d bytes, plain %d", names[i], info.dynamic_smem_bytes,
+                   plain_info.dynamic_smem_bytes);
+  }
+  fagen_ctx_destroy(ctx);
+}
+
 Test(nvrtc, compile_error_keeps_the_log, .init = setup, .fini = teardown) {
   char *tdir = fg_test_tmpdir();
   for (size_t i = 0; i < fg_embedded_templates_count; i++) {
