@@ -30,6 +30,7 @@ and the check both show.
 kernels changed when the GPU was not at hand to re-measure it.  The runtime
 then serves its calls with the heuristic's variant (the table's source falls
 through, as for any case a table lacks); the policy records what was dropped.
+A later --new/--ops re-tune of a dropped family brings its entries back.
 """
 import ctypes
 import argparse
@@ -143,9 +144,14 @@ def main():
             elif (sass(a.old_fagen, "old", a.cuobjdump, n, tmp) !=
                   sass(a.new_fagen, "new", a.cuobjdump, n, tmp)):
                 sys.exit(f"error: {n} compiles to another kernel now: re-tune its family too")
-    # The re-measured entries take the places of the old ones, case for case.
+    # The re-measured entries take the places of the old ones, case for case;
+    # a family an earlier merge dropped (--base holds none of its entries)
+    # comes back whole, after the others.
     key = lambda e: (e["op"], e["dtype"], e["head_dim"], e["causal"], e["seqlen"])
-    fresh = {key(e): e for e in new["entries"]}
+    was_dropped = set((base.get("policy", {}).get("dropped") or {}).get("ops", []))
+    held = {e["op"] for e in base["entries"]}
+    returning = {op for op in ops if op in was_dropped and op not in held}
+    fresh = {key(e): e for e in new["entries"] if e["op"] not in returning}
     stale = [key(e) for e in base["entries"] if e["op"] in ops]
     if sorted(stale) != sorted(fresh):
         sys.exit("error: --new measured other cases than --base holds for those families")
@@ -153,6 +159,7 @@ def main():
     out["template_hash"] = template_hash
     out["entries"] = [fresh[key(e)] if e["op"] in ops else e for e in base["entries"]
                       if e["op"] not in drop]
+    out["entries"] += [e for e in new["entries"] if e["op"] in returning]
     policy = dict(new.get("policy", {}))
     dates = measured_dates(base)
     kept_ops = sorted({e["op"] for e in kept})

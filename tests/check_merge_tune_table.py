@@ -90,6 +90,24 @@ def main():
         d2 = json.load(open(f"{tmp}/d2.json"))
         assert d2["policy"]["dropped"] == d1["policy"]["dropped"], d2["policy"]
         assert not any(e["op"] == "bwdwg" for e in d2["entries"])
+        # A re-tune of the dropped family brings it back: its entries join the
+        # table and the dropped record goes (regression: the merge refused it,
+        # "other cases than --base holds", since --base held none of them).
+        back = dict(new, entries=[dict(e, ms=e["ms"] * 0.5) for e in base["entries"]
+                                  if e["op"] == "bwdwg"])
+        json.dump(back, open(f"{tmp}/back.json", "w"))
+        r = run(script, fagen, lib, f"{tmp}/d1.json", f"{tmp}/back.json", "bwdwg", f"{tmp}/d3.json")
+        assert r.returncode == 0, r.stderr
+        d3 = json.load(open(f"{tmp}/d3.json"))
+        assert "dropped" not in d3["policy"], d3["policy"]
+        key = lambda e: (e["op"], e["dtype"], e["head_dim"], e["causal"], e["seqlen"])
+        assert sorted(map(key, d3["entries"])) == sorted(map(key, base["entries"]))
+        assert [e for e in d3["entries"] if e["op"] == "bwdwg"] == back["entries"]
+        # but only a dropped one: a family --base lacks for no recorded reason is refused
+        nodrop = dict(d1, policy=dict(d1["policy"], dropped=None))
+        json.dump(nodrop, open(f"{tmp}/nodrop.json", "w"))
+        r = run(script, fagen, lib, f"{tmp}/nodrop.json", f"{tmp}/back.json", "bwdwg", f"{tmp}/bad.json")
+        assert r.returncode != 0 and "other cases" in r.stderr, r.stderr
         r = run(script, fagen, lib, table, f"{tmp}/new.json", "fwdwg", f"{tmp}/bad.json", drop="fwdwg")
         assert r.returncode != 0 and "both re-measured" in r.stderr, r.stderr
         r = run(script, fagen, lib, f"{tmp}/d1.json", None, "", f"{tmp}/bad.json", drop="bwdwg")
