@@ -72,7 +72,9 @@ typedef struct fg_feat_params {
   X(int32_t, "int", group)    /* heads_q / heads_kv */                       \
   X(float, "float", scale_log2) /* softmax scale * log2(e) */                \
   X(int32_t, "int", stats_ld) /* rows per (batch, head) in stats */         \
-  FG_FEAT_PARAMS_FIELDS(X)
+  FG_FEAT_PARAMS_FIELDS(X)                                                   \
+  X(int32_t *, "int *", sched) /* Hopper forward with sequence lengths: the  \
+                                  work-item counter, 0 at launch */
 
 #define FG_ABI_C_FIELD_(ctype, cudatype, name) ctype name;
 typedef struct fg_fwd_params {

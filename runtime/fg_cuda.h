@@ -58,6 +58,7 @@
   X(memcpy_htod, cuMemcpyHtoD)                            \
   X(memcpy_dtoh, cuMemcpyDtoH)                            \
   X(memset_d8, cuMemsetD8)                                \
+  X(memset_d32_async, cuMemsetD32Async)                  \
   X(event_create, cuEventCreate)                          \
   X(event_destroy, cuEventDestroy)                        \
   X(event_record, cuEventRecord)                          \

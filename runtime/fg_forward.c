@@ -336,8 +336,18 @@ FAGEN_API fagen_status fagen_attention_forward(fagen_ctx *ctx, const fagen_atten
     unsigned grid = (unsigned)((int64_t)p.q_blocks * a->heads_q * a->batch);
     fg_tmaps maps; /* the wgmma kernel's second parameter */
     void *params[] = {&p, &maps};
+    CUdeviceptr sched = 0; /* the wgmma kernel's work counter with sequence lengths */
     if (v.op == FAGEN_OP_FWD_WGMMA) {
       st = fg_tma_fwd_maps(cu, &p, &v, a->dtype, &maps, &err);
+      /* With sequence lengths the work items differ in cost and the kernel
+         takes them from a counter (fwd_sm90.cu.tpl, DYN): 4 bytes from the
+         stream-ordered pool, zeroed on the stream, freed after the launch. */
+      if (st == FAGEN_OK && (v.features & FAGEN_FEATURE_VARLEN)) {
+        CUresult rc = cu->mem_alloc_async(&sched, 4, (CUstream)stream);
+        if (rc == CUDA_SUCCESS) rc = cu->memset_d32_async(sched, 0, 1, (CUstream)stream);
+        if (rc != CUDA_SUCCESS) st = fg_cuda_fail(&err, rc, "work counter (cuMemAllocAsync, cuMemsetD32Async)");
+        p.sched = (int32_t *)(uintptr_t)sched;
+      }
       /* Persistent: one CTA per SM at most, each taking a whole SM's
          registers and looping over work items (fwd_sm90.cu.tpl's
          fg_tile_of): one tile each, or with causal masking a pair of tiles
@@ -354,6 +364,7 @@ FAGEN_API fagen_status fagen_attention_forward(fagen_ctx *ctx, const fagen_atten
                                       (unsigned)l.smem, (CUstream)stream, params, NULL);
       if (rc != CUDA_SUCCESS) st = fg_cuda_fail(&err, rc, "cuLaunchKernel");
     }
+    if (sched) cu->mem_free_async(sched, (CUstream)stream);
   }
   fg_scope_leave(cu, &s);
   return st == FAGEN_OK ? FAGEN_OK : fg_ctx_fail(ctx, &err);

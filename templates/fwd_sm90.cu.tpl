@@ -149,6 +149,20 @@ struct fg_tile {
 // neighbours, so the CTAs running at any time share K and V in L2 (ordering
 // all heads' longest causal blocks first instead measured up to 1.5x slower:
 // each wave re-read K and V from memory).
+//
+// With sequence lengths items differ in cost (a short sequence's q blocks
+// see few keys, those past its end none), and a static split of them
+// measured 0.62-0.86 of packed equal lengths at d128 on an H100.  There the
+// schedule is dynamic: the producer takes the next item from the counter
+// p.sched (zeroed by the runtime before the launch) whenever a Q buffer
+// frees, and passes each tile to the consumers through a word per Q buffer
+// (fg_slots), published by its arrival on that buffer's "full" barrier (an
+// mbarrier arrival releases, a completed wait acquires; compute-sanitizer's
+// racecheck does not count that as ordering and reports the word: st.async,
+// which would count its bytes on the barrier as TMA does, needs a cluster
+// launch); -1 ends the CTA's work.  Tiles with nothing to load still go through, for
+// their LSE (-inf) and zeros.
+constexpr bool DYN = VARLEN;
 constexpr int PER_ITEM = CAUSAL ? 2 : 1;
 __device__ __forceinline__ int fg_items(const fg_fwd_params &p) {
   return (CAUSAL ? (p.q_blocks + 1) / 2 : p.q_blocks) * p.heads_q * p.batch;
@@ -381,7 +395,7 @@ __device__ __forceinline__ void fg_step(const fg_fwd_params &p, const fg_cons &c
 extern "C" __global__ void __launch_bounds__({{ v.threads }}, 1)
 {{ v.name }}(const fg_fwd_params p, const __grid_constant__ fg_tmaps tm) {
   extern __shared__ unsigned char fg_smem_raw[];
-  __shared__ alignas(8) fg_u64 fg_bars[NBARS];
+  __shared__ alignas(8) fg_u64 fg_bars[NBARS + (DYN ? 1 : 0)]; // DYN: the slots after them
   // The 128-byte swizzle repeats every 1024 bytes: tiles start on such a boundary.
   const fg_u32 sQ = (fg_smem_addr(fg_smem_raw) + 1023u) & ~1023u;
   const fg_u32 sK = sQ + QB * Q_BYTES;           // STAGES K tiles
@@ -390,6 +404,7 @@ extern "C" __global__ void __launch_bounds__({{ v.threads }}, 1)
   const fg_u32 bars = fg_smem_addr(fg_bars);
   const int wg = threadIdx.x / 128;
   const int items = fg_items(p);
+  volatile int *const fg_slots = reinterpret_cast<volatile int *>(fg_bars + NBARS); // QB words, DYN
 
   if (threadIdx.x == 0) {
     for (int b = 0; b < QB; ++b) {
@@ -412,14 +427,22 @@ extern "C" __global__ void __launch_bounds__({{ v.threads }}, 1)
     asm volatile("setmaxnreg.dec.sync.aligned.u32 {{ PRODUCER_REGS }};");
     if (threadIdx.x == 0) {
       int it = 0, kq = 0;
-      for (int k = 0, item = blockIdx.x; item < items; ++k, item = blockIdx.x + k / PER_ITEM * gridDim.x) {
+      for (int k = 0, item = DYN ? atomicAdd(p.sched, 1) : blockIdx.x; item < items;
+           ++k, item = !DYN ? blockIdx.x + k / PER_ITEM * gridDim.x : k % PER_ITEM ? item : atomicAdd(p.sched, 1)) {
         const fg_tile T = fg_tile_of(p, item, k % PER_ITEM);
-        if (T.n_tiles == 0) continue;
+        if (DYN ? T.none : T.n_tiles == 0) continue;
         // Q tile kq % QB is free once the S products of the tile QB before
         // this one are done.
         const int qb = kq % QB;
         fg_mbar_wait(fg_bar_qe(bars, qb), ((kq / QB) & 1) ^ 1);
         ++kq;
+        if (DYN) {
+          fg_slots[qb] = item * PER_ITEM + k % PER_ITEM;
+          if (T.n_tiles == 0) {
+            fg_mbar_arrive(fg_bar_q(bars, qb)); // nothing to load: the slot alone
+            continue;
+          }
+        }
         fg_mbar_expect(fg_bar_q(bars, qb), Q_BYTES);
         for (int sl = 0; sl < SL; ++sl)
           fg_tma_load(sQ + qb * Q_BYTES + sl * BQ * 128, tm.q, sl * 64, T.q_row0 + T.q0, T.h, T.tb, fg_bar_q(bars, qb));
@@ -443,6 +466,12 @@ extern "C" __global__ void __launch_bounds__({{ v.threads }}, 1)
         }
         it += T.n_tiles;
       }
+      if (DYN) { // the end, in the next Q buffer's slot
+        const int qb = kq % QB;
+        fg_mbar_wait(fg_bar_qe(bars, qb), ((kq / QB) & 1) ^ 1);
+        fg_slots[qb] = -1;
+        fg_mbar_arrive(fg_bar_q(bars, qb));
+      }
     }
     return;
   }
@@ -464,9 +493,18 @@ extern "C" __global__ void __launch_bounds__({{ v.threads }}, 1)
   c.sk = seq_k;
   c.diag = seq_k - seq_q;
   int it = 0, kq = 0;
-  for (int k = 0, item = blockIdx.x; item < items; ++k, item = blockIdx.x + k / PER_ITEM * gridDim.x) {
-    const fg_tile T = fg_tile_of(p, item, k % PER_ITEM);
+  for (int k = 0, item = DYN ? 0 : blockIdx.x; item < items; ++k, item = DYN ? 0 : blockIdx.x + k / PER_ITEM * gridDim.x) {
+    int dyn_qb = 0, code = 0; // DYN: this tile's Q buffer and its slot's word
+    if (DYN) {
+      dyn_qb = kq % QB;
+      fg_mbar_wait(fg_bar_q(bars, dyn_qb), (kq / QB) & 1);
+      ++kq;
+      code = fg_slots[dyn_qb];
+      if (code < 0) break;
+    }
+    const fg_tile T = DYN ? fg_tile_of(p, code / PER_ITEM, code % PER_ITEM) : fg_tile_of(p, item, k % PER_ITEM);
     if (T.none) continue;
+    if (DYN && T.n_tiles == 0) fg_release(fg_bar_qe(bars, dyn_qb)); // its Q buffer held nothing
     // (Without sequence lengths these are the call's, read once above.)
     const int len_q = VARLEN ? T.len_q : seq_q, sk = VARLEN ? T.len_k : seq_k;
     if (VARLEN) {
@@ -484,10 +522,12 @@ extern "C" __global__ void __launch_bounds__({{ v.threads }}, 1)
       for (int e = 0; e < 4; ++e) o[n][e] = 0.f;
 
     if (T.n_tiles > 0) {
-      const int qb = kq % QB;
+      const int qb = DYN ? dyn_qb : kq % QB;
       c.sQ = sQ + qb * Q_BYTES + cw * 64 * 128;
-      fg_mbar_wait(fg_bar_q(bars, qb), (kq / QB) & 1);
-      ++kq;
+      if (!DYN) { // (DYN waited above)
+        fg_mbar_wait(fg_bar_q(bars, qb), (kq / QB) & 1);
+        ++kq;
+      }
       const int n_tiles = T.n_tiles;
       float sc[NS][4];
       fg_u32 a[BK / 16][4];
