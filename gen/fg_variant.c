@@ -338,8 +338,7 @@ static fagen_status fg_check_fwd_sm90(const fagen_variant *v, fg_resources *res,
     return fg_fail(err, FAGEN_E_INVALID_VARIANT,
                    "the wgmma forward kernel runs on sm_90a only (wgmma, setmaxnreg), not sm_%d%s",
                    v->target.arch, v->target.arch_specific ? "a" : "");
-  const unsigned wg_features = FAGEN_FEATURE_SOFTCAP | FAGEN_FEATURE_VARLEN;
-  if ((v->features & ~wg_features) != 0)
+  if ((v->features & ~(unsigned)FG_FWD_WGMMA_FEATURES) != 0)
     return fg_fail(err, FAGEN_E_INVALID_VARIANT,
                    "features 0x%x: the wgmma forward kernel has softcap (0x%x) and sequence "
                    "lengths (0x%x) only",

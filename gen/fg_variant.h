@@ -35,6 +35,10 @@ typedef struct fg_resources {
 #define FG_BWD_DQ_ROWS 64
 #define FG_BWD_MIN_BLOCK_KV 32 /* the smallest block_kv fg_check_bwd_sm80 accepts */
 
+/* The features the Hopper forward (op fwdwg) has: fg_check_fwd_sm90 accepts
+ * these, and the runtime selects fwdwg for calls that use no others. */
+#define FG_FWD_WGMMA_FEATURES (FAGEN_FEATURE_SOFTCAP | FAGEN_FEATURE_VARLEN)
+
 /* The one validity predicate.  res may be NULL.  Returns FAGEN_OK or
  * FAGEN_E_INVALID_VARIANT (or FAGEN_E_NULL_POINTER) with the reason in err. */
 fagen_status fg_variant_check(const fagen_variant *v, fg_resources *res, fg_err *err);

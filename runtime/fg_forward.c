@@ -163,9 +163,8 @@ fagen_status fg_fwd_validate(const fagen_attention_args *a, int check_pointers, 
  * padded) and TMA can describe its tensors; everything else (window, ALiBi,
  * dropout) runs the mma.sync family. */
 static int fg_fwd_wgmma_applies(const fagen_attention_args *a, const fagen_target *t) {
-  const unsigned wg_features = FAGEN_FEATURE_SOFTCAP | FAGEN_FEATURE_VARLEN;
-  return t->arch == 90 && t->arch_specific && (fg_features_bits(&a->feat) & ~wg_features) == 0 &&
-         fg_tma_fwd_fits(a);
+  return t->arch == 90 && t->arch_specific &&
+         (fg_features_bits(&a->feat) & ~(unsigned)FG_FWD_WGMMA_FEATURES) == 0 && fg_tma_fwd_fits(a);
 }
 
 fagen_status fg_fwd_select(const fagen_attention_args *a, const fagen_target *t,

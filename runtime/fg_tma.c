@@ -2,6 +2,7 @@
 
 #include <string.h>
 
+#include "fg_features.h"
 #include "fg_forward.h"
 
 /* One operand: dims {head_dim, seq, heads, batch} with element strides. */
@@ -137,7 +138,7 @@ static int fg_tma_tensor_ok(fagen_strides given, int batch, int seq, int heads, 
 
 int fg_tma_fwd_fits(const fagen_attention_args *a) {
   /* Packed sequences: [total, heads, head_dim] buffers, one batch entry. */
-  const int packed = a->feat.cu_seqlens_q != NULL;
+  const int packed = fg_features_packed(&a->feat);
   const int b = packed ? 1 : a->batch;
   const int sq = packed ? a->feat.total_q : a->seqlen_q, sk = packed ? a->feat.total_k : a->seqlen_k;
   return fg_tma_tensor_ok(a->q_strides, b, sq, a->heads_q, a->head_dim) &&
