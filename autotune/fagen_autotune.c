@@ -48,6 +48,8 @@ typedef struct opts {
   int causal_modes[2], n_causal;
   fagen_dtype dtypes[2];
   int n_dtypes;
+  unsigned feature_sets[MAX_LIST]; /* FAGEN_FEATURE_* bits per set; 0: plain calls */
+  int n_feature_sets;
   const char *cases, *only, *out, *report, *device;
   double budget, margin;
   int jobs, reps, warmup, verbose, heuristic_table, screen, no_confirm;
@@ -63,7 +65,7 @@ static void usage(FILE *f) {
   fprintf(f,
           "usage: fagen-autotune [--out FILE] [--report DIR] [--budget SECONDS] [--jobs N]\n"
           "                      [--ops LIST] [--head-dims LIST] [--seqlens LIST]\n"
-          "                      [--dtypes bf16,fp16]\n"
+          "                      [--dtypes bf16,fp16] [--features LIST]\n"
           "                      [--causal no|yes|both] [--cases GLOB] [--only GLOB]\n"
           "                      [--reps N] [--warmup N] [--margin PERCENT] [--screen K]\n"
           "                      [--no-confirm]\n"
@@ -83,9 +85,21 @@ static void usage(FILE *f) {
           "                     bwdwg has 64, 96, 128 and 256 and skips the others)\n"
           "  --seqlens LIST     sequence-length buckets (default 512,...,16384)\n"
           "  --dtypes LIST      bf16 and/or fp16 (default both)\n"
+          "  --features LIST    feature sets to tune for (default none: plain calls):\n"
+          "                     comma-separated, each 'none' or tokens joined by '+'\n"
+          "                     of varlen, window, softcap, alibi, dropout, e.g.\n"
+          "                     'softcap,varlen+softcap'.  A call with exactly those\n"
+          "                     features takes their entry; others the plain call's\n"
+          "                     tiles.  Measured at softcap 30; varlen: the tokens\n"
+          "                     packed in sequences of S/8..S tokens; window S/4 each\n"
+          "                     side (right 0 when causal); ALiBi; dropout 0.1; each\n"
+          "                     candidate checked against the float64 reference.\n"
+          "                     Families without a kernel for a set have no cases\n"
+          "                     (fwdwg: softcap and varlen only; bwdwg: none)\n"
           "  --causal MODE      no, yes or both (default)\n"
           "  --cases GLOB       keep cases whose name matches, e.g. 'fwd_d128_bf16_*'\n"
-          "                     (names: OP_dD_DTYPE[_causal]_sSEQ, OP as in --ops)\n"
+          "                     (names: OP_dD_DTYPE[_causal][_FEATURES]_sSEQ, OP as\n"
+          "                     in --ops, FEATURES the set's tokens joined by '_')\n"
           "  --only GLOB        keep candidate variants whose name matches\n"
           "  --budget SECONDS   stop measuring after this long; untuned cases keep the\n"
           "                     heuristic (they get no entry)\n"
@@ -116,7 +130,8 @@ typedef struct tcase {
   fagen_op op; /* the kernel family */
   fagen_dtype dtype;
   int head_dim, causal, seqlen;
-  char name[64];
+  unsigned features; /* FAGEN_FEATURE_* bits the calls have */
+  char name[96];
   int n_cand;
   fagen_variant cand[MAX_CAND];
   double ms[MAX_CAND];
@@ -185,15 +200,59 @@ static int parse_ops(const char *list, opts *o) {
 }
 
 static tm_shape shape_of(const tcase *c) {
-  tm_shape s = {c->op, c->dtype, c->head_dim, c->causal, c->seqlen};
+  tm_shape s = {c->op, c->dtype, c->head_dim, c->causal, c->seqlen, c->features};
   return s;
 }
 
+/* Name tokens of the FAGEN_FEATURE_* bits, bit 0 first (as in variant names). */
+static const char *const feature_tokens[] = {"varlen", "window", "softcap", "alibi", "dropout"};
+#define N_FEATURES 5
+
+/* The tokens of a feature set joined by sep ("" for none). */
+static void features_string(unsigned f, const char *sep, char *buf, size_t size) {
+  size_t n = 0;
+  buf[0] = '\0';
+  for (int i = 0; i < N_FEATURES; i++)
+    if ((f & (1u << i)) && n < size)
+      n += (size_t)snprintf(buf + n, size - n, "%s%s", n ? sep : "", feature_tokens[i]);
+}
+
+/* Parses --features: comma-separated sets, each "none" or feature tokens
+ * joined by '+'.  Returns 0 or -1. */
+static int parse_features(const char *list, opts *o) {
+  o->n_feature_sets = 0;
+  char buf[512];
+  snprintf(buf, sizeof buf, "%s", list);
+  for (char *save = NULL, *set = strtok_r(buf, ",", &save); set; set = strtok_r(NULL, ",", &save)) {
+    unsigned f = 0;
+    if (strcmp(set, "none") != 0)
+      for (char *s2 = NULL, *tok = strtok_r(set, "+", &s2); tok; tok = strtok_r(NULL, "+", &s2)) {
+        int i = 0;
+        while (i < N_FEATURES && strcmp(tok, feature_tokens[i]) != 0) i++;
+        if (i == N_FEATURES) {
+          fprintf(stderr, "fagen-autotune: --features: '%s' is not one of none, varlen, window, "
+                          "softcap, alibi, dropout\n", tok);
+          return -1;
+        }
+        f |= 1u << i;
+      }
+    int dup = 0;
+    for (int k = 0; k < o->n_feature_sets; k++) dup |= o->feature_sets[k] == f;
+    if (!dup) {
+      if (o->n_feature_sets == MAX_LIST) return -1;
+      o->feature_sets[o->n_feature_sets++] = f;
+    }
+  }
+  return o->n_feature_sets > 0 ? 0 : -1;
+}
+
 static void case_name(const tcase *c, char *buf, size_t size) {
-  char op[16];
+  char op[16], feats[64];
   op_token(c->op, op, sizeof op);
-  snprintf(buf, size, "%s_d%d_%s%s_s%d", op, c->head_dim, c->dtype == FAGEN_DTYPE_BF16 ? "bf16" : "fp16",
-           c->causal ? "_causal" : "", c->seqlen);
+  features_string(c->features, "_", feats, sizeof feats);
+  snprintf(buf, size, "%s_d%d_%s%s%s%s_s%d", op, c->head_dim,
+           c->dtype == FAGEN_DTYPE_BF16 ? "bf16" : "fp16", c->causal ? "_causal" : "",
+           feats[0] ? "_" : "", feats, c->seqlen);
 }
 
 /* ---- parallel compile ------------------------------------------------------ */
@@ -270,7 +329,16 @@ static int write_table(const opts *o, const fagen_device_class *dc, int measured
                                                     "margin"));
     json_object_set_new(pol, "shape", json_string("B*S = 16384 tokens, hidden 2048, seqlen_q = seqlen_k"));
     json_object_set_new(pol, "check", json_string("each candidate against the heuristic default on an "
-                                                  "odd shape: O (forward), dQ, dK and dV (backward)"));
+                                                  "odd shape: O (forward), dQ, dK and dV (backward); "
+                                                  "with features against the float64 reference"));
+    int any_features = 0;
+    for (int i = 0; i < n; i++) any_features |= cases[i].features != 0;
+    if (any_features)
+      json_object_set_new(pol, "features",
+                          json_string("entries with \"features\" measured with them on: softcap 30; "
+                                      "varlen: the tokens packed in sequences of S/8..S tokens "
+                                      "(fixed seed); window S/4 left and right (0 when causal); "
+                                      "ALiBi; dropout 0.1"));
     json_object_set_new(pol, "backward", json_string("the backward alone; O and LSE from the selected "
                                                      "forward, two input sets"));
   } else {
@@ -295,6 +363,11 @@ static int write_table(const opts *o, const fagen_device_class *dc, int measured
     json_object_set_new(e, "head_dim", json_integer(c->head_dim));
     json_object_set_new(e, "causal", json_boolean(c->causal));
     json_object_set_new(e, "seqlen", json_integer(c->seqlen));
+    if (c->features) {
+      char feats[64];
+      features_string(c->features, "+", feats, sizeof feats);
+      json_object_set_new(e, "features", json_string(feats));
+    }
     fagen_variant_name(&c->cand[c->winner], name, sizeof name);
     json_object_set_new(e, "variant", json_string(name));
     if (measured) {
@@ -327,26 +400,29 @@ static double tflops_of(const tcase *c, double ms) {
   return ms > 0 ? tm_flops(&s) / ms * 1e-9 : 0;
 }
 
-/* DIR/tflops_OP.svg, a panel per head_dim that op has cases of: TFLOPS of
- * the winner (solid) and of the heuristic default (dashed) against sequence
- * length, a line per dtype x causal. */
+/* DIR/tflops_OP.svg (with features DIR/tflops_OP_FEATURES.svg), a panel per
+ * head_dim that op has cases of with those features: TFLOPS of the winner
+ * (solid) and of the heuristic default (dashed) against sequence length, a
+ * line per dtype x causal. */
 static int write_svg(const opts *o, const tcase *cases, int n, const fagen_device_class *dc,
-                     fagen_op op) {
+                     fagen_op op, unsigned features) {
   static const char *const colors[4] = {"#1f77b4", "#d62728", "#2ca02c", "#9467bd"};
   const double PW = 420, PH = 260, L = 50, R = 20, T = 30, B = 40, LEG = 30;
   int dims[MAX_LIST], n_dims = 0;
   for (int di = 0; di < o->n_head_dims; di++) {
     int any = 0;
     for (int i = 0; i < n && !any; i++)
-      any = cases[i].op == op && cases[i].head_dim == o->head_dims[di] && cases[i].done &&
-            cases[i].winner >= 0;
+      any = cases[i].op == op && cases[i].features == features &&
+            cases[i].head_dim == o->head_dims[di] && cases[i].done && cases[i].winner >= 0;
     if (any) dims[n_dims++] = o->head_dims[di];
   }
   if (!n_dims) return 0;
-  char tok[16], path[1400];
+  char tok[16], path[1400], feats[64], with[80] = "";
   op_token(op, tok, sizeof tok);
+  features_string(features, "_", feats, sizeof feats);
+  if (features) snprintf(with, sizeof with, " with %s", feats);
   const int cols = 2, rows = (n_dims + 1) / 2;
-  snprintf(path, sizeof path, "%s/tflops_%s.svg", o->report, tok);
+  snprintf(path, sizeof path, "%s/tflops_%s%s%s.svg", o->report, tok, features ? "_" : "", feats);
   FILE *f = fopen(path, "w");
   if (!f) {
     perror(path);
@@ -356,9 +432,9 @@ static int write_svg(const opts *o, const tcase *cases, int n, const fagen_devic
              "font-family=\"sans-serif\" font-size=\"11\">\n<rect width=\"100%%\" "
              "height=\"100%%\" fill=\"white\"/>\n",
           cols * PW, rows * PH + LEG + 20);
-  fprintf(f, "<text x=\"10\" y=\"18\" font-size=\"14\">fagen-autotune on %s, %s%s: TFLOPS "
+  fprintf(f, "<text x=\"10\" y=\"18\" font-size=\"14\">fagen-autotune on %s, %s%s%s: TFLOPS "
              "against sequence length (tuned solid, heuristic dashed)</text>\n",
-          dc->name, tok, tm_is_backward(op) ? " (2.5x the forward's FLOPs)" : "");
+          dc->name, tok, with, tm_is_backward(op) ? " (2.5x the forward's FLOPs)" : "");
   int line = 0;
   for (int ti = 0; ti < o->n_dtypes; ti++)
     for (int ci = 0; ci < o->n_causal; ci++, line++)
@@ -371,7 +447,8 @@ static int write_svg(const opts *o, const tcase *cases, int n, const fagen_devic
     int d = dims[di];
     double ox = (di % cols) * PW, oy = 20 + (di / cols) * PH, ymax = 1;
     for (int i = 0; i < n; i++)
-      if (cases[i].op == op && cases[i].head_dim == d && cases[i].done && cases[i].winner >= 0)
+      if (cases[i].op == op && cases[i].features == features && cases[i].head_dim == d &&
+          cases[i].done && cases[i].winner >= 0)
         ymax = fmax(ymax, tflops_of(&cases[i], cases[i].ms[cases[i].winner]));
     ymax = ceil(ymax / 100.0) * 100.0;
 #define XS(s) (ox + L + (log2(s) - lmin) / (lmax - lmin) * (PW - L - R))
@@ -395,7 +472,7 @@ static int write_svg(const opts *o, const tcase *cases, int n, const fagen_devic
                   colors[line % 4], pass ? " stroke-dasharray=\"5,4\"" : "");
           for (int i = 0; i < n; i++) {
             const tcase *c = &cases[i];
-            if (c->op != op || c->head_dim != d || c->dtype != o->dtypes[ti] ||
+            if (c->op != op || c->features != features || c->head_dim != d || c->dtype != o->dtypes[ti] ||
                 c->causal != o->causal_modes[ci] || !c->done || c->winner < 0)
               continue;
             int k = pass ? c->deflt : c->winner;
@@ -421,8 +498,8 @@ static int write_report(const opts *o, const tcase *cases, int n, const fagen_de
     return -1;
   }
   fprintf(f, "# fagen-autotune on %s (%d SMs)\n\n", dc->name, dc->sm_count);
-  fprintf(f, "TFLOPS: the forward's FLOPs (4 B H S^2 d, halved when causal), 2.5x for the "
-             "backward.\n\n");
+  fprintf(f, "TFLOPS: the forward's FLOPs (4 B H S^2 d, halved when causal; with varlen or a "
+             "window 4 H d per visible pair), 2.5x for the backward.\n\n");
   fprintf(f, "Gain: the default's time over the winner's.  Confirmed: a winner other than the "
              "default timed again against it alone, and that timing's gain (a rejected one "
              "leaves the default the winner, itself the runner-up).\n\n");
@@ -448,19 +525,23 @@ static int write_report(const opts *o, const tcase *cases, int n, const fagen_de
   fagen_op ops[MAX_OPS];
   const int n_ops = case_ops(o, &dc->target, ops);
   for (int k = 0; k < n_ops; k++)
-    if (write_svg(o, cases, n, dc, ops[k]) != 0) return -1;
+    for (int fi = 0; fi < o->n_feature_sets; fi++)
+      if (write_svg(o, cases, n, dc, ops[k], o->feature_sets[fi]) != 0) return -1;
   fprintf(stderr, "fagen-autotune: report in %s\n", o->report);
   return 0;
 }
 
 /* ---- modes ----------------------------------------------------------------- */
 
-/* Whether op has a valid variant at head_dim for dtype on target t (bwdwg
- * has head_dim 64, 96, 128 and 256 only). */
-static int op_has_head_dim(fagen_op op, const fagen_target *t, fagen_dtype dtype, int head_dim) {
+/* Whether op has a valid variant at head_dim for dtype and features on
+ * target t (bwdwg has head_dim 64, 96, 128 and 256 only, and no features;
+ * fwdwg of the features softcap and varlen only). */
+static int op_has_head_dim(fagen_op op, const fagen_target *t, fagen_dtype dtype, int head_dim,
+                           unsigned features) {
   fagen_variant base, *vs;
   memset(&base, 0, sizeof base);
   base.op = op, base.dtype = dtype, base.head_dim = head_dim, base.target = *t;
+  base.features = features;
   size_t n = 0;
   int found = 0;
   if (fagen_variant_candidates(&base, NULL, 0, &n) == FAGEN_OK && n &&
@@ -472,13 +553,16 @@ static int op_has_head_dim(fagen_op op, const fagen_target *t, fagen_dtype dtype
   return found;
 }
 
-/* The cases for a target, in measuring order: the ops of one shape side by
- * side, so that a --budget cut leaves every family measured as far. */
+/* The cases for a target, in measuring order: feature set by feature set,
+ * and the ops of one shape side by side, so that a --budget cut leaves every
+ * family measured as far.  An op that has no kernel for a case's head_dim
+ * or features has no case there. */
 static int build_cases(const opts *o, const fagen_target *t, tcase **out) {
   fagen_op ops[MAX_OPS];
   const int n_ops = case_ops(o, t, ops);
-  int cap = n_ops * o->n_dtypes * o->n_head_dims * o->n_causal * o->n_seqlens, n = 0;
+  int cap = o->n_feature_sets * n_ops * o->n_dtypes * o->n_head_dims * o->n_causal * o->n_seqlens, n = 0;
   tcase *cs = calloc((size_t)(cap ? cap : 1), sizeof *cs);
+  for (int fi = 0; fi < o->n_feature_sets; fi++)
   for (int ti = 0; ti < o->n_dtypes; ti++)
     for (int di = 0; di < o->n_head_dims; di++)
       for (int ci = 0; ci < o->n_causal; ci++)
@@ -491,10 +575,11 @@ static int build_cases(const opts *o, const fagen_target *t, tcase **out) {
             c->head_dim = o->head_dims[di];
             c->causal = o->causal_modes[ci];
             c->seqlen = o->seqlens[si];
+            c->features = o->feature_sets[fi];
             c->winner = c->runner_up = c->deflt = -1;
             case_name(c, c->name, sizeof c->name);
             if (o->cases && fnmatch(o->cases, c->name, 0) != 0) continue;
-            if (!op_has_head_dim(c->op, t, c->dtype, c->head_dim)) continue;
+            if (!op_has_head_dim(c->op, t, c->dtype, c->head_dim, c->features)) continue;
             n++;
           }
   *out = cs;
@@ -543,7 +628,10 @@ static int heuristic_of(fagen_ctx *ctx, const fagen_device_class *dc, const tcas
     *out = sel;
     return 0;
   }
-  if (op_default(c->op, &sel, out) == 0) return 0;
+  if (op_default(c->op, &sel, out) == 0) {
+    out->features = c->features; /* the default set is of plain calls: the same tiles */
+    return 0;
+  }
   char op[16], target[16];
   op_token(c->op, op, sizeof op);
   fagen_target_name(&dc->target, 1, target, sizeof target);
@@ -605,7 +693,7 @@ static void screen(const opts *o, fagen_ctx *ctx, tcase *cs, int n, const fagen_
     const tcase *c = &cs[i];
     for (int q = i; q < n; q++)
       done[q] |= cs[q].op == c->op && cs[q].dtype == c->dtype && cs[q].head_dim == c->head_dim &&
-                 cs[q].causal == c->causal;
+                 cs[q].causal == c->causal && cs[q].features == c->features;
     const fagen_variant *tv[MAX_CAND];
     size_t idx[MAX_CAND];
     int nt = 0;
@@ -782,7 +870,7 @@ static int tune(const opts *o, fagen_ctx *ctx) {
   for (int g0 = 0, g1 = 0; g0 < n && !skipped && !failed; g0 = g1) {
     g1 = g0 + 1; /* the block: build_cases orders dtype, head_dim, causal, bucket, op */
     while (g1 < n && cs[g1].dtype == cs[g0].dtype && cs[g1].head_dim == cs[g0].head_dim &&
-           cs[g1].causal == cs[g0].causal)
+           cs[g1].causal == cs[g0].causal && cs[g1].features == cs[g0].features)
       g1++;
     double ta = now();
     for (int i = g0; i < g1; i++)
@@ -930,6 +1018,7 @@ int main(int argc, char **argv) {
   o.causal_modes[0] = 0, o.causal_modes[1] = 1, o.n_causal = 2;
   o.dtypes[0] = FAGEN_DTYPE_BF16, o.dtypes[1] = FAGEN_DTYPE_FP16, o.n_dtypes = 2;
   o.reps = 10, o.warmup = 2, o.margin = 0.02, o.screen = 4;
+  o.n_feature_sets = 1; /* plain calls only */
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *next = i + 1 < argc ? argv[i + 1] : NULL;
 #define TAKE(var) (next ? ((var) = next, i++, 1) : 0)
@@ -954,6 +1043,9 @@ int main(int argc, char **argv) {
       if (!TAKE(o.only)) goto bad;
     } else if (!strcmp(a, "--ops") && next) {
       if (parse_ops(next, &o) != 0) goto bad;
+      i++;
+    } else if (!strcmp(a, "--features") && next) {
+      if (parse_features(next, &o) != 0) goto bad;
       i++;
     } else if (!strcmp(a, "--head-dims") && next) {
       if ((o.n_head_dims = fg_parse_int_list(next, o.head_dims, MAX_LIST)) <= 0) goto bad;

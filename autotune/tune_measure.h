@@ -14,12 +14,21 @@
 #include "fg_timing.h"
 
 /* What a case measures: an op (kernel family) on the standard grid's shape
- * for (dtype, head_dim, causal, seqlen): B*S = 16384 tokens, hidden 2048. */
+ * for (dtype, head_dim, causal, seqlen): B*S = 16384 tokens, hidden 2048;
+ * with `features` (FAGEN_FEATURE_* bits) on, at the values of tm_feature_opts. */
 typedef struct tm_shape {
   fagen_op op;
   fagen_dtype dtype;
   int head_dim, causal, seqlen;
+  unsigned features;
 } tm_shape;
+
+/* The run-time values a case with features is measured at (fagen-bench's
+ * options): softcap 30; varlen: the B*S tokens packed in sequences of
+ * S/8..S tokens drawn from a seed fixed per S (fagen-bench --varlen mixed);
+ * window: left S/4 and right S/4 (0 when causal); ALiBi slopes
+ * 2^(-8 (h+1) / H); dropout rate 0.1. */
+void tm_feature_opts(const tm_shape *s, fg_feature_opts *fo);
 
 /* 1 for the backward families (bwd, bwddet, bwdwg). */
 int tm_is_backward(fagen_op op);
@@ -35,13 +44,17 @@ int tm_select_plain(fagen_ctx *ctx, const fagen_device_class *dc, const tm_shape
 /* The check of a group of candidates (one op, dtype, head_dim, causal)
  * against the default's output on an odd shape: the forward 2 x 333 queries
  * x 257 keys, GQA 4:2; the backward 2 x 333 x 333, 4 heads (ragged tiles
- * each way; every gradient compared, NaN-poisoned first). */
+ * each way; every gradient compared, NaN-poisoned first).  With features,
+ * each candidate (the default too) is checked against the float64 reference
+ * instead (fg_case_check, fagen-bench's check and limits) on 2 sequences of
+ * 333 tokens (packed where varlen), 4 heads. */
 typedef struct tm_check {
-  int backward;
+  int backward, features;
   fagen_dtype dtype;
   fg_cell cell;        /* forward */
   fg_case bc;          /* backward */
-  fg_inputs in;        /* backward inputs */
+  fg_inputs in;        /* backward inputs, or with features the check's */
+  uint64_t rng;        /* with features: the reference check's row sampling */
   uint16_t *ref[3];    /* the default's O, or dQ, dK, dV */
   size_t n;            /* elements per output */
 } tm_check;
@@ -50,7 +63,9 @@ typedef struct tm_check {
 int tm_check_open(tm_check *k, fagen_ctx *ctx, const tm_shape *s, const fagen_variant *deflt,
                   uint64_t *rng, char *err, size_t errsize);
 /* 1 if v runs and every output is within tolerance of the default's
- * (relative L2: bf16 2e-2, fp16 4e-3 forward and 1e-2 backward), else 0. */
+ * (relative L2: bf16 2e-2, fp16 4e-3 forward and 1e-2 backward), or with
+ * features of the reference (largest relative error: bf16 1e-2, fp16 2e-3
+ * forward and 5e-3 backward), else 0. */
 int tm_check_agrees(tm_check *k, fagen_ctx *ctx, const fagen_variant *v);
 void tm_check_close(tm_check *k);
 
@@ -68,7 +83,8 @@ int tm_time(fagen_ctx *ctx, tm_inputs *in, const tm_shape *s, const fagen_varian
 void tm_inputs_free(tm_inputs *in);
 
 /* FLOPs of one call: the forward's 4 B H S^2 d (halved when causal), the
- * backward 2.5x that (as fagen-bench counts). */
+ * backward 2.5x that (as fagen-bench counts); with varlen or a window, 4 H d
+ * per visible (query, key) pair instead. */
 double tm_flops(const tm_shape *s);
 
 #endif

@@ -22,7 +22,7 @@ static int int_opt(const char *name, const char *val, int *out) {
 int cli_tune(int argc, char **argv) {
   if (argc < 3 || strcmp(argv[2], "show") != 0) {
     cli_error("fagen", "usage: fagen tune show [--backward [--deterministic]] [--head-dim D] "
-                       "[--seqlen S] [--seqlen-q SQ] [--dtype bf16|fp16] [--causal] "
+                       "[--seqlen S] [--seqlen-q SQ] [--dtype bf16|fp16] [--causal] [--softcap C] "
                        "[--device \"NAME,TARGET,SMS\"]");
     return CLI_USAGE;
   }
@@ -54,6 +54,14 @@ int cli_tune(int argc, char **argv) {
       else if (!strcmp(val, "fp16")) a.dtype = FAGEN_DTYPE_FP16;
       else {
         cli_error("fagen", "--dtype takes bf16 or fp16, not '%s'", val);
+        return CLI_USAGE;
+      }
+    } else if ((r = cli_opt_value("fagen", argc, argv, &i, "--softcap", NULL, &val)) != 0) {
+      char *end;
+      if (r < 0) return CLI_USAGE;
+      a.feat.softcap = strtof(val, &end);
+      if (*end || end == val || !(a.feat.softcap > 0) || a.feat.softcap > 1e30f) {
+        cli_error("fagen", "--softcap takes a cap > 0, not '%s'", val);
         return CLI_USAGE;
       }
     } else if ((r = cli_opt_value("fagen", argc, argv, &i, "--device", NULL, &val)) != 0) {
@@ -105,6 +113,7 @@ int cli_tune(int argc, char **argv) {
     b.seqlen_q = a.seqlen_q;
     b.seqlen_k = a.seqlen_k;
     b.causal = a.causal;
+    b.feat = a.feat;
     b.deterministic = deterministic;
     st = fagen_attention_backward_select(ctx, &b, &dc, &v, &info);
   } else {
@@ -116,10 +125,10 @@ int cli_tune(int argc, char **argv) {
   } else {
     char name[FAGEN_VARIANT_NAME_MAX];
     fagen_variant_name(&v, name, sizeof name);
-    printf("call:       %s %s head_dim %d, seqlen_q %d, seqlen_k %d%s\n",
+    printf("call:       %s %s head_dim %d, seqlen_q %d, seqlen_k %d%s%s\n",
            backward ? (deterministic ? "deterministic backward" : "backward") : "forward",
            a.dtype == FAGEN_DTYPE_BF16 ? "bf16" : "fp16", a.head_dim, a.seqlen_q, a.seqlen_k,
-           a.causal ? ", causal" : "");
+           a.causal ? ", causal" : "", a.feat.softcap > 0 ? ", softcap" : "");
     printf("selected:   %s\n", name);
     if (info.source == FAGEN_SELECT_HEURISTIC)
       printf("source:     the heuristic (no table has an entry for this case)\n");
@@ -132,6 +141,10 @@ int cli_tune(int argc, char **argv) {
              info.source == FAGEN_SELECT_SIBLING_TABLE
                  ? " there; none is shipped for this device, fagen-autotune makes one"
                  : "");
+    if (info.source != FAGEN_SELECT_HEURISTIC && a.feat.softcap > 0)
+      printf("features:   %s\n", info.entry_features
+                                      ? "the entry was measured with softcap"
+                                      : "no entry measured with softcap: the plain call's tiles");
   }
   fagen_ctx_destroy(ctx);
   return rc;

@@ -16,7 +16,7 @@ static const char usage_text[] =
     "       fagen cache ls|info|clear\n"
     "       fagen cache warm [-j N] [--only GLOB] [--arch LIST] [VARIANT...]\n"
     "       fagen tune show [--backward [--deterministic]] [--head-dim D]\n"
-    "                       [--seqlen S] [--seqlen-q SQ] [--dtype T] [--causal]\n"
+    "                       [--seqlen S] [--seqlen-q SQ] [--dtype T] [--causal] [--softcap C]\n"
     "                       [--device \"NAME,TARGET,SMS\"]\n"
     "       fagen --help | --version\n";
 
@@ -54,7 +54,9 @@ static const char help_text[] =
     "                 use on this GPU, or on the --device class given (default call:\n"
     "                 the forward, head_dim 128, seqlen 4096, bf16, not causal;\n"
     "                 --backward: the backward, --deterministic its deterministic\n"
-    "                 form).  Tables are made by fagen-autotune.\n"
+    "                 form; --softcap C: with logit softcapping, which takes an\n"
+    "                 entry measured with softcap where a table has one).  Tables\n"
+    "                 are made by fagen-autotune.\n"
     "  cache warm     Compile the default set (or the VARIANTs named) into the\n"
     "                 cache with NVRTC, in N threads (-j, default: all CPUs), so\n"
     "                 that first calls need no compilation.  Needs no GPU.\n"

@@ -584,6 +584,14 @@ const char *fg_variant_template(const fagen_variant *v) {
 static const char *const fg_feature_tokens[] = {"varlen", "window", "softcap", "alibi",
                                                 "dropout"};
 
+void fg_features_string(unsigned features, char *buf, size_t size) {
+  size_t n = 0;
+  if (size) buf[0] = '\0';
+  for (size_t i = 0; i < FG_ARRAY_LEN(fg_feature_tokens); i++)
+    if ((features & (1u << i)) && n < size)
+      n += (size_t)snprintf(buf + n, size - n, "%s%s", n ? "+" : "", fg_feature_tokens[i]);
+}
+
 FAGEN_API fagen_status fagen_variant_name(const fagen_variant *v, char *buf, size_t size) {
   if (!v || !buf) return FAGEN_E_NULL_POINTER;
   const char *op = fg_op_token(v->op);

@@ -600,6 +600,9 @@ typedef struct fagen_select_info {
   char table[1100]; /* the table's path, or "builtin:SLUG.json"; "" otherwise */
   int bucket;       /* the entry's sequence-length bucket (0: none) */
   double measured_ms; /* the entry's measured median, 0 if none */
+  unsigned entry_features; /* FAGEN_FEATURE_* bits the entry was measured with: the
+                              call's, or 0 (a plain call's entry, whose tiles a call
+                              with features takes where no entry has its features) */
 } fagen_select_info;
 
 /* Chooses the variant that fagen_attention_forward would run for args on a
@@ -612,7 +615,10 @@ typedef struct fagen_select_info {
  * e.g. an H100 PCIe or a GH200 uses the H100 SXM table; FAGEN_TUNE_SIBLING=0
  * turns this off); within a table the entry of the nearest sequence-length
  * bucket (log2 distance to seqlen_k, ties to the smaller); else the
- * heuristic.  An anonymous class (empty name) uses no table.  A table that is
+ * heuristic.  A call with features (FAGEN_FEATURE_*) takes an entry
+ * measured with exactly its features from the user or shipped table, else
+ * their plain call's entry (its features compiled into the same tiles), and
+ * from a sibling table likewise only after those.  An anonymous class (empty name) uses no table.  A table that is
  * damaged, from another fagen or template version or for another class, and
  * any entry naming a variant that does not validate for the class, is
  * reported once per context (log warning) and skipped.  info may be NULL.

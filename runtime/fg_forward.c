@@ -186,13 +186,12 @@ fagen_status fg_op_select(fagen_op op, const fagen_attention_args *a, const fage
     return FAGEN_OK;
   }
   const int head_dim = fg_head_dim_bucket(a->head_dim);
-  /* Tables and the heuristic choose tiles for plain attention; the call's
-     features are compiled into the same tiles. */
+  /* Tables may hold entries measured with the call's features (else their
+     plain entry's tiles take them); the heuristic chooses tiles for plain
+     attention, and the call's features are compiled into the same tiles. */
   const unsigned features = fg_features_bits(&a->feat);
-  if (tune && fg_tune_lookup(tune, op, a->dtype, head_dim, a->causal, a->seqlen_k, out, info)) {
-    out->features = features;
+  if (tune && fg_tune_lookup(tune, op, a->dtype, head_dim, a->causal, features, a->seqlen_k, out, info))
     return FAGEN_OK;
-  }
   if (info) info->source = FAGEN_SELECT_HEURISTIC;
   fagen_variant v;
   memset(&v, 0, sizeof v);

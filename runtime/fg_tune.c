@@ -21,6 +21,13 @@ static const char *fg_str(json_t *o, const char *key) {
   return json_is_string(v) ? json_string_value(v) : NULL;
 }
 
+/* Whether an entry's "features" (absent: none) names its variant's. */
+static int fg_features_fit(const fagen_variant *v, json_t *feat) {
+  char fs[64];
+  fg_features_string(v->features, fs, sizeof fs);
+  return strcmp(fs, feat ? json_string_value(feat) : "") == 0;
+}
+
 /* Checks a parsed table (root, which it releases) and keeps its usable
  * entries.  sibling: the table may be for another device, as long as its
  * target is dc's (fg_tune_load_sibling has picked it; see fg_tune.h). */
@@ -78,11 +85,13 @@ static int fg_tune_from_root(json_t *root, const char *source, const fagen_devic
     const char *op = fg_str(e, "op"), *dt = fg_str(e, "dtype"), *name = fg_str(e, "variant");
     json_t *hd = json_object_get(e, "head_dim"), *causal = json_object_get(e, "causal");
     json_t *seq = json_object_get(e, "seqlen"), *ms = json_object_get(e, "ms");
+    json_t *feat = json_object_get(e, "features"); /* optional: "" or absent for plain calls */
     fg_tune_entry te;
     memset(&te, 0, sizeof te);
     char reason[512] = "";
     if (!op || !dt || !name || !json_is_integer(hd) || !json_is_boolean(causal) ||
-        !json_is_integer(seq) || json_integer_value(seq) <= 0 || json_integer_value(seq) > (1 << 30))
+        !json_is_integer(seq) || json_integer_value(seq) <= 0 || json_integer_value(seq) > (1 << 30) ||
+        (feat && !json_is_string(feat)))
       snprintf(reason, sizeof reason, "malformed");
     else if (fagen_variant_parse(name, &te.v) != FAGEN_OK)
       snprintf(reason, sizeof reason, "'%s' is not a variant name", name);
@@ -93,7 +102,7 @@ static int fg_tune_from_root(json_t *root, const char *source, const fagen_devic
     } else if (!fg_op_token(te.v.op) || strcmp(fg_op_token(te.v.op), op) != 0 ||
                strcmp(fg_dtype_token(te.v.dtype), dt) != 0 ||
                te.v.head_dim != (int)json_integer_value(hd) ||
-               te.v.causal != (json_is_true(causal) ? 1 : 0))
+               te.v.causal != (json_is_true(causal) ? 1 : 0) || !fg_features_fit(&te.v, feat))
       snprintf(reason, sizeof reason, "%s does not fit its case", name);
     else if (te.v.target.arch != dc->target.arch ||
              te.v.target.arch_specific != dc->target.arch_specific)
@@ -240,14 +249,15 @@ void fg_tune_free(fg_tune_state *st) {
 }
 
 static int fg_tune_find(const fg_tune_table *t, fagen_op op, fagen_dtype dtype, int head_dim,
-                        int causal, int seqlen, const fg_tune_entry **hit) {
+                        int causal, unsigned features, int seqlen, const fg_tune_entry **hit) {
   if (!t->present) return 0;
   double best = INFINITY;
   *hit = NULL;
   double ls = log2((double)(seqlen > 0 ? seqlen : 1));
   for (size_t i = 0; i < t->n; i++) {
     const fg_tune_entry *e = &t->e[i];
-    if (e->v.op != op || e->v.dtype != dtype || e->v.head_dim != head_dim || e->v.causal != causal)
+    if (e->v.op != op || e->v.dtype != dtype || e->v.head_dim != head_dim || e->v.causal != causal ||
+        e->v.features != features)
       continue;
     double d = fabs(log2((double)e->bucket) - ls);
     if (d < best - 1e-9 || (fabs(d - best) <= 1e-9 && *hit && e->bucket < (*hit)->bucket)) {
@@ -259,21 +269,33 @@ static int fg_tune_find(const fg_tune_table *t, fagen_op op, fagen_dtype dtype, 
 }
 
 int fg_tune_lookup(const fg_tune_state *st, fagen_op op, fagen_dtype dtype, int head_dim,
-                   int causal, int seqlen, fagen_variant *out, fagen_select_info *info) {
+                   int causal, unsigned features, int seqlen, fagen_variant *out,
+                   fagen_select_info *info) {
   const fg_tune_entry *e;
   const fg_tune_table *tables[3] = {&st->user, &st->shipped, &st->sibling};
   static const fagen_select_source kind[3] = {FAGEN_SELECT_USER_TABLE, FAGEN_SELECT_SHIPPED_TABLE,
                                               FAGEN_SELECT_SIBLING_TABLE};
-  for (int k = 0; k < 3; k++)
-    if (fg_tune_find(tables[k], op, dtype, head_dim, causal, seqlen, &e)) {
-      *out = e->v;
-      if (info) {
-        info->source = kind[k];
-        fg_strlcpy(info->table, tables[k]->source, sizeof info->table);
-        info->bucket = e->bucket;
-        info->measured_ms = e->ms;
+  /* This device class's tables (user, shipped) before another device's
+     (sibling); within each group an entry measured with the call's
+     features before the plain call's, whose tiles take the features. */
+  static const struct {
+    int table, plain;
+  } order[6] = {{0, 0}, {1, 0}, {0, 1}, {1, 1}, {2, 0}, {2, 1}};
+  for (int i = 0; i < 6; i++)
+    if (features || order[i].plain) {
+      const int k = order[i].table;
+      if (fg_tune_find(tables[k], op, dtype, head_dim, causal, order[i].plain ? 0u : features, seqlen, &e)) {
+        *out = e->v;
+        out->features = features;
+        if (info) {
+          info->source = kind[k];
+          fg_strlcpy(info->table, tables[k]->source, sizeof info->table);
+          info->bucket = e->bucket;
+          info->measured_ms = e->ms;
+          info->entry_features = e->v.features;
+        }
+        return 1;
       }
-      return 1;
     }
   return 0;
 }

@@ -12,6 +12,13 @@
  *                  "variant": "fwd_d128_..._sm90a", "ms": 1.41,
  *                  "runner_up": "...", "runner_up_ms": 1.45}, ...] }
  *
+ * An entry measured with features (calls with softcap, sequence lengths,
+ * ...) says so in "features" ("softcap", "varlen+softcap": fg_features_string
+ * of its variant; absent or "" for plain calls).  A call with features takes
+ * the entry of exactly its features where a table of its device class has
+ * one, else the plain call's entry with its features compiled into the same
+ * tiles (a sibling table, likewise, only after both).
+ *
  * A table is used only if format, fagen version, template hash and device
  * class all match; an entry only if its variant parses, validates and fits its
  * case and the device's target.  Everything else is reported (log warning)
@@ -57,11 +64,15 @@ void fg_tune_load(fg_tune_state *st, const fagen_device_class *dc, const fg_cach
                   const fg_log *log);
 void fg_tune_free(fg_tune_state *st);
 
-/* The entry for a case: user table first, then shipped, then sibling; nearest bucket to
- * seqlen (log2 distance, ties to the smaller).  Returns 1 and fills out/info
- * on a hit. */
+/* The entry for a case, from the first of: the user table's entries measured
+ * with exactly `features` (FAGEN_FEATURE_* bits), the shipped table's, the
+ * user table's plain entries, the shipped table's, then the sibling table's
+ * entries with the features and its plain ones; within that, the nearest
+ * bucket to seqlen (log2 distance, ties to the smaller).  Returns 1 and fills out (its features set to
+ * `features`) and info on a hit. */
 int fg_tune_lookup(const fg_tune_state *st, fagen_op op, fagen_dtype dtype, int head_dim,
-                   int causal, int seqlen, fagen_variant *out, fagen_select_info *info);
+                   int causal, unsigned features, int seqlen, fagen_variant *out,
+                   fagen_select_info *info);
 
 /* Parses and checks one table (exposed for tests).  Returns 1 if usable. */
 int fg_tune_parse(const char *text, size_t len, const char *source, const fagen_device_class *dc,

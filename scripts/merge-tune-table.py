@@ -31,6 +31,12 @@ kernels changed when the GPU was not at hand to re-measure it.  The runtime
 then serves its calls with the heuristic's variant (the table's source falls
 through, as for any case a table lacks); the policy records what was dropped.
 A later --new/--ops re-tune of a dropped family brings its entries back.
+
+Entries measured with features (`fagen-autotune --features`, an entry's
+"features" field) form families of their own, named OP:FEATURES
+("fwdwg:softcap", "fwdwg:varlen+softcap"), in --ops and --drop as in the
+policy.  A feature family that --base lacks is added by --new/--ops (the
+plain families must already be whole there).
 """
 import ctypes
 import argparse
@@ -79,6 +85,11 @@ def dump(obj, path):
         f.write(re.sub(r'"@@F([^@]*)@@"', r"\1", text))  # no final newline, as Jansson
 
 
+def family(e):
+    """An entry's family: its op, or OP:FEATURES for one measured with features."""
+    return e["op"] + (":" + e["features"] if e.get("features") else "")
+
+
 def measured_dates(table):
     """{family: the date its entries were measured}: the table's date, except
     for the families a merge carried over, whose date the merge recorded."""
@@ -86,7 +97,7 @@ def measured_dates(table):
     when = co.get("measured")
     out = {}
     for e in table["entries"]:
-        op = e["op"]
+        op = family(e)
         if op in co.get("ops", []) and when:
             out[op] = when.get(op, table.get("date")) if isinstance(when, dict) else when
         else:
@@ -126,13 +137,13 @@ def main():
         sys.exit(f"error: device classes differ: {base['device']} vs {new['device']}")
     if not new.get("measured"):
         sys.exit("error: --new is not a measured table")
-    missing = drop - {e["op"] for e in base["entries"]}
+    missing = drop - {family(e) for e in base["entries"]}
     if missing:
         sys.exit(f"error: --drop names families that --base does not hold: {sorted(missing)}")
-    got = {e["op"] for e in new["entries"]}
+    got = {family(e) for e in new["entries"]}
     if got != ops:
         sys.exit(f"error: --new holds the families {sorted(got)}, --ops says {sorted(ops)}")
-    kept = [e for e in base["entries"] if e["op"] not in ops | drop]
+    kept = [e for e in base["entries"] if family(e) not in ops | drop]
     names = sorted({n for e in kept for n in (e["variant"], e.get("runner_up")) if n})
     same_source = 0
     with tempfile.TemporaryDirectory() as tmp:
@@ -145,24 +156,24 @@ def main():
                   sass(a.new_fagen, "new", a.cuobjdump, n, tmp)):
                 sys.exit(f"error: {n} compiles to another kernel now: re-tune its family too")
     # The re-measured entries take the places of the old ones, case for case;
-    # a family an earlier merge dropped (--base holds none of its entries)
-    # comes back whole, after the others.
-    key = lambda e: (e["op"], e["dtype"], e["head_dim"], e["causal"], e["seqlen"])
+    # a family an earlier merge dropped, or a feature family, that --base
+    # holds no entries of comes in whole, after the others.
+    key = lambda e: (family(e), e["dtype"], e["head_dim"], e["causal"], e["seqlen"])
     was_dropped = set((base.get("policy", {}).get("dropped") or {}).get("ops", []))
-    held = {e["op"] for e in base["entries"]}
-    returning = {op for op in ops if op in was_dropped and op not in held}
-    fresh = {key(e): e for e in new["entries"] if e["op"] not in returning}
-    stale = [key(e) for e in base["entries"] if e["op"] in ops]
+    held = {family(e) for e in base["entries"]}
+    returning = {op for op in ops if (op in was_dropped or ":" in op) and op not in held}
+    fresh = {key(e): e for e in new["entries"] if family(e) not in returning}
+    stale = [key(e) for e in base["entries"] if family(e) in ops]
     if sorted(stale) != sorted(fresh):
         sys.exit("error: --new measured other cases than --base holds for those families")
     out = dict(new)
     out["template_hash"] = template_hash
-    out["entries"] = [fresh[key(e)] if e["op"] in ops else e for e in base["entries"]
-                      if e["op"] not in drop]
-    out["entries"] += [e for e in new["entries"] if e["op"] in returning]
+    out["entries"] = [fresh[key(e)] if family(e) in ops else e for e in base["entries"]
+                      if family(e) not in drop]
+    out["entries"] += [e for e in new["entries"] if family(e) in returning]
     policy = dict(new.get("policy", {}))
     dates = measured_dates(base)
-    kept_ops = sorted({e["op"] for e in kept})
+    kept_ops = sorted({family(e) for e in kept})
     when = {op: dates[op] for op in kept_ops}
     policy["carried_over"] = {
         "ops": kept_ops,
@@ -191,7 +202,7 @@ def main():
     dump(out, a.out)
     print(f"{a.out}: {len(new['entries'])} entries of {sorted(ops) or 'no family'} re-measured, "
           f"{len(kept)} carried over (measured {policy['carried_over']['measured']}), "
-          f"{sum(e['op'] in drop for e in base['entries'])} of {sorted(drop) or 'no family'} dropped "
+          f"{sum(family(e) in drop for e in base['entries'])} of {sorted(drop) or 'no family'} dropped "
           f"({len(names)} variants checked: "
           f"{same_source} the same source, {len(names) - same_source} the same SASS)")
 

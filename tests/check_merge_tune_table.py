@@ -12,6 +12,11 @@ import sys
 import tempfile
 
 
+def fam(e):
+    """An entry's family, as the script names it: op, or OP:FEATURES."""
+    return e["op"] + (":" + e["features"] if e.get("features") else "")
+
+
 def run(script, fagen, lib, base, new, ops, out, drop=None):
     cmd = [sys.executable, script, "--base", base, "--old-fagen", fagen, "--new-fagen", fagen,
            "--lib", lib, "--out", out]
@@ -36,7 +41,7 @@ def main():
 
         # A re-tune of fwdwg: every case, other times, today.
         new = dict(base, template_hash=lib_hash, date="2030-01-01")
-        new["entries"] = [dict(e, ms=e["ms"] * 0.5) for e in base["entries"] if e["op"] == "fwdwg"]
+        new["entries"] = [dict(e, ms=e["ms"] * 0.5) for e in base["entries"] if fam(e) == "fwdwg"]
         json.dump(new, open(f"{tmp}/new.json", "w"))
         r = run(script, fagen, lib, table, f"{tmp}/new.json", "fwdwg", f"{tmp}/out.json")
         assert r.returncode == 0, r.stderr
@@ -44,14 +49,14 @@ def main():
         assert out["template_hash"] == lib_hash and out["date"] == "2030-01-01"
         assert len(out["entries"]) == len(base["entries"])
         for b, o in zip(base["entries"], out["entries"]):
-            assert o == (dict(b, ms=b["ms"] * 0.5) if b["op"] == "fwdwg" else b), (b, o)
+            assert o == (dict(b, ms=b["ms"] * 0.5) if fam(b) == "fwdwg" else b), (b, o)
         carried = out["policy"]["carried_over"]
         assert "fwdwg" not in carried["ops"], carried
         # The kept families' date: the base's, or the one a merge recorded.
         before = base.get("policy", {}).get("carried_over")
         assert carried["measured"] == (before["measured"] if before else base["date"]), carried
         # Kept entries keep their text (doubles as Jansson writes them).
-        first_kept = next(e for e in base["entries"] if e["op"] != "fwdwg")
+        first_kept = next(e for e in base["entries"] if fam(e) != "fwdwg")
         line = '"runner_up_ms": %.17g' % first_kept["runner_up_ms"]
         assert line in open(table).read() and line in open(f"{tmp}/out.json").read(), line
 
@@ -64,13 +69,13 @@ def main():
         m1 = json.load(open(f"{tmp}/m1.json"))
         assert m1["policy"]["carried_over"]["measured"] == "2028-01-01", m1["policy"]
         fwd = dict(new, date="2031-01-01")
-        fwd["entries"] = [e for e in base["entries"] if e["op"] == "fwd"]
+        fwd["entries"] = [e for e in base["entries"] if fam(e) == "fwd"]
         json.dump(fwd, open(f"{tmp}/fwd.json", "w"))
         r = run(script, fagen, lib, f"{tmp}/m1.json", f"{tmp}/fwd.json", "fwd", f"{tmp}/m2.json")
         assert r.returncode == 0, r.stderr
         m2 = json.load(open(f"{tmp}/m2.json"))
         want = {op: "2030-01-01" if op == "fwdwg" else "2028-01-01"
-                for op in {e["op"] for e in base["entries"]} - {"fwd"}}
+                for op in {fam(e) for e in base["entries"]} - {"fwd"}}
         assert m2["date"] == "2031-01-01" and m2["policy"]["carried_over"]["measured"] == want, \
             m2["policy"]
         assert sorted(m2["policy"]["carried_over"]["ops"]) == sorted(want)
@@ -80,7 +85,7 @@ def main():
         r = run(script, fagen, lib, table, None, "", f"{tmp}/d1.json", drop="bwdwg")
         assert r.returncode == 0, r.stderr
         d1 = json.load(open(f"{tmp}/d1.json"))
-        assert d1["entries"] == [e for e in base["entries"] if e["op"] != "bwdwg"]
+        assert d1["entries"] == [e for e in base["entries"] if fam(e) != "bwdwg"]
         assert len(d1["entries"]) < len(base["entries"])
         assert d1["policy"]["dropped"]["ops"] == ["bwdwg"], d1["policy"]
         assert d1["policy"]["dropped"]["template_hash"] == {"bwdwg": base["template_hash"]}
@@ -89,20 +94,20 @@ def main():
         assert r.returncode == 0, r.stderr
         d2 = json.load(open(f"{tmp}/d2.json"))
         assert d2["policy"]["dropped"] == d1["policy"]["dropped"], d2["policy"]
-        assert not any(e["op"] == "bwdwg" for e in d2["entries"])
+        assert not any(fam(e) == "bwdwg" for e in d2["entries"])
         # A re-tune of the dropped family brings it back: its entries join the
         # table and the dropped record goes (regression: the merge refused it,
         # "other cases than --base holds", since --base held none of them).
         back = dict(new, entries=[dict(e, ms=e["ms"] * 0.5) for e in base["entries"]
-                                  if e["op"] == "bwdwg"])
+                                  if fam(e) == "bwdwg"])
         json.dump(back, open(f"{tmp}/back.json", "w"))
         r = run(script, fagen, lib, f"{tmp}/d1.json", f"{tmp}/back.json", "bwdwg", f"{tmp}/d3.json")
         assert r.returncode == 0, r.stderr
         d3 = json.load(open(f"{tmp}/d3.json"))
         assert "dropped" not in d3["policy"], d3["policy"]
-        key = lambda e: (e["op"], e["dtype"], e["head_dim"], e["causal"], e["seqlen"])
+        key = lambda e: (fam(e), e["dtype"], e["head_dim"], e["causal"], e["seqlen"])
         assert sorted(map(key, d3["entries"])) == sorted(map(key, base["entries"]))
-        assert [e for e in d3["entries"] if e["op"] == "bwdwg"] == back["entries"]
+        assert [e for e in d3["entries"] if fam(e) == "bwdwg"] == back["entries"]
         # but only a dropped one: a family --base lacks for no recorded reason is refused
         nodrop = dict(d1, policy=dict(d1["policy"], dropped=None))
         json.dump(nodrop, open(f"{tmp}/nodrop.json", "w"))
@@ -112,6 +117,32 @@ def main():
         assert r.returncode != 0 and "both re-measured" in r.stderr, r.stderr
         r = run(script, fagen, lib, f"{tmp}/d1.json", None, "", f"{tmp}/bad.json", drop="bwdwg")
         assert r.returncode != 0 and "does not hold" in r.stderr, r.stderr
+
+        # A feature family (entries measured with softcap) joins a table that
+        # has none, after the others; merged again, it is replaced case for case.
+        def softcap(e):
+            name = e["variant"].replace("_bf16_", "_softcap_bf16_").replace("_fp16_", "_softcap_fp16_")
+            return dict(e, features="softcap", variant=name, ms=e["ms"] * 1.2)
+        plain = dict(base, entries=[e for e in base["entries"] if not e.get("features")])
+        json.dump(plain, open(f"{tmp}/plain.json", "w"))
+        sc = dict(new, entries=[softcap(e) for e in base["entries"] if fam(e) == "fwdwg"])
+        json.dump(sc, open(f"{tmp}/sc.json", "w"))
+        r = run(script, fagen, lib, f"{tmp}/plain.json", f"{tmp}/sc.json", "fwdwg:softcap", f"{tmp}/f1.json")
+        assert r.returncode == 0, r.stderr
+        f1 = json.load(open(f"{tmp}/f1.json"))
+        assert f1["entries"] == plain["entries"] + sc["entries"]
+        assert "fwdwg:softcap" not in f1["policy"]["carried_over"]["ops"]
+        assert "fwdwg" in f1["policy"]["carried_over"]["ops"]
+        sc2 = dict(sc, entries=[dict(e, ms=e["ms"] * 2) for e in sc["entries"]])
+        json.dump(sc2, open(f"{tmp}/sc2.json", "w"))
+        r = run(script, fagen, lib, f"{tmp}/f1.json", f"{tmp}/sc2.json", "fwdwg:softcap", f"{tmp}/f2.json")
+        assert r.returncode == 0, r.stderr
+        f2 = json.load(open(f"{tmp}/f2.json"))
+        assert f2["entries"] == plain["entries"] + sc2["entries"]
+        # The feature family's entries are not the plain family's: --ops fwdwg
+        # with only softcap entries in --new is refused.
+        r = run(script, fagen, lib, table, f"{tmp}/sc.json", "fwdwg", f"{tmp}/bad.json")
+        assert r.returncode != 0 and "families" in r.stderr, r.stderr
 
         # Refused: other families than --ops, another device, other templates.
         r = run(script, fagen, lib, table, f"{tmp}/new.json", "fwd", f"{tmp}/bad.json")

@@ -83,6 +83,11 @@ static const char *ENTRY_FMT = "{\"op\": \"fwd\", \"dtype\": \"bf16\", \"head_di
 static const char *ENTRY_WG_FMT = "{\"op\": \"fwdwg\", \"dtype\": \"bf16\", \"head_dim\": 128, "
                                   "\"causal\": false, \"seqlen\": %d, \"variant\": \"%s\", \"ms\": 1.5}";
 
+/* An fwdwg entry measured with features (S 4096, 2.5 ms): features, variant. */
+static const char *ENTRY_WG_FEATURES_FMT =
+    "{\"op\": \"fwdwg\", \"dtype\": \"bf16\", \"head_dim\": 128, \"causal\": false, "
+    "\"seqlen\": 4096, \"features\": \"%s\", \"variant\": \"%s\", \"ms\": 2.5}";
+
 Test(tune, slug_and_parse) {
   char slug[200];
   fagen_device_class h100 = {"NVIDIA H100 80GB HBM3", {90, 1}, 132};
@@ -244,6 +249,60 @@ static void bad_table(const char *needle) {
   unsetenv("FAGEN_TUNE_SIBLING");
 }
 
+/* Entries measured with features: a call with exactly those features takes
+ * theirs; a call with other features, or none, the plain call's entry (its
+ * features compiled into the plain tiles). */
+Test(tune, entries_measured_with_features, .init = setup, .fini = teardown) {
+  char entries[2048], e1[300], e2[400];
+  snprintf(e1, sizeof e1, ENTRY_WG_FMT, 4096, "fwdwg_d128_bq128_bk128_w12_s2_pp_bf16_sm90a");
+  snprintf(e2, sizeof e2, ENTRY_WG_FEATURES_FMT, "softcap", "fwdwg_d128_bq128_bk96_w12_s2_softcap_bf16_sm90a");
+  snprintf(entries, sizeof entries, "[%s, %s]", e1, e2);
+  write_table(entries, NULL, NULL, NULL);
+  fagen_ctx *ctx;
+  fagen_ctx_create(&ctx);
+  warn_count w = {0, ""};
+  fagen_set_log_callback(ctx, count_warnings, &w, FAGEN_LOG_WARN);
+  fagen_variant v;
+  fagen_select_info info;
+  char name[FAGEN_VARIANT_NAME_MAX];
+  fagen_attention_args a = call(128, 4096, 0);
+  a.feat.softcap = 30.f;
+  cr_assert_eq(fagen_attention_select(ctx, &a, &TEST_GPU, &v, &info), FAGEN_OK, "%s", fagen_errmsg(ctx));
+  fagen_variant_name(&v, name, sizeof name);
+  cr_assert_str_eq(name, "fwdwg_d128_bq128_bk96_w12_s2_softcap_bf16_sm90a");
+  cr_assert_eq(info.source, FAGEN_SELECT_USER_TABLE);
+  cr_assert_eq(info.entry_features, (unsigned)FAGEN_FEATURE_SOFTCAP);
+  cr_assert_float_eq(info.measured_ms, 2.5, 1e-9);
+  a.feat.softcap = 0.f; /* plain: the plain entry */
+  cr_assert_eq(fagen_attention_select(ctx, &a, &TEST_GPU, &v, &info), FAGEN_OK);
+  fagen_variant_name(&v, name, sizeof name);
+  cr_assert_str_eq(name, "fwdwg_d128_bq128_bk128_w12_s2_pp_bf16_sm90a");
+  cr_assert_eq(info.entry_features, 0u);
+  /* Padded sequence lengths (varlen, no entry of their own): the plain
+     entry's tiles with the feature; select reads no pointer's contents. */
+  static int32_t used[1] = {4096};
+  a.feat.seqused_q = a.feat.seqused_k = used;
+  cr_assert_eq(fagen_attention_select(ctx, &a, &TEST_GPU, &v, &info), FAGEN_OK, "%s", fagen_errmsg(ctx));
+  fagen_variant_name(&v, name, sizeof name);
+  cr_assert_str_eq(name, "fwdwg_d128_bq128_bk128_w12_s2_pp_varlen_bf16_sm90a");
+  cr_assert_eq(info.source, FAGEN_SELECT_USER_TABLE);
+  cr_assert_eq(info.entry_features, 0u);
+  /* Softcap and varlen together: not exactly the softcap entry's set. */
+  a.feat.softcap = 30.f;
+  cr_assert_eq(fagen_attention_select(ctx, &a, &TEST_GPU, &v, &info), FAGEN_OK);
+  fagen_variant_name(&v, name, sizeof name);
+  cr_assert_str_eq(name, "fwdwg_d128_bq128_bk128_w12_s2_pp_varlen_softcap_bf16_sm90a");
+  /* A case the user table lacks: the sibling (the H100's shipped table),
+     whose softcap entries come before its plain ones. */
+  a = call(64, 4096, 0);
+  a.feat.softcap = 30.f;
+  cr_assert_eq(fagen_attention_select(ctx, &a, &TEST_GPU, &v, &info), FAGEN_OK);
+  cr_assert(info.source == FAGEN_SELECT_SIBLING_TABLE && info.entry_features == FAGEN_FEATURE_SOFTCAP,
+            "%d %u", info.source, info.entry_features);
+  cr_assert_eq(w.warnings, 0, "%s", w.last);
+  fagen_ctx_destroy(ctx);
+}
+
 /* A device with no shipped table of its own uses the measured one of another
  * device of the same target (nearest SM count, ties to the first file name),
  * unless FAGEN_TUNE_SIBLING=0; unmeasured tables, other targets and the
@@ -332,10 +391,17 @@ Test(tune, entries_for_another_case_or_target, .init = setup, .fini = teardown) 
   snprintf(entries, sizeof entries, "[%s]", e1);
   write_table(entries, NULL, NULL, NULL);
   bad_table("another target");
-  snprintf(e1, sizeof e1, ENTRY_FMT, 4096, "fwd_d64_bq128_bk64_w4_s1_bf16_sm90a");
-  snprintf(entries, sizeof entries, "[%s]", e1);
-  write_table(entries, NULL, NULL, NULL);
-  bad_table("does not fit its case");
+  /* Another head_dim; "features" not the variant's; a variant with features
+     in an entry that names none. */
+  const char *const softcap_variant = "fwdwg_d128_bq128_bk96_w12_s2_softcap_bf16_sm90a";
+  for (int k = 0; k < 3; k++) {
+    if (k == 0) snprintf(e1, sizeof e1, ENTRY_FMT, 4096, "fwd_d64_bq128_bk64_w4_s1_bf16_sm90a");
+    if (k == 1) snprintf(e1, sizeof e1, ENTRY_WG_FEATURES_FMT, "varlen", softcap_variant);
+    if (k == 2) snprintf(e1, sizeof e1, ENTRY_WG_FMT, 4096, softcap_variant);
+    snprintf(entries, sizeof entries, "[%s]", e1);
+    write_table(entries, NULL, NULL, NULL);
+    bad_table("does not fit its case");
+  }
 }
 
 Test(tune, shipped_tables_are_current_and_user_tables_come_first, .init = setup, .fini = teardown) {
@@ -468,6 +534,20 @@ Test(tune, cli_tune_show, .init = setup, .fini = teardown) {
                         "builtin:sm90a-nvidia-h100-80gb-hbm3-132sm.json, entry for seqlen 4096"),
             "%s", out);
   free(out), free(err);
+  /* --softcap: whether the entry was measured with it (the H100 table's
+     fwdwg entries at d64 include softcap ones only if tuned so: either line). */
+  cr_assert_eq(run(FAGEN_CLI, (const char *[]){"tune", "show", "--device", "NVIDIA H100 80GB HBM3,sm_90a,132",
+                                               "--head-dim", "64", "--softcap", "30", NULL},
+                   &out, &err),
+               0, "%s", err);
+  cr_assert(strstr(out, "selected:   fwdwg_d64_") && strstr(out, "_softcap_bf16_sm90a"), "%s", out);
+  cr_assert(strstr(out, "features:   the entry was measured with softcap") ||
+                strstr(out, "features:   no entry measured with softcap"),
+            "%s", out);
+  free(out), free(err);
+  cr_assert_eq(run(FAGEN_CLI, (const char *[]){"tune", "show", "--softcap", "-1", NULL}, &out, &err), 2);
+  cr_assert(strstr(err, "--softcap takes a cap > 0"), "%s", err);
+  free(out), free(err);
   cr_assert_eq(run(FAGEN_CLI, (const char *[]){"tune", "show", "--deterministic", NULL}, &out, &err), 2);
   cr_assert(strstr(err, "--deterministic needs --backward"), "%s", err);
   free(out), free(err);
@@ -583,6 +663,44 @@ Test(tune, autotune_cli, .init = setup, .fini = teardown) {
   cr_assert_eq(run(FAGEN_AUTOTUNE, (const char *[]){"--ops", "fwd,bwdx", NULL}, &out, &err), 2);
   cr_assert(strstr(err, "'bwdx' is not one of"), "%s", err);
   free(out), free(err);
+  /* --features: cases of those feature sets, only in the families that have
+     kernels for them (fwdwg: softcap and varlen; bwdwg: none), their entries
+     marked; the runtime takes them for calls with exactly those features. */
+  cr_assert_eq(run(FAGEN_AUTOTUNE, (const char *[]){"--heuristic-table", "--device", "Test GPU 9000,sm_90a,7",
+                                                    "--ops", "fwdwg,bwdwg,bwd", "--features", "softcap,window",
+                                                    "--head-dims", "64", "--causal", "no", "--dtypes", "bf16",
+                                                    "--seqlens", "2048", "--out", path, NULL},
+                   &out, &err),
+               0, "%s", err);
+  free(out), free(err);
+  root = json_load_file(path, 0, &jerr);
+  cr_assert_not_null(root, "%s", jerr.text);
+  entries = json_object_get(root, "entries");
+  char got[256] = "";
+  for (size_t i = 0; i < json_array_size(entries); i++) {
+    json_t *e = json_array_get(entries, i);
+    size_t n = strlen(got);
+    snprintf(got + n, sizeof got - n, "%s:%s ", json_string_value(json_object_get(e, "op")),
+             json_string_value(json_object_get(e, "features")));
+  }
+  cr_assert_str_eq(got, "fwdwg:softcap bwd:softcap bwd:window ");
+  json_decref(root);
+  fagen_ctx_create(&ctx);
+  fagen_set_log_callback(ctx, count_warnings, &w, FAGEN_LOG_WARN);
+  a = call(64, 2048, 0);
+  a.feat.softcap = 30.f;
+  cr_assert_eq(fagen_attention_select(ctx, &a, &TEST_GPU, &v, &info), FAGEN_OK);
+  cr_assert(info.source == FAGEN_SELECT_USER_TABLE && info.entry_features == FAGEN_FEATURE_SOFTCAP &&
+                v.op == FAGEN_OP_FWD_WGMMA && v.features == FAGEN_FEATURE_SOFTCAP,
+            "%d %u %d: %s", info.source, info.entry_features, v.op, w.last);
+  cr_assert_eq(w.warnings, 0, "%s", w.last);
+  fagen_ctx_destroy(ctx);
+  const char *const bad_sets[] = {"softcap+bogus", "", ",", NULL};
+  for (int k = 0; bad_sets[k]; k++) {
+    cr_assert_eq(run(FAGEN_AUTOTUNE, (const char *[]){"--features", bad_sets[k], NULL}, &out, &err), 2,
+                 "--features '%s'", bad_sets[k]);
+    free(out), free(err);
+  }
   const fagen_device_class *none = NULL;
   (void)none;
   if (!fg_test_gpu_available(NULL)) {
