@@ -60,6 +60,18 @@ static fagen_attention_bwd_args bwd_call(int head_dim, int seqlen, int causal) {
   return b;
 }
 
+/* Turns on the FAGEN_FEATURE_* bits of a forward call (select reads no
+ * array's contents: a length array and the slopes stand in for any). */
+static void set_features(fagen_attention_args *a, unsigned bits) {
+  static int32_t used[1] = {1};
+  static float slopes[1] = {0.5f};
+  if (bits & FAGEN_FEATURE_VARLEN) a->feat.seqused_q = a->feat.seqused_k = used;
+  if (bits & FAGEN_FEATURE_WINDOW) a->feat.window = 1, a->feat.window_left = 64, a->feat.window_right = 0;
+  if (bits & FAGEN_FEATURE_SOFTCAP) a->feat.softcap = 30.f;
+  if (bits & FAGEN_FEATURE_ALIBI) a->feat.alibi_slopes = slopes;
+  if (bits & FAGEN_FEATURE_DROPOUT) a->feat.dropout_p = 0.1f;
+}
+
 /* Writes a table for TEST_GPU to the user dir; `entries` is a JSON array. */
 static void write_table(const char *entries, const char *version, const char *hash_override,
                         const char *device_name) {
@@ -483,16 +495,13 @@ Test(tune, every_shipped_table_is_current, .init = setup, .fini = teardown) {
        call's feature bits. */
     const int mma_on_hopper = dc.target.arch == 90 && dc.target.arch_specific &&
                               strcmp(json_string_value(json_object_get(e0, "op")), "fwd") == 0;
-    if (mma_on_hopper) { /* a window: a feature the wgmma family does not have */
-      a.feat.window = 1;
-      a.feat.window_left = 64;
-      a.feat.window_right = 0;
-    }
+    if (mma_on_hopper) /* ALiBi: a feature the wgmma family lacks, with no entries of its own */
+      set_features(&a, FAGEN_FEATURE_ALIBI);
     fagen_variant v;
     fagen_select_info info;
     cr_assert_eq(fagen_attention_select(ctx, &a, &dc, &v, &info), FAGEN_OK);
     if (mma_on_hopper) {
-      cr_assert_eq(v.features, FAGEN_FEATURE_WINDOW);
+      cr_assert(v.features == FAGEN_FEATURE_ALIBI && info.entry_features == 0, "%s", file);
       v.features = 0;
     }
     cr_assert_eq(w.warnings, 0, "%s: %s", file, w.last);
@@ -500,6 +509,33 @@ Test(tune, every_shipped_table_is_current, .init = setup, .fini = teardown) {
     char name[FAGEN_VARIANT_NAME_MAX];
     fagen_variant_name(&v, name, sizeof name);
     cr_assert_str_eq(name, json_string_value(json_object_get(e0, "variant")), "%s", file);
+    /* Each feature family's first forward entry is what a call with exactly
+       those features takes. */
+    json_t *entries = json_object_get(root, "entries");
+    char seen[16][64];
+    int n_seen = 0;
+    for (size_t k = 0; k < json_array_size(entries); k++) {
+      json_t *e = json_array_get(entries, k);
+      const char *feats = json_string_value(json_object_get(e, "features"));
+      const char *op = json_string_value(json_object_get(e, "op"));
+      if (!feats || strncmp(op, "fwd", 3) != 0) continue;
+      char fam[64];
+      snprintf(fam, sizeof fam, "%s:%s", op, feats);
+      int dup = 0;
+      for (int q = 0; q < n_seen; q++) dup |= strcmp(seen[q], fam) == 0;
+      if (dup || n_seen == 16) continue;
+      snprintf(seen[n_seen++], sizeof seen[0], "%s", fam);
+      fagen_variant want;
+      cr_assert_eq(fagen_variant_parse(json_string_value(json_object_get(e, "variant")), &want), FAGEN_OK);
+      fagen_attention_args fa = call(want.head_dim, (int)json_integer_value(json_object_get(e, "seqlen")),
+                                     want.causal);
+      fa.dtype = want.dtype;
+      set_features(&fa, want.features);
+      cr_assert_eq(fagen_attention_select(ctx, &fa, &dc, &v, &info), FAGEN_OK, "%s", fagen_errmsg(ctx));
+      fagen_variant_name(&v, name, sizeof name);
+      cr_assert_str_eq(name, json_string_value(json_object_get(e, "variant")), "%s: %s", file, fam);
+      cr_assert_eq(info.entry_features, want.features, "%s: %s", file, fam);
+    }
     fagen_ctx_destroy(ctx);
     json_decref(root);
   }
