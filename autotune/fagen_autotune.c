@@ -623,7 +623,7 @@ static int heuristic_of(fagen_ctx *ctx, const fagen_device_class *dc, const tcas
                         fagen_variant *out, char *err, size_t size) {
   const tm_shape s = shape_of(c);
   fagen_variant sel;
-  if (tm_select_plain(ctx, dc, &s, &sel, err, size) != 0) return -1;
+  if (tm_select_heuristic(ctx, dc, &s, &sel, err, size) != 0) return -1;
   if (sel.op == c->op) {
     *out = sel;
     return 0;

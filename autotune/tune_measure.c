@@ -46,7 +46,7 @@ static void case_free_host(fg_case *c) {
   memset(c, 0, sizeof *c);
 }
 
-int tm_select_plain(fagen_ctx *ctx, const fagen_device_class *dc, const tm_shape *s,
+int tm_select_heuristic(fagen_ctx *ctx, const fagen_device_class *dc, const tm_shape *s,
                     fagen_variant *out, char *err, size_t errsize) {
   fagen_device_class anon = *dc;
   anon.name[0] = '\0'; /* an anonymous class has no tables: the heuristic */

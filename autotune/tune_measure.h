@@ -33,12 +33,12 @@ void tm_feature_opts(const tm_shape *s, fg_feature_opts *fo);
 /* 1 for the backward families (bwd, bwddet, bwdwg). */
 int tm_is_backward(fagen_op op);
 
-/* The variant the plain call of s's shape selects on a device of dc's target
- * with no table (the heuristic): the forward's select for forward ops, the
- * backward's (deterministic for bwddet) for backward ones.  Its op may differ
- * from s->op (e.g. fwdwg where s->op is fwd).  Returns 0, or -1 with a
- * message in err. */
-int tm_select_plain(fagen_ctx *ctx, const fagen_device_class *dc, const tm_shape *s,
+/* The variant the call of s's shape (with s's features) selects on a device
+ * of dc's target with no table (the heuristic): the forward's select for
+ * forward ops, the backward's (deterministic for bwddet) for backward ones.
+ * Its op may differ from s->op (e.g. fwdwg where s->op is fwd).  Returns 0,
+ * or -1 with a message in err. */
+int tm_select_heuristic(fagen_ctx *ctx, const fagen_device_class *dc, const tm_shape *s,
                     fagen_variant *out, char *err, size_t errsize);
 
 /* The check of a group of candidates (one op, dtype, head_dim, causal)
