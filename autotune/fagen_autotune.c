@@ -132,7 +132,7 @@ typedef struct tcase {
   fagen_dtype dtype;
   int head_dim, causal, seqlen;
   unsigned features; /* FAGEN_FEATURE_* bits the calls have */
-  char name[96];
+  char name[128];
   int n_cand;
   fagen_variant cand[MAX_CAND];
   double ms[MAX_CAND];
@@ -205,17 +205,12 @@ static tm_shape shape_of(const tcase *c) {
   return s;
 }
 
-/* Name tokens of the FAGEN_FEATURE_* bits, bit 0 first (as in variant names). */
-static const char *const feature_tokens[] = {"varlen", "window", "softcap", "alibi", "dropout"};
-#define N_FEATURES 5
-
-/* The tokens of a feature set joined by sep ("" for none). */
-static void features_string(unsigned f, const char *sep, char *buf, size_t size) {
-  size_t n = 0;
-  buf[0] = '\0';
-  for (int i = 0; i < N_FEATURES; i++)
-    if ((f & (1u << i)) && n < size)
-      n += (size_t)snprintf(buf + n, size - n, "%s%s", n ? sep : "", feature_tokens[i]);
+/* The tokens of a feature set joined by sep ("" for none): fagen_features_name's
+ * '+' replaced by sep. */
+static void features_string(unsigned f, char sep, char *buf, size_t size) {
+  if (fagen_features_name(f, buf, size) != FAGEN_OK) snprintf(buf, size, "?");
+  for (char *c = buf; *c; c++)
+    if (*c == '+') *c = sep;
 }
 
 /* Parses --features: comma-separated sets, each "none" or feature tokens
@@ -228,14 +223,18 @@ static int parse_features(const char *list, opts *o) {
     unsigned f = 0;
     if (strcmp(set, "none") != 0)
       for (char *s2 = NULL, *tok = strtok_r(set, "+", &s2); tok; tok = strtok_r(NULL, "+", &s2)) {
-        int i = 0;
-        while (i < N_FEATURES && strcmp(tok, feature_tokens[i]) != 0) i++;
-        if (i == N_FEATURES) {
-          fprintf(stderr, "fagen-autotune: --features: '%s' is not one of none, varlen, window, "
-                          "softcap, alibi, dropout\n", tok);
+        /* The token of each FAGEN_FEATURE_* bit, bit 0 up, until one has none. */
+        char name[32], known[128] = "none";
+        unsigned bit = 0;
+        for (unsigned b = 1; b && !bit && fagen_features_name(b, name, sizeof name) == FAGEN_OK; b <<= 1) {
+          if (strcmp(tok, name) == 0) bit = b;
+          snprintf(known + strlen(known), sizeof known - strlen(known), ", %s", name);
+        }
+        if (!bit) {
+          fprintf(stderr, "fagen-autotune: --features: '%s' is not one of %s\n", tok, known);
           return -1;
         }
-        f |= 1u << i;
+        f |= bit;
       }
     int dup = 0;
     for (int k = 0; k < o->n_feature_sets; k++) dup |= o->feature_sets[k] == f;
@@ -250,7 +249,7 @@ static int parse_features(const char *list, opts *o) {
 static void case_name(const tcase *c, char *buf, size_t size) {
   char op[16], feats[64];
   op_token(c->op, op, sizeof op);
-  features_string(c->features, "_", feats, sizeof feats);
+  features_string(c->features, '_', feats, sizeof feats);
   snprintf(buf, size, "%s_d%d_%s%s%s%s_s%d", op, c->head_dim,
            c->dtype == FAGEN_DTYPE_BF16 ? "bf16" : "fp16", c->causal ? "_causal" : "",
            feats[0] ? "_" : "", feats, c->seqlen);
@@ -366,7 +365,7 @@ static int write_table(const opts *o, const fagen_device_class *dc, int measured
     json_object_set_new(e, "seqlen", json_integer(c->seqlen));
     if (c->features) {
       char feats[64];
-      features_string(c->features, "+", feats, sizeof feats);
+      features_string(c->features, '+', feats, sizeof feats);
       json_object_set_new(e, "features", json_string(feats));
     }
     fagen_variant_name(&c->cand[c->winner], name, sizeof name);
@@ -420,7 +419,7 @@ static int write_svg(const opts *o, const tcase *cases, int n, const fagen_devic
   if (!n_dims) return 0;
   char tok[16], path[1400], feats[64], with[80] = "";
   op_token(op, tok, sizeof tok);
-  features_string(features, "_", feats, sizeof feats);
+  features_string(features, '_', feats, sizeof feats);
   if (features) snprintf(with, sizeof with, " with %s", feats);
   const int cols = 2, rows = (n_dims + 1) / 2;
   snprintf(path, sizeof path, "%s/tflops_%s%s%s.svg", o->report, tok, features ? "_" : "", feats);
@@ -563,26 +562,33 @@ static int build_cases(const opts *o, const fagen_target *t, tcase **out) {
   const int n_ops = case_ops(o, t, ops);
   int cap = o->n_feature_sets * n_ops * o->n_dtypes * o->n_head_dims * o->n_causal * o->n_seqlens, n = 0;
   tcase *cs = calloc((size_t)(cap ? cap : 1), sizeof *cs);
-  for (int fi = 0; fi < o->n_feature_sets; fi++)
-  for (int ti = 0; ti < o->n_dtypes; ti++)
-    for (int di = 0; di < o->n_head_dims; di++)
-      for (int ci = 0; ci < o->n_causal; ci++)
-        for (int si = 0; si < o->n_seqlens; si++)
-          for (int oi = 0; oi < n_ops; oi++) {
-            tcase *c = &cs[n];
-            memset(c, 0, sizeof *c);
-            c->op = ops[oi];
-            c->dtype = o->dtypes[ti];
-            c->head_dim = o->head_dims[di];
-            c->causal = o->causal_modes[ci];
-            c->seqlen = o->seqlens[si];
-            c->features = o->feature_sets[fi];
-            c->winner = c->runner_up = c->deflt = -1;
-            case_name(c, c->name, sizeof c->name);
-            if (o->cases && fnmatch(o->cases, c->name, 0) != 0) continue;
-            if (!op_has_head_dim(c->op, t, c->dtype, c->head_dim, c->features)) continue;
-            n++;
-          }
+  /* Case k in measuring order: the op varies fastest, then the bucket,
+     causal, head_dim, dtype and, slowest, the feature set. */
+  for (int k = 0; k < cap; k++) {
+    int r = k;
+    const int oi = r % n_ops;
+    r /= n_ops;
+    const int si = r % o->n_seqlens;
+    r /= o->n_seqlens;
+    const int ci = r % o->n_causal;
+    r /= o->n_causal;
+    const int di = r % o->n_head_dims;
+    r /= o->n_head_dims;
+    const int ti = r % o->n_dtypes, fi = r / o->n_dtypes;
+    tcase *c = &cs[n];
+    memset(c, 0, sizeof *c);
+    c->op = ops[oi];
+    c->dtype = o->dtypes[ti];
+    c->head_dim = o->head_dims[di];
+    c->causal = o->causal_modes[ci];
+    c->seqlen = o->seqlens[si];
+    c->features = o->feature_sets[fi];
+    c->winner = c->runner_up = c->deflt = -1;
+    case_name(c, c->name, sizeof c->name);
+    if (o->cases && fnmatch(o->cases, c->name, 0) != 0) continue;
+    if (!op_has_head_dim(c->op, t, c->dtype, c->head_dim, c->features)) continue;
+    n++;
+  }
   *out = cs;
   return n;
 }

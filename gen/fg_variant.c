@@ -584,12 +584,30 @@ const char *fg_variant_template(const fagen_variant *v) {
 static const char *const fg_feature_tokens[] = {"varlen", "window", "softcap", "alibi",
                                                 "dropout"};
 
-void fg_features_string(unsigned features, char *buf, size_t size) {
+FAGEN_API fagen_status fagen_features_name(unsigned features, char *buf, size_t size) {
+  if (!buf) {
+    fg_set_last_error(FAGEN_E_NULL_POINTER, "fagen_features_name: NULL buffer");
+    return FAGEN_E_NULL_POINTER;
+  }
+  if ((features & ~FAGEN_FEATURES_ALL) != 0) {
+    char msg[128];
+    snprintf(msg, sizeof msg, "fagen_features_name: features 0x%x has unknown bits (known: 0x%x)",
+             features, (unsigned)FAGEN_FEATURES_ALL);
+    fg_set_last_error(FAGEN_E_INVALID_ARGUMENT, msg);
+    return FAGEN_E_INVALID_ARGUMENT;
+  }
   size_t n = 0;
   if (size) buf[0] = '\0';
   for (size_t i = 0; i < FG_ARRAY_LEN(fg_feature_tokens); i++)
-    if ((features & (1u << i)) && n < size)
-      n += (size_t)snprintf(buf + n, size - n, "%s%s", n ? "+" : "", fg_feature_tokens[i]);
+    if (features & (1u << i))
+      n += (size_t)snprintf(buf + (n < size ? n : 0), n < size ? size - n : 0, "%s%s", n ? "+" : "",
+                            fg_feature_tokens[i]);
+  if (n >= size) {
+    if (size) buf[0] = '\0';
+    fg_set_last_error(FAGEN_E_BUFFER_TOO_SMALL, "fagen_features_name: buffer too small");
+    return FAGEN_E_BUFFER_TOO_SMALL;
+  }
+  return FAGEN_OK;
 }
 
 FAGEN_API fagen_status fagen_variant_name(const fagen_variant *v, char *buf, size_t size) {

@@ -50,9 +50,6 @@ const char *fg_variant_template(const fagen_variant *v);
 const char *fg_op_token(fagen_op op);
 /* "fp16" / "bf16"; NULL if unknown. */
 const char *fg_dtype_token(fagen_dtype dtype);
-/* The FAGEN_FEATURE_* bits as their name tokens joined by '+', in bit order
- * ("varlen+softcap"); "" for none.  Tuning tables key entries by it. */
-void fg_features_string(unsigned features, char *buf, size_t size);
 
 /* Largest dynamic shared memory a block may opt into on target (0 if unknown). */
 int fg_target_smem_limit(const fagen_target *t);

@@ -213,6 +213,13 @@ typedef struct fagen_variant {
 FAGEN_API fagen_status fagen_variant_name(const fagen_variant *variant, char *buf,
                                           size_t size);
 
+/* The FAGEN_FEATURE_* bits as their name tokens joined by '+', in bit order
+ * ("varlen+softcap"; "" for none): what a tuning table entry's "features"
+ * field holds.  Returns FAGEN_OK, FAGEN_E_NULL_POINTER,
+ * FAGEN_E_INVALID_ARGUMENT (unknown bits) or FAGEN_E_BUFFER_TOO_SMALL (buf
+ * then holds "").  Thread-safe. */
+FAGEN_API fagen_status fagen_features_name(unsigned features, char *buf, size_t size);
+
 /* Parses a name written by fagen_variant_name back into a variant.
  * Returns FAGEN_OK, FAGEN_E_NULL_POINTER or FAGEN_E_BAD_NAME.  Thread-safe. */
 FAGEN_API fagen_status fagen_variant_parse(const char *name, fagen_variant *out);

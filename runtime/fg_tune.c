@@ -24,8 +24,8 @@ static const char *fg_str(json_t *o, const char *key) {
 /* Whether an entry's "features" (absent: none) names its variant's. */
 static int fg_features_fit(const fagen_variant *v, json_t *feat) {
   char fs[64];
-  fg_features_string(v->features, fs, sizeof fs);
-  return strcmp(fs, feat ? json_string_value(feat) : "") == 0;
+  return fagen_features_name(v->features, fs, sizeof fs) == FAGEN_OK &&
+         strcmp(fs, feat ? json_string_value(feat) : "") == 0;
 }
 
 /* Checks a parsed table (root, which it releases) and keeps its usable

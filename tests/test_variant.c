@@ -43,6 +43,23 @@ Test(variant, name_buffer_too_small) {
   cr_assert_str_eq(name, "");
 }
 
+/* The feature tokens of tuning tables' "features" field. */
+Test(variant, features_name) {
+  char buf[64];
+  cr_assert_eq(fagen_features_name(0, buf, sizeof buf), FAGEN_OK);
+  cr_assert_str_eq(buf, "");
+  cr_assert_eq(fagen_features_name(FAGEN_FEATURE_SOFTCAP | FAGEN_FEATURE_VARLEN, buf, sizeof buf), FAGEN_OK);
+  cr_assert_str_eq(buf, "varlen+softcap");
+  cr_assert_eq(fagen_features_name(FAGEN_FEATURES_ALL, buf, sizeof buf), FAGEN_OK);
+  cr_assert_str_eq(buf, "varlen+window+softcap+alibi+dropout");
+  cr_assert_eq(fagen_features_name(FAGEN_FEATURE_SOFTCAP | FAGEN_FEATURE_VARLEN, buf, 14), FAGEN_E_BUFFER_TOO_SMALL);
+  cr_assert_str_eq(buf, "");
+  cr_assert_eq(fagen_features_name(FAGEN_FEATURE_SOFTCAP | FAGEN_FEATURE_VARLEN, buf, 15), FAGEN_OK);
+  cr_assert_eq(fagen_features_name(1u << 20, buf, sizeof buf), FAGEN_E_INVALID_ARGUMENT);
+  cr_assert(strstr(fagen_last_error(), "unknown bits"), "%s", fagen_last_error());
+  cr_assert_eq(fagen_features_name(0, NULL, 4), FAGEN_E_NULL_POINTER);
+}
+
 Test(variant, parse_round_trips_every_default) {
   fagen_target t[2] = {{80, 0}, {90, 1}};
   size_t n = 0;
