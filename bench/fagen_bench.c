@@ -13,12 +13,14 @@
  *   fagen-bench [--mode fwd|bwd|fwdbwd] [--deterministic]
  *               [--head-dims 64,128,256] [--seqlens 512,...,16384]
  *               [--causal no|yes|both] [--fp16] [--reps N] [--warmup N]
- *               [--window L,R] [--softcap C] [--alibi] [--dropout P] [--varlen mixed|equal]
+ *               [--window L,R] [--softcap C] [--alibi] [--dropout P]
+ *               [--varlen mixed|equal|classes]
  *               [--seqused] [--json FILE] [--variant NAME]... [--candidates]
  *               [--jobs N] [--vs-heuristic]
  *
  * A cell with features is timed against its base, the same cell without
- * them (--varlen mixed: the same tokens as equal-length sequences), the two
+ * them (--varlen mixed: the same tokens as equal-length sequences; --varlen
+ * classes: the same sequences as separate equal-length batches), the two
  * interleaved; a causal cell without features against the non-causal cell of
  * the same run.  usage() below documents every option. */
 #include <cuda_runtime.h>
@@ -58,9 +60,10 @@ static void usage(FILE *f) {
       "usage: fagen-bench [--mode fwd|bwd|fwdbwd] [--deterministic]\n"
       "                   [--head-dims 64,128,256] [--seqlens 512,1024,...,16384]\n"
       "                   [--causal no|yes|both] [--fp16] [--reps N] [--warmup N]\n"
-      "                   [--window L,R] [--softcap C] [--alibi] [--dropout P] [--varlen mixed|equal]\n"
-      "                   [--seqused] [--json FILE] [--variant NAME]... [--candidates]\n"
-      "                   [--jobs N] [--vs-heuristic]\n"
+      "                   [--window L,R] [--softcap C] [--alibi] [--dropout P]\n"
+      "                   [--varlen mixed|equal|classes] [--seqused] [--json FILE]\n"
+      "                   [--variant NAME]... [--candidates] [--jobs N]\n"
+      "                   [--vs-heuristic]\n"
       "Times attention on the standard grid: B*S = 16384 tokens (B >= 1), hidden 2048\n"
       "(d64: 32 heads, d128: 16, d256: 8), bf16, layout [B, S, H, D].  Each cell is\n"
       "checked against a float64 reference first; a cell that fails is not timed and\n"
@@ -92,6 +95,10 @@ static void usage(FILE *f) {
       "                   into sequences of S/8..S tokens drawn from a seed fixed per\n"
       "                   S (the last takes the rest); S is the longest\n"
       "  --varlen equal   the same tokens as B packed sequences of S tokens\n"
+      "  --varlen classes packed sequences of S, S/2, S/4 and S/8 tokens taken in turn\n"
+      "                   (skipping those longer than the tokens left) until the B*S\n"
+      "                   tokens are used, in an order shuffled with a seed fixed per\n"
+      "                   S; they mix where B >= 2 (S <= 8192 on the grid)\n"
       "  --seqused        padded batch: B sequences of S rows, valid lengths (seqused_q\n"
       "                   = seqused_k) drawn from S/8..S with a fixed seed\n"
       "  --json FILE      also write every row as JSON\n"
@@ -123,13 +130,16 @@ static void usage(FILE *f) {
       "\n"
       "base ms, base TFLOPS, ms/base: a cell with features is also timed without\n"
       "them (with --varlen mixed: as --varlen equal, the same tokens in B sequences\n"
-      "of S; other features off), the two interleaved; a causal cell without\n"
-      "features shows the non-causal cell of the same run.  ms/base below 1 is a\n"
-      "speedup.  Mixed lengths hold fewer pairs than equal ones (less work): compare\n"
-      "their TFLOPS.  Examples:\n"
+      "of S; with --varlen classes: the same sequences as separate equal-length\n"
+      "batches, one dense call per length, all of them between the same two events,\n"
+      "its TFLOPS counted over the same pairs; other features off), the two\n"
+      "interleaved; a causal cell without features shows the non-causal cell of the\n"
+      "same run.  ms/base below 1 is a speedup.  Mixed lengths hold fewer pairs than\n"
+      "equal ones (less work): compare their TFLOPS.  Examples:\n"
       "  fagen-bench --head-dims 128 --seqlens 16384 --causal both  # causal skipping\n"
       "  fagen-bench --head-dims 128 --seqlens 32768 --causal yes --window 4096,0\n"
       "  fagen-bench --head-dims 128 --varlen mixed      # packed, mixed lengths\n"
+      "  fagen-bench --head-dims 128 --seqlens 4096 --varlen classes  # vs unpacked\n"
       "  fagen-bench --head-dims 128 --softcap 30        # the softcap's cost\n"
       "  fagen-bench --mode fwdbwd                       # training, the whole grid\n");
 }
@@ -206,6 +216,7 @@ static int parse_args(int argc, char **argv, opts *o) {
     } else if (!strcmp(a, "--varlen") && next) {
       if (!strcmp(next, "mixed")) o->fo.varlen = FG_VARLEN_MIXED;
       else if (!strcmp(next, "equal")) o->fo.varlen = FG_VARLEN_EQUAL;
+      else if (!strcmp(next, "classes")) o->fo.varlen = FG_VARLEN_CLASSES;
       else goto bad;
       i++;
     } else if (!strcmp(a, "--seqused")) {
@@ -419,12 +430,13 @@ static void print_vs(bench *bn, const fg_case *c, const fagen_variant *runs, con
          fg_variant_name_cmp(&runs[0], &runs[1]) == 0 ? "(same)" : b, tf[1], ratio, feat);
 }
 
-/* The base of a feature cell, allocated, selected and checked; has is 0
- * without features (or when its check failed). */
+/* The base of a feature cell, allocated, selected and checked: one case,
+ * or with --varlen classes one per sequence length (parts), timed together;
+ * n is 0 without features (or when a check failed). */
 typedef struct base_run {
-  int has;
-  fg_case c;
-  fagen_variant v;
+  int n;
+  fg_case c[FG_CASE_MAX_PARTS];
+  fagen_variant v[FG_CASE_MAX_PARTS];
   double ms;
 } base_run;
 
@@ -432,15 +444,23 @@ static int base_prepare(bench *bn, const fg_case *c, base_run *b) {
   char err[1024];
   memset(b, 0, sizeof *b);
   if (bn->o.vs_heuristic || !fg_features_any(&c->fo)) return 0;
-  b->has = 1;
-  if (fg_case_base(c, &b->c, err, sizeof err) != 0) {
+  int n = 1;
+  if (c->fo.varlen == FG_VARLEN_CLASSES ? fg_case_parts(c, b->c, &n, err, sizeof err)
+                                        : fg_case_base(c, &b->c[0], err, sizeof err)) {
     fprintf(stderr, "fagen-bench: %s\n", err);
     return -1;
   }
-  if (prepare(bn, &b->c, &b->v, NULL, NULL) != 0) return -1;
-  double e;
-  if (!check_one(bn, &b->c, &b->v, &e)) b->has = 0; /* counted as a failure; no ratio */
+  b->n = n;
+  for (int k = 0; k < n; k++) {
+    if (prepare(bn, &b->c[k], &b->v[k], NULL, NULL) != 0) return -1;
+    double e;
+    if (!check_one(bn, &b->c[k], &b->v[k], &e)) b->n = 0; /* counted as a failure; no ratio */
+  }
   return 0;
+}
+
+static void base_free(base_run *b) {
+  for (int k = 0; k < FG_CASE_MAX_PARTS; k++) fg_case_free(&b->c[k]);
 }
 
 /* Checks and times every run of one cell (and its base), then prints. */
@@ -469,27 +489,32 @@ static int run_cell(bench *bn, int d, int s, int causal) {
   /* Every run of the cell (and the baseline) is timed call by call in turn,
    * so that drift and the clock dropping as the GPU heats hit all alike. */
   {
-    const fg_case *tc[MAX_RUNS + 1];
-    const fagen_variant *tv[MAX_RUNS + 1];
-    int slot[MAX_RUNS], nt = 0;
+    const fg_case *tc[MAX_RUNS + FG_CASE_MAX_PARTS];
+    const fagen_variant *tv[MAX_RUNS + FG_CASE_MAX_PARTS];
+    int slot[MAX_RUNS], counts[MAX_RUNS + 1], np = 0, nt = 0;
     double tms[MAX_RUNS + 1];
     for (int k = 0; k < nr; k++)
       if (ok[k]) {
         slot[k] = nt;
-        tc[nt] = &c;
-        tv[nt++] = &runs[k];
+        counts[nt++] = 1;
+        tc[np] = &c;
+        tv[np++] = &runs[k];
       }
-    if (base.has) {
-      tc[nt] = &base.c;
-      tv[nt++] = &base.v;
+    if (base.n) { /* one item: every part's call */
+      counts[nt++] = base.n;
+      for (int p = 0; p < base.n; p++) {
+        tc[np] = &base.c[p];
+        tv[np++] = &base.v[p];
+      }
     }
-    if (fg_case_time_many(bn->ctx, tc, tv, nt, bn->o.warmup, bn->o.reps, tms, err, sizeof err) != 0) {
+    if (fg_case_time_groups(bn->ctx, tc, tv, counts, nt, bn->o.warmup, bn->o.reps, tms, err,
+                            sizeof err) != 0) {
       fprintf(stderr, "fagen-bench: %s\n", err);
       goto done;
     }
     for (int k = 0; k < nr; k++)
       if (ok[k]) mss[k] = tms[slot[k]];
-    if (base.has) base.ms = tms[nt - 1];
+    if (base.n) base.ms = tms[nt - 1];
   }
   const double flops = fg_case_flops(&c);
   int best_k = -1;
@@ -498,10 +523,13 @@ static int run_cell(bench *bn, int d, int s, int causal) {
     if (tf[k] > 0 && (best_k < 0 || tf[k] > tf[best_k])) best_k = k;
   }
   const int plain = !fg_features_any(&c.fo);
-  double base_ms = base.has ? base.ms : plain && causal ? bn->noncausal_ms : 0;
-  double base_tf = base.has && base.ms > 0 ? fg_case_flops(&base.c) / base.ms * 1e-9
-                   : plain && causal        ? bn->noncausal_tf
-                                            : 0;
+  double base_ms = base.n ? base.ms : plain && causal ? bn->noncausal_ms : 0;
+  /* separate batches do the packed call's work: count its pairs */
+  const double base_flops =
+      c.fo.varlen == FG_VARLEN_CLASSES ? flops : base.n ? fg_case_flops(&base.c[0]) : 0;
+  double base_tf = base.n && base.ms > 0 ? base_flops / base.ms * 1e-9
+                   : plain && causal     ? bn->noncausal_tf
+                                         : 0;
   if (bn->o.vs_heuristic) print_vs(bn, &c, runs, tf, &info);
   for (int k = 0; k < nr; k++) {
     const int is_default =
@@ -515,7 +543,7 @@ static int run_cell(bench *bn, int d, int s, int causal) {
   fflush(stdout);
   rc = 0;
 done:
-  fg_case_free(&base.c);
+  base_free(&base);
   fg_case_free(&c);
   return rc;
 }

@@ -87,8 +87,43 @@ static int fg_draw_length(uint64_t *rng, int seqlen) {
  * variant, and the base) measures the same sequences. */
 static uint64_t fg_length_seed(int seqlen) { return 0x9e3779b97f4a7c15ull ^ (uint64_t)seqlen; }
 
-/* Packed offsets: tokens split into sequences of drawn lengths (mixed) or
- * of seqlen each (equal).  Sets c->cu and c->batch. */
+/* The next length of --varlen classes: S, S/2, S/4, S/8 in turn (*turn
+ * says which is next), skipping those longer than `left`; `left` itself
+ * when none fits. */
+static int fg_class_length(int seqlen, int left, int *turn) {
+  for (int t = 0; t < 4; t++) {
+    int len = seqlen >> *turn;
+    *turn = (*turn + 1) % 4;
+    if (len < 1) len = 1;
+    if (len <= left) return len;
+  }
+  return left;
+}
+
+/* Shuffles the order of the n sequences of c->cu (Fisher-Yates over their
+ * lengths, then the offsets rebuilt).  Returns 0, or -1 with a message. */
+static int fg_shuffle_sequences(fg_case *c, int n, uint64_t *rng, char *err, size_t errsize) {
+  int32_t *len = malloc(sizeof(int32_t) * (size_t)n);
+  if (!len) {
+    snprintf(err, errsize, "out of host memory");
+    return -1;
+  }
+  for (int k = 0; k < n; k++) len[k] = c->cu[k + 1] - c->cu[k];
+  for (int i = n - 1; i > 0; i--) {
+    double u = 0.5 * ((double)fg_rand_uniform(rng) + 1.0); /* [0, 1) */
+    int j = (int)(u * (i + 1));
+    if (j > i) j = i;
+    const int32_t t = len[i];
+    len[i] = len[j], len[j] = t;
+  }
+  for (int k = 0; k < n; k++) c->cu[k + 1] = c->cu[k] + len[k];
+  free(len);
+  return 0;
+}
+
+/* Packed offsets: tokens split into sequences of drawn lengths (mixed),
+ * length classes (shuffled), or of seqlen each (equal).  Sets c->cu and
+ * c->batch. */
 static int fg_case_pack(fg_case *c, int tokens, char *err, size_t errsize) {
   const int lo = c->seqlen / 8 > 0 ? c->seqlen / 8 : 1;
   const int most = tokens / lo + 2;
@@ -98,15 +133,19 @@ static int fg_case_pack(fg_case *c, int tokens, char *err, size_t errsize) {
     return -1;
   }
   uint64_t rng = fg_length_seed(c->seqlen);
-  int n = 0;
+  int n = 0, turn = 0;
   c->cu[0] = 0;
   while (c->cu[n] < tokens) {
-    int len = c->fo.varlen == FG_VARLEN_MIXED ? fg_draw_length(&rng, c->seqlen) : c->seqlen;
-    if (len > tokens - c->cu[n]) len = tokens - c->cu[n]; /* the last takes the rest */
+    const int left = tokens - c->cu[n];
+    int len = c->seqlen;
+    if (c->fo.varlen == FG_VARLEN_MIXED) len = fg_draw_length(&rng, c->seqlen);
+    if (c->fo.varlen == FG_VARLEN_CLASSES) len = fg_class_length(c->seqlen, left, &turn);
+    if (len > left) len = left; /* the last takes the rest */
     c->cu[n + 1] = c->cu[n] + len;
     n++;
   }
   c->batch = n;
+  if (c->fo.varlen == FG_VARLEN_CLASSES) return fg_shuffle_sequences(c, n, &rng, err, errsize);
   return 0;
 }
 
@@ -185,6 +224,44 @@ int fg_case_base(const fg_case *c, fg_case *base, char *err, size_t errsize) {
                       c->heads, c->head_dim, c->causal, &none, err, errsize);
 }
 
+int fg_case_parts(const fg_case *c, fg_case *parts, int *n, char *err, size_t errsize) {
+  *n = 0;
+  if (c->fo.varlen != FG_VARLEN_CLASSES || !c->cu) {
+    snprintf(err, errsize, "separate batches are the base of --varlen classes only");
+    return -1;
+  }
+  fg_feature_opts none;
+  memset(&none, 0, sizeof none);
+  int row0 = 0, done = 0; /* done: the longest length already made a part */
+  for (;;) {
+    int len = 0, count = 0; /* the longest length not yet a part, and its count */
+    for (int b = 0; b < c->batch; b++) {
+      const int l = c->cu[b + 1] - c->cu[b];
+      if (done && l >= done) continue;
+      if (l > len) len = l, count = 0;
+      if (l == len) count++;
+    }
+    if (len == 0) return 0;
+    if (*n == FG_CASE_MAX_PARTS) {
+      for (int k = 0; k < *n; k++) fg_case_free(&parts[k]);
+      *n = 0;
+      snprintf(err, errsize, "more than %d sequence lengths", FG_CASE_MAX_PARTS);
+      return -1;
+    }
+    fg_case *p = &parts[*n];
+    if (fg_case_init(p, c->mode, c->deterministic, c->dtype, count, len, c->heads, c->head_dim,
+                     c->causal, &none, err, errsize) != 0) {
+      for (int k = 0; k <= *n; k++) fg_case_free(&parts[k]);
+      *n = 0;
+      return -1;
+    }
+    p->row0 = c->row0 + row0;
+    row0 += p->rows;
+    (*n)++;
+    done = len;
+  }
+}
+
 /* ---- device state --------------------------------------------------------- */
 
 static size_t fg_case_elems(const fg_case *c) {
@@ -205,9 +282,9 @@ static int fg_case_forward(fagen_ctx *ctx, const fg_case *c, int set, char *err,
 }
 
 int fg_case_alloc(fagen_ctx *ctx, fg_case *c, const fg_inputs *in, char *err, size_t errsize) {
-  const size_t n = fg_case_elems(c);
-  if (in->n < n || in->dtype != c->dtype) {
-    snprintf(err, errsize, "the inputs hold %zu elements, the case needs %zu", in->n, n);
+  const size_t n = fg_case_elems(c), first = (size_t)c->row0 * c->heads * c->head_dim;
+  if (in->n < first + n || in->dtype != c->dtype) {
+    snprintf(err, errsize, "the inputs hold %zu elements, the case needs %zu", in->n, first + n);
     return -1;
   }
   c->in = in;
@@ -272,6 +349,13 @@ static void fg_case_feat(const fg_case *c, fagen_attention_features *f) {
   f->dropout_seed = FG_BENCH_DROPOUT_SEED;
 }
 
+/* Input tensor t (q, k, v, dout) of set `set` from the case's first row;
+ * NULL before fg_case_alloc. */
+static void *fg_case_input(const fg_case *c, int set, int t) {
+  if (!c->in) return NULL;
+  return (char *)c->in->dev[set][t] + (size_t)c->row0 * c->heads * c->head_dim * 2;
+}
+
 void fg_case_fwd_args(const fg_case *c, int set, const fagen_variant *variant,
                       fagen_attention_args *a) {
   fagen_attention_args_init(a);
@@ -281,9 +365,9 @@ void fg_case_fwd_args(const fg_case *c, int set, const fagen_variant *variant,
   a->heads_q = a->heads_kv = c->heads;
   a->head_dim = c->head_dim;
   a->causal = c->causal;
-  a->q = c->in ? c->in->dev[set][0] : NULL;
-  a->k = c->in ? c->in->dev[set][1] : NULL;
-  a->v = c->in ? c->in->dev[set][2] : NULL;
+  a->q = fg_case_input(c, set, 0);
+  a->k = fg_case_input(c, set, 1);
+  a->v = fg_case_input(c, set, 2);
   a->o = c->o[set];
   a->lse = c->lse[set]; /* NULL in --mode fwd: an inference forward */
   fg_case_feat(c, &a->feat);
@@ -299,10 +383,10 @@ void fg_case_bwd_args(const fg_case *c, int set, const fagen_variant *variant,
   b->heads_q = b->heads_kv = c->heads;
   b->head_dim = c->head_dim;
   b->causal = c->causal;
-  b->q = c->in ? c->in->dev[set][0] : NULL;
-  b->k = c->in ? c->in->dev[set][1] : NULL;
-  b->v = c->in ? c->in->dev[set][2] : NULL;
-  b->dout = c->in ? c->in->dev[set][3] : NULL;
+  b->q = fg_case_input(c, set, 0);
+  b->k = fg_case_input(c, set, 1);
+  b->v = fg_case_input(c, set, 2);
+  b->dout = fg_case_input(c, set, 3);
   b->o = c->o[set];
   b->lse = c->lse[set];
   b->dq = c->grad[0];
@@ -367,7 +451,11 @@ void fg_case_describe(const fg_case *c, char *buf, size_t size) {
 #define FG_PUT(...) \
   n += (size_t)snprintf(buf + n, n < size ? size - n : 0, __VA_ARGS__), n = n < size ? n : size
   if (c->fo.varlen != FG_VARLEN_NONE)
-    FG_PUT("varlen-%s(%d seqs) ", c->fo.varlen == FG_VARLEN_MIXED ? "mixed" : "equal", c->batch);
+    FG_PUT("varlen-%s(%d seqs) ",
+           c->fo.varlen == FG_VARLEN_MIXED     ? "mixed"
+           : c->fo.varlen == FG_VARLEN_CLASSES ? "classes"
+                                               : "equal",
+           c->batch);
   if (c->used) FG_PUT("seqused ");
   if (c->fo.window) FG_PUT("window(%d,%d) ", c->fo.window_left, c->fo.window_right);
   if (c->fo.softcap > 0) FG_PUT("softcap(%g) ", c->fo.softcap);
@@ -400,22 +488,41 @@ typedef struct fg_case_batch {
   fagen_ctx *ctx;
   const fg_case *const *cases;
   const fagen_variant *const *variants;
+  const int *counts; /* pairs per item, NULL: one */
 } fg_case_batch;
 
 static int fg_case_launch_one(void *user, int k, int set, char *err, size_t errsize) {
   const fg_case_batch *l = user;
-  if (fg_case_launch(l->ctx, l->cases[k], set, l->variants[k]) != FAGEN_OK) {
-    snprintf(err, errsize, "%s", fagen_errmsg(l->ctx));
-    return -1;
+  int first = k, count = 1;
+  if (l->counts) {
+    first = 0;
+    for (int i = 0; i < k; i++) first += l->counts[i];
+    count = l->counts[k];
   }
+  for (int p = first; p < first + count; p++)
+    if (fg_case_launch(l->ctx, l->cases[p], set, l->variants[p]) != FAGEN_OK) {
+      snprintf(err, errsize, "%s", fagen_errmsg(l->ctx));
+      return -1;
+    }
   return 0;
+}
+
+int fg_case_time_groups(fagen_ctx *ctx, const fg_case *const *cases,
+                        const fagen_variant *const *variants, const int *counts, int n,
+                        int warmup, int reps, double *ms, char *err, size_t errsize) {
+  for (int k = 0; counts && k < n; k++)
+    if (counts[k] < 1) {
+      snprintf(err, errsize, "item %d has %d calls", k, counts[k]);
+      return -1;
+    }
+  fg_case_batch l = {ctx, cases, variants, counts};
+  return fg_time_many(n, warmup, reps, fg_case_launch_one, &l, ms, err, errsize);
 }
 
 int fg_case_time_many(fagen_ctx *ctx, const fg_case *const *cases,
                       const fagen_variant *const *variants, int n, int warmup, int reps,
                       double *ms, char *err, size_t errsize) {
-  fg_case_batch l = {ctx, cases, variants};
-  return fg_time_many(n, warmup, reps, fg_case_launch_one, &l, ms, err, errsize);
+  return fg_case_time_groups(ctx, cases, variants, NULL, n, warmup, reps, ms, err, errsize);
 }
 
 /* ---- checks --------------------------------------------------------------- */
@@ -440,6 +547,7 @@ static void fg_case_ref(const fg_case *c, fg_ref_features *f, fg_ref_args *r) {
   f->dropout_seed = FG_BENCH_DROPOUT_SEED;
   const int64_t hd = (int64_t)c->heads * c->head_dim;
   fagen_strides st = {c->cu ? 0 : c->seqlen * hd, hd, c->head_dim}; /* packed: no batch stride */
+  const size_t first = (size_t)c->row0 * hd;
   *r = (fg_ref_args){.dtype = c->dtype,
                      .batch = c->batch,
                      .seqlen_q = c->seqlen,
@@ -449,9 +557,9 @@ static void fg_case_ref(const fg_case *c, fg_ref_features *f, fg_ref_args *r) {
                      .head_dim = c->head_dim,
                      .causal = c->causal,
                      .scale = 1.0 / sqrt((double)c->head_dim),
-                     .q = c->in->host[0],
-                     .k = c->in->host[1],
-                     .v = c->in->host[2],
+                     .q = c->in->host[0] + first,
+                     .k = c->in->host[1] + first,
+                     .v = c->in->host[2] + first,
                      .qs = st,
                      .ks = st,
                      .vs = st,

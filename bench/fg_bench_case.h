@@ -12,9 +12,16 @@
 
 typedef enum fg_mode { FG_MODE_FWD, FG_MODE_BWD, FG_MODE_FWDBWD } fg_mode;
 
-/* --varlen: none; mixed lengths packed; or the same tokens as equal-length
- * sequences through the packed path. */
-typedef enum fg_varlen { FG_VARLEN_NONE, FG_VARLEN_MIXED, FG_VARLEN_EQUAL } fg_varlen;
+/* --varlen: none; mixed lengths packed; the same tokens as equal-length
+ * sequences through the packed path; or length classes packed (S, S/2, S/4,
+ * S/8 in turn, shuffled), whose base is the same sequences run as separate
+ * equal-length batches (fg_case_parts). */
+typedef enum fg_varlen {
+  FG_VARLEN_NONE,
+  FG_VARLEN_MIXED,
+  FG_VARLEN_EQUAL,
+  FG_VARLEN_CLASSES
+} fg_varlen;
 
 /* The feature options of the command line. */
 typedef struct fg_feature_opts {
@@ -51,6 +58,7 @@ typedef struct fg_case {
   int batch, seqlen, heads, head_dim, causal; /* batch: sequences; seqlen: the longest */
   fg_feature_opts fo;
   int rows;              /* rows of each tensor: packed tokens, else batch * seqlen */
+  int row0;              /* first row of the shared inputs this case reads (0, or a part's) */
   int32_t *cu;           /* host: packed offsets [batch + 1], or NULL */
   int32_t *used;         /* host: --seqused valid lengths [batch], or NULL */
   float *slopes;         /* host: ALiBi slopes [heads], or NULL */
@@ -68,8 +76,10 @@ typedef struct fg_case {
 
 /* A case of `batch` sequences of (at most) seqlen tokens; mixed lengths are
  * drawn from a fixed seed (the same in every run), so that B*S tokens are
- * split into sequences of S/8..S tokens.  Host state only.  Returns 0, or -1
- * with a message. */
+ * split into sequences of S/8..S tokens; length classes take S, S/2, S/4 and
+ * S/8 in turn, skipping those longer than the tokens left (the rest, if no
+ * class fits, is one more sequence), in an order shuffled with that seed.
+ * Host state only.  Returns 0, or -1 with a message. */
 int fg_case_init(fg_case *c, fg_mode mode, int deterministic, fagen_dtype dtype, int batch,
                  int seqlen, int heads, int head_dim, int causal, const fg_feature_opts *fo,
                  char *err, size_t errsize);
@@ -79,9 +89,21 @@ int fg_case_init(fg_case *c, fg_mode mode, int deterministic, fagen_dtype dtype,
  * feature's cost is measured against.  Host state only. */
 int fg_case_base(const fg_case *c, fg_case *base, char *err, size_t errsize);
 
+/* Most parts fg_case_parts returns. */
+#define FG_CASE_MAX_PARTS 8
+
+/* The base of a --varlen classes case: its sequences run as separate
+ * equal-length batches, one dense case per distinct length (longest first,
+ * batch = how many sequences have it, features off, causal as c), reading
+ * consecutive rows of the inputs (row0) so that together they read as much
+ * memory as the packed call.  Writes up to FG_CASE_MAX_PARTS cases to parts
+ * and their count to *n.  Host state only; free each part.  Returns 0, or -1
+ * with a message (c is not a classes case, or has too many lengths). */
+int fg_case_parts(const fg_case *c, fg_case *parts, int *n, char *err, size_t errsize);
+
 /* Device arrays, outputs and the backward workspace; in --mode bwd also the
  * forward's O and LSE of both input sets (the selected forward variant).
- * in must hold at least rows * heads * head_dim elements. */
+ * in must hold at least (row0 + rows) * heads * head_dim elements. */
 int fg_case_alloc(fagen_ctx *ctx, fg_case *c, const fg_inputs *in, char *err, size_t errsize);
 void fg_case_free(fg_case *c);
 
@@ -151,5 +173,13 @@ int fg_case_backward_grads(fagen_ctx *ctx, const fg_case *c, const fagen_variant
 int fg_case_time_many(fagen_ctx *ctx, const fg_case *const *cases,
                       const fagen_variant *const *variants, int n, int warmup, int reps,
                       double *ms, char *err, size_t errsize);
+
+/* As fg_case_time_many, over n items of which item k is a group of
+ * counts[k] >= 1 consecutive (case, variant) pairs, launched one after the
+ * other between the same two events (a --varlen classes base: one call per
+ * length); ms[k] gets item k's median.  counts NULL: one pair each. */
+int fg_case_time_groups(fagen_ctx *ctx, const fg_case *const *cases,
+                        const fagen_variant *const *variants, const int *counts, int n,
+                        int warmup, int reps, double *ms, char *err, size_t errsize);
 
 #endif

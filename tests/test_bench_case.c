@@ -153,3 +153,136 @@ Test(bench_case, candidate_ops) {
   cr_assert_eq(fg_case_candidate_ops(&c, &sel, ops), 1, "fwd mode");
   cr_assert_eq(ops[0], FAGEN_OP_FWD_WGMMA);
 }
+
+/* Lengths of sequence b of a packed case. */
+static int seq_len(const fg_case *c, int b) { return c->cu[b + 1] - c->cu[b]; }
+
+/* --varlen classes: S, S/2, S/4, S/8 taken in turn while they fit, shuffled
+ * with a seed fixed per S; its base is one dense case per length reading
+ * consecutive rows, with the same visible pairs in all. */
+Test(bench_case, length_classes_and_their_separate_batches) {
+  fg_feature_opts fo;
+  memset(&fo, 0, sizeof fo);
+  fo.varlen = FG_VARLEN_CLASSES;
+  char err[256] = "";
+  fg_case c, again;
+  cr_assert_eq(fg_case_init(&c, FG_MODE_FWD, 0, FAGEN_DTYPE_BF16, 4, 4096, 16, 128, 1, &fo, err,
+                            sizeof err),
+               0, "%s", err);
+  /* 4096 2048 1024 512 4096 2048 1024 512, then only 1024 fits the 1024 left */
+  cr_assert_eq(c.batch, 9);
+  cr_assert_eq(c.cu[c.batch], 16384);
+  int count[13] = {0}, descending = 1;
+  for (int b = 0; b < c.batch; b++) {
+    const int l = seq_len(&c, b);
+    cr_assert(l == 512 || l == 1024 || l == 2048 || l == 4096, "length %d", l);
+    for (int k = 0; k < 13; k++) count[k] += l == 1 << k;
+    if (b > 0 && l > seq_len(&c, b - 1)) descending = 0;
+  }
+  cr_assert(count[12] == 2 && count[11] == 2 && count[10] == 3 && count[9] == 2);
+  cr_assert_not(descending, "the classes are interleaved, not sorted");
+  cr_assert_eq(fg_case_init(&again, FG_MODE_FWD, 0, FAGEN_DTYPE_BF16, 4, 4096, 16, 128, 1, &fo,
+                            err, sizeof err),
+               0);
+  cr_assert_arr_eq(again.cu, c.cu, sizeof(int32_t) * 10, "the same sequences in every run");
+  fg_case_free(&again);
+
+  fg_case parts[FG_CASE_MAX_PARTS];
+  int n = 0;
+  cr_assert_eq(fg_case_parts(&c, parts, &n, err, sizeof err), 0, "%s", err);
+  cr_assert_eq(n, 4);
+  const int len[4] = {4096, 2048, 1024, 512}, batch[4] = {2, 2, 3, 2};
+  int row = 0;
+  double pairs = 0;
+  for (int k = 0; k < n; k++) {
+    cr_assert_eq(parts[k].seqlen, len[k]);
+    cr_assert_eq(parts[k].batch, batch[k]);
+    cr_assert_eq(parts[k].row0, row, "part %d reads the rows after part %d", k, k - 1);
+    cr_assert_null(parts[k].cu, "a dense batch");
+    cr_assert_not(fg_features_any(&parts[k].fo));
+    cr_assert(parts[k].causal && parts[k].heads == 16 && parts[k].head_dim == 128);
+    row += parts[k].rows;
+    pairs += parts[k].pairs;
+    fg_case_free(&parts[k]);
+  }
+  cr_assert_eq(row, c.rows, "together as many rows as the packed buffer");
+  cr_assert_eq(pairs, c.pairs, "the same visible pairs");
+  fg_case_free(&c);
+
+  /* One sequence per cell at B = 1: one class, one part. */
+  cr_assert_eq(fg_case_init(&c, FG_MODE_BWD, 0, FAGEN_DTYPE_BF16, 1, 16384, 8, 256, 0, &fo, err,
+                            sizeof err),
+               0);
+  cr_assert_eq(c.batch, 1);
+  cr_assert_eq(fg_case_parts(&c, parts, &n, err, sizeof err), 0, "%s", err);
+  cr_assert(n == 1 && parts[0].batch == 1 && parts[0].seqlen == 16384 && parts[0].mode == FG_MODE_BWD);
+  fg_case_free(&parts[0]);
+  fg_case_free(&c);
+
+  /* Only a classes case has parts. */
+  fo.varlen = FG_VARLEN_MIXED;
+  cr_assert_eq(fg_case_init(&c, FG_MODE_FWD, 0, FAGEN_DTYPE_BF16, 4, 4096, 16, 128, 0, &fo, err,
+                            sizeof err),
+               0);
+  cr_assert_eq(fg_case_parts(&c, parts, &n, err, sizeof err), -1);
+  cr_assert_eq(n, 0);
+  cr_assert(strstr(err, "--varlen classes"), "%s", err);
+  fg_case_free(&c);
+}
+
+/* A group counts its calls: fewer than one is refused before any launch. */
+Test(bench_case, timer_groups_need_calls) {
+  const fg_case *cases[1] = {NULL};
+  const fagen_variant *variants[1] = {NULL};
+  const int counts[1] = {0};
+  double ms[1] = {-1};
+  char err[256] = "";
+  cr_assert_eq(fg_case_time_groups(NULL, cases, variants, counts, 1, 1, 3, ms, err, sizeof err),
+               -1);
+  cr_assert(strstr(err, "0 calls"), "%s", err);
+  cr_assert_eq(ms[0], -1);
+}
+
+/* On a GPU: a part reads its own rows (checked against the float64
+ * reference over the same rows), and a group of three calls takes about
+ * three times one. */
+Test(bench_case, parts_read_their_rows_and_groups_time_every_call, .timeout = 300) {
+  const char *why;
+  if (!fg_test_gpu_available(&why)) cr_skip_test("%s", why);
+  fg_feature_opts fo;
+  memset(&fo, 0, sizeof fo);
+  fo.varlen = FG_VARLEN_CLASSES;
+  char err[512] = "";
+  fg_case c, parts[FG_CASE_MAX_PARTS];
+  int n = 0;
+  cr_assert_eq(fg_case_init(&c, FG_MODE_FWD, 0, FAGEN_DTYPE_BF16, 8, 1024, 8, 64, 1, &fo, err,
+                            sizeof err),
+               0, "%s", err);
+  cr_assert_eq(fg_case_parts(&c, parts, &n, err, sizeof err), 0, "%s", err);
+  cr_assert_eq(n, 4);
+  fagen_ctx *ctx = NULL;
+  cr_assert_eq(fagen_ctx_create(&ctx), FAGEN_OK);
+  uint64_t rng = 7;
+  fg_inputs in;
+  cr_assert_eq(fg_inputs_alloc(&in, FAGEN_DTYPE_BF16, (size_t)c.rows * 8 * 64, &rng, err,
+                               sizeof err),
+               0, "%s", err);
+  for (int k = 0; k < n; k++) {
+    cr_assert_eq(fg_case_alloc(ctx, &parts[k], &in, err, sizeof err), 0, "%s", err);
+    double e = fg_case_check(ctx, &parts[k], NULL, &rng, err, sizeof err);
+    cr_assert(e >= 0 && e < 1e-2, "part %d (rows from %d): error %g %s", k, parts[k].row0, e, err);
+  }
+  const fg_case *tc[4] = {&parts[0], &parts[0], &parts[0], &parts[0]};
+  const fagen_variant *tv[4] = {NULL, NULL, NULL, NULL};
+  const int counts[2] = {1, 3};
+  double ms[2] = {0, 0};
+  cr_assert_eq(fg_case_time_groups(ctx, tc, tv, counts, 2, 2, 10, ms, err, sizeof err), 0, "%s",
+               err);
+  cr_log_info("one call %.4f ms, three %.4f ms", ms[0], ms[1]);
+  cr_assert(ms[0] > 0 && ms[1] > 2.0 * ms[0] && ms[1] < 4.0 * ms[0], "one %.4f, three %.4f", ms[0],
+            ms[1]);
+  for (int k = 0; k < n; k++) fg_case_free(&parts[k]);
+  fg_case_free(&c);
+  fg_inputs_free(&in);
+  fagen_ctx_destroy(ctx);
+}
