@@ -40,6 +40,15 @@ static void count_warnings(void *user, fagen_log_level level, const char *msg) {
   }
 }
 
+/* A context whose warnings w counts (w zeroed first). */
+static fagen_ctx *ctx_counting_warnings(warn_count *w) {
+  fagen_ctx *ctx;
+  fagen_ctx_create(&ctx);
+  *w = (warn_count){0, ""};
+  fagen_set_log_callback(ctx, count_warnings, w, FAGEN_LOG_WARN);
+  return ctx;
+}
+
 /* The shape of a one-sequence, one-head bf16 call: the fields the forward's
  * and the backward's argument structs share. */
 #define SET_SHAPE(x, d, s, c)                                             \
@@ -200,10 +209,8 @@ Test(tune, user_table_entry_and_nearest_bucket, .init = setup, .fini = teardown)
   snprintf(e2, sizeof e2, ENTRY_WG_FMT, 8192, "fwdwg_d128_bq192_bk64_w16_s2_bf16_sm90a");
   snprintf(entries, sizeof entries, "[%s, %s]", e1, e2);
   write_table(entries, NULL, NULL, NULL);
-  fagen_ctx *ctx;
-  fagen_ctx_create(&ctx);
-  warn_count w = {0, ""};
-  fagen_set_log_callback(ctx, count_warnings, &w, FAGEN_LOG_WARN);
+  warn_count w;
+  fagen_ctx *ctx = ctx_counting_warnings(&w);
   const struct {
     int seqlen;
     const char *want;
@@ -242,10 +249,8 @@ Test(tune, user_table_entry_and_nearest_bucket, .init = setup, .fini = teardown)
 static void bad_table(const char *needle) {
   for (int pass = 0; pass < 2; pass++) {
     if (pass) setenv("FAGEN_TUNE_SIBLING", "0", 1);
-    fagen_ctx *ctx;
-    fagen_ctx_create(&ctx);
-    warn_count w = {0, ""};
-    fagen_set_log_callback(ctx, count_warnings, &w, FAGEN_LOG_WARN);
+    warn_count w;
+    fagen_ctx *ctx = ctx_counting_warnings(&w);
     for (int i = 0; i < 3; i++) {
       fagen_attention_args a = call(128, 1024 << i, 0);
       fagen_variant v;
@@ -270,10 +275,8 @@ Test(tune, entries_measured_with_features, .init = setup, .fini = teardown) {
   snprintf(e2, sizeof e2, ENTRY_WG_FEATURES_FMT, "softcap", "fwdwg_d128_bq128_bk96_w12_s2_softcap_bf16_sm90a");
   snprintf(entries, sizeof entries, "[%s, %s]", e1, e2);
   write_table(entries, NULL, NULL, NULL);
-  fagen_ctx *ctx;
-  fagen_ctx_create(&ctx);
-  warn_count w = {0, ""};
-  fagen_set_log_callback(ctx, count_warnings, &w, FAGEN_LOG_WARN);
+  warn_count w;
+  fagen_ctx *ctx = ctx_counting_warnings(&w);
   fagen_variant v;
   fagen_select_info info;
   char name[FAGEN_VARIANT_NAME_MAX];
@@ -325,10 +328,8 @@ Test(tune, sibling_table_for_a_device_without_one, .init = setup, .fini = teardo
   cr_assert_eq(fagen_device_class_parse("NVIDIA H100 80GB HBM3,sm_90a,132", &h100), FAGEN_OK);
   cr_assert_eq(fagen_device_class_parse("NVIDIA A10,sm_86,72", &a10), FAGEN_OK);
   cr_assert_eq(fagen_device_class_parse("NVIDIA A100 Test,sm_80,98", &a100x), FAGEN_OK);
-  fagen_ctx *ctx;
-  fagen_ctx_create(&ctx);
-  warn_count w = {0, ""};
-  fagen_set_log_callback(ctx, count_warnings, &w, FAGEN_LOG_WARN);
+  warn_count w;
+  fagen_ctx *ctx = ctx_counting_warnings(&w);
   const int dims[] = {64, 128, 256};
   for (int i = 0; i < 3; i++)
     for (int causal = 0; causal < 2; causal++) {
@@ -422,10 +423,8 @@ Test(tune, shipped_tables_are_current_and_user_tables_come_first, .init = setup,
      fagen-autotune (or scripts/heuristic-tables.sh) and replace the table. */
   fagen_device_class a100;
   fagen_device_class_parse("NVIDIA A100-SXM4-80GB,sm_80,108", &a100);
-  fagen_ctx *ctx;
-  fagen_ctx_create(&ctx);
-  warn_count w = {0, ""};
-  fagen_set_log_callback(ctx, count_warnings, &w, FAGEN_LOG_WARN);
+  warn_count w;
+  fagen_ctx *ctx = ctx_counting_warnings(&w);
   fagen_attention_args a = call(128, 4096, 0);
   fagen_variant v;
   fagen_select_info info;
@@ -480,10 +479,8 @@ Test(tune, every_shipped_table_is_current, .init = setup, .fini = teardown) {
     fagen_device_class_slug(&dc, slug, sizeof slug);
     snprintf(file, sizeof file, "%s.json", slug);
     cr_assert_str_eq(fg_embedded_tables[i].name, file, "a table's file name must be its class's slug");
-    fagen_ctx *ctx;
-    fagen_ctx_create(&ctx);
-    warn_count w = {0, ""};
-    fagen_set_log_callback(ctx, count_warnings, &w, FAGEN_LOG_WARN);
+    warn_count w;
+    fagen_ctx *ctx = ctx_counting_warnings(&w);
     json_t *e0 = json_array_get(json_object_get(root, "entries"), 0);
     fagen_attention_args a = call((int)json_integer_value(json_object_get(e0, "head_dim")),
                                   (int)json_integer_value(json_object_get(e0, "seqlen")),
@@ -641,10 +638,8 @@ Test(tune, autotune_cli, .init = setup, .fini = teardown) {
                    written[t], count[k], ops[k]);
     json_decref(root);
   }
-  fagen_ctx *ctx;
-  fagen_ctx_create(&ctx);
-  warn_count w = {0, ""};
-  fagen_set_log_callback(ctx, count_warnings, &w, FAGEN_LOG_WARN);
+  warn_count w;
+  fagen_ctx *ctx = ctx_counting_warnings(&w);
   fagen_attention_args a = call(64, 8192, 1);
   fagen_variant v;
   fagen_select_info info;
@@ -721,8 +716,7 @@ Test(tune, autotune_cli, .init = setup, .fini = teardown) {
   }
   cr_assert_str_eq(got, "fwdwg:softcap bwd:softcap bwd:window ");
   json_decref(root);
-  fagen_ctx_create(&ctx);
-  fagen_set_log_callback(ctx, count_warnings, &w, FAGEN_LOG_WARN);
+  ctx = ctx_counting_warnings(&w); /* no warnings so far (asserted above) */
   a = call(64, 2048, 0);
   a.feat.softcap = 30.f;
   cr_assert_eq(fagen_attention_select(ctx, &a, &TEST_GPU, &v, &info), FAGEN_OK);
@@ -737,8 +731,6 @@ Test(tune, autotune_cli, .init = setup, .fini = teardown) {
                  "--features '%s'", bad_sets[k]);
     free(out), free(err);
   }
-  const fagen_device_class *none = NULL;
-  (void)none;
   if (!fg_test_gpu_available(NULL)) {
     cr_assert_eq(run(FAGEN_AUTOTUNE, (const char *[]){"--seqlens", "512", NULL}, &out, &err), 1);
     cr_assert(strstr(err, "no GPU"), "%s", err);
